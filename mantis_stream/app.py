@@ -1,0 +1,53 @@
+"""The Faust application: broker, codecs, topics and the tracing sensor.
+
+``faust -A mantis_stream worker`` imports the package, which imports this
+module and then the agents (``mantis_stream.agents``) that register on ``app``.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from . import codecs  # noqa: F401  (registers the "orjson" codec)
+from . import topics as names
+from .kafka import broker_credentials, broker_urls, profile_options
+from .settings import Settings
+
+settings = Settings.from_env()
+
+app = faust.App(
+    settings.app_id,
+    broker=broker_urls(settings.broker),
+    broker_credentials=broker_credentials(),
+    value_serializer="orjson",
+    key_serializer="raw",
+    topic_partitions=settings.partitions,
+    topic_allow_declare=True,
+    store="memory://",
+    web_host=settings.web_host,
+    web_port=settings.web_port,
+    web_in_thread=False,
+    producer_max_request_size=settings.max_message_bytes * 2,
+    consumer_max_fetch_size=settings.max_message_bytes * 4,
+    **profile_options(settings.broker_profile),
+)
+
+
+def _topic(name: str, *, raw: bool = False) -> faust.TopicT:
+    return app.topic(
+        name,
+        partitions=settings.partitions,
+        internal=True,  # Faust creates it with our partition count when missing
+        value_serializer="raw" if raw else "orjson",
+        key_serializer="raw",
+    )
+
+
+readings_topic = _topic(names.READINGS, raw=True)
+readings_keyed_topic = _topic(names.READINGS_KEYED)
+frames_topic = _topic(names.FRAMES)
+features_topic = _topic(names.FEATURES)
+anomalies_topic = _topic(names.ANOMALIES)
+rul_topic = _topic(names.RUL)
+work_orders_topic = _topic(names.WORK_ORDERS)
+dead_letters_topic = _topic(names.DEAD_LETTERS)

@@ -1,0 +1,1 @@
+"""Message records and models: pure Python/numpy, no Kafka or Faust inside."""

@@ -1,0 +1,228 @@
+"""Parsing and validating one reading (INTERFACE.md, "A reading").
+
+Every rejection raises :class:`InvalidReading` naming the offending field, so a
+dead letter tells the sender exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+
+Kind = Literal["scalar", "waveform", "channels"]
+
+#: Timestamps outside [2000-01-01, 2200-01-01) are rejected as unreadable.
+TS_MIN = 946_684_800.0
+TS_MAX = 7_258_118_400.0
+MAX_ID_LENGTH = 128
+MAX_CHANNELS = 256
+MAX_META_KEYS = 64
+
+
+class InvalidReading(ValueError):
+    """A reading that cannot be processed; ``field`` names what is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message
+
+
+@dataclass(slots=True)
+class Reading:
+    asset_id: str
+    sensor_id: str
+    ts: float  # Unix seconds, UTC
+    kind: Kind
+    value: float | None = None
+    values: np.ndarray | None = None
+    sample_rate_hz: float | None = None
+    channels: dict[str, float] | None = None
+    unit: str | None = None
+    sensor_kind: str | None = None
+    cycle: int | None = None
+    seq: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_message(self) -> dict[str, Any]:
+        """The validated reading as an internal message (numbers normalised)."""
+        out: dict[str, Any] = {"asset_id": self.asset_id, "sensor_id": self.sensor_id, "ts": self.ts}
+        if self.kind == "scalar":
+            out["value"] = self.value
+        elif self.kind == "waveform":
+            out["values"] = self.values
+            out["sample_rate_hz"] = self.sample_rate_hz
+        else:
+            out["channels"] = self.channels
+        for name in ("unit", "cycle", "seq"):
+            val = getattr(self, name)
+            if val is not None:
+                out[name] = val
+        if self.sensor_kind is not None:
+            out["kind"] = self.sensor_kind
+        if self.meta:
+            out["meta"] = self.meta
+        return out
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _finite_number(obj: dict[str, Any], name: str) -> float:
+    x = obj[name]
+    if not _is_number(x):
+        raise InvalidReading(name, f"must be a number, got {type(x).__name__}")
+    x = float(x)
+    if not math.isfinite(x):
+        raise InvalidReading(name, "must be finite")
+    return x
+
+
+def _identifier(obj: dict[str, Any], name: str) -> str:
+    if name not in obj:
+        raise InvalidReading(name, "is required")
+    x = obj[name]
+    if not isinstance(x, str):
+        raise InvalidReading(name, f"must be a string, got {type(x).__name__}")
+    if not x or len(x) > MAX_ID_LENGTH:
+        raise InvalidReading(name, f"must be 1 to {MAX_ID_LENGTH} characters")
+    return x
+
+
+def parse_timestamp(x: Any, name: str = "ts") -> float:
+    """RFC 3339 string or Unix seconds -> Unix seconds (UTC)."""
+    if _is_number(x):
+        ts = float(x)
+    elif isinstance(x, str):
+        try:
+            dt = datetime.fromisoformat(x)
+        except ValueError:
+            raise InvalidReading(name, f"cannot read timestamp {x[:40]!r} (RFC 3339 or Unix seconds)") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        ts = dt.timestamp()
+    else:
+        raise InvalidReading(name, f"must be an RFC 3339 string or Unix seconds, got {type(x).__name__}")
+    if not math.isfinite(ts) or not TS_MIN <= ts < TS_MAX:
+        raise InvalidReading(name, "is out of range (2000-01-01 to 2200-01-01)")
+    return ts
+
+
+def format_timestamp(ts: float) -> str:
+    """Unix seconds -> RFC 3339 UTC with milliseconds (the output format)."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _waveform(obj: dict[str, Any], max_samples: int) -> tuple[np.ndarray, float]:
+    values = obj["values"]
+    if not isinstance(values, list):
+        raise InvalidReading("values", f"must be an array of numbers, got {type(values).__name__}")
+    if not values:
+        raise InvalidReading("values", "must not be empty")
+    if len(values) > max_samples:
+        raise InvalidReading("values", f"has {len(values)} samples, over the limit of {max_samples}")
+    try:
+        arr = np.asarray(values)
+    except ValueError:
+        raise InvalidReading("values", "must be a flat array of numbers") from None
+    if arr.ndim != 1 or arr.dtype.kind not in "iuf":
+        raise InvalidReading("values", "must be a flat array of numbers")
+    arr = arr.astype(np.float64, copy=False)
+    if not np.isfinite(arr).all():
+        raise InvalidReading("values", "must hold finite numbers only")
+    if "sample_rate_hz" not in obj:
+        raise InvalidReading("sample_rate_hz", "is required with values")
+    rate = _finite_number(obj, "sample_rate_hz")
+    if rate <= 0:
+        raise InvalidReading("sample_rate_hz", "must be positive")
+    return arr, rate
+
+
+def _channels(obj: dict[str, Any]) -> dict[str, float]:
+    channels = obj["channels"]
+    if not isinstance(channels, dict):
+        raise InvalidReading("channels", f"must be an object of name -> number, got {type(channels).__name__}")
+    if not channels or len(channels) > MAX_CHANNELS:
+        raise InvalidReading("channels", f"must hold 1 to {MAX_CHANNELS} channels")
+    out: dict[str, float] = {}
+    for name, x in channels.items():
+        if not _is_number(x) or not math.isfinite(x):
+            raise InvalidReading(f"channels.{name[:64]}", "must be a finite number")
+        out[name] = float(x)
+    return out
+
+
+def _optional_int(obj: dict[str, Any], name: str) -> int | None:
+    x = obj.get(name)
+    if x is None:
+        return None
+    if not isinstance(x, int) or isinstance(x, bool) or x < 0:
+        raise InvalidReading(name, "must be a non-negative integer")
+    return x
+
+
+def _optional_str(obj: dict[str, Any], name: str) -> str | None:
+    x = obj.get(name)
+    if x is None:
+        return None
+    if not isinstance(x, str) or len(x) > MAX_ID_LENGTH:
+        raise InvalidReading(name, f"must be a string of at most {MAX_ID_LENGTH} characters")
+    return x
+
+
+def validate_reading(obj: Any, *, max_samples: int = 65_536) -> Reading:
+    """Validate a decoded JSON value as a reading."""
+    if not isinstance(obj, dict):
+        raise InvalidReading("payload", f"a reading must be a JSON object, got {type(obj).__name__}")
+    asset_id = _identifier(obj, "asset_id")
+    sensor_id = _identifier(obj, "sensor_id")
+    if "ts" not in obj:
+        raise InvalidReading("ts", "is required")
+    ts = parse_timestamp(obj["ts"])
+    shapes = [k for k in ("value", "values", "channels") if k in obj]
+    if len(shapes) != 1:
+        raise InvalidReading("value", "exactly one of value, values or channels is required" + (f" (got {', '.join(shapes)})" if shapes else ""))
+    meta = obj.get("meta", {})
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict) or len(meta) > MAX_META_KEYS:
+        raise InvalidReading("meta", f"must be an object of at most {MAX_META_KEYS} keys")
+    reading = Reading(
+        asset_id=asset_id,
+        sensor_id=sensor_id,
+        ts=ts,
+        kind="scalar",
+        unit=_optional_str(obj, "unit"),
+        sensor_kind=_optional_str(obj, "kind"),
+        cycle=_optional_int(obj, "cycle"),
+        seq=_optional_int(obj, "seq"),
+        meta=meta,
+    )
+    if shapes[0] == "value":
+        reading.value = _finite_number(obj, "value")
+    elif shapes[0] == "values":
+        reading.kind = "waveform"
+        reading.values, reading.sample_rate_hz = _waveform(obj, max_samples)
+    else:
+        reading.kind = "channels"
+        reading.channels = _channels(obj)
+    return reading
+
+
+def parse_reading(raw: bytes, *, max_bytes: int = 1_048_576, max_samples: int = 65_536) -> Reading:
+    """Decode and validate one raw message value."""
+    if raw is None:
+        raise InvalidReading("payload", "message has no value")
+    if len(raw) > max_bytes:
+        raise InvalidReading("payload", f"message is {len(raw)} bytes, over the limit of {max_bytes}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidReading("payload", f"not valid JSON ({str(exc)[:120]}); NaN and Infinity are not JSON") from None
+    return validate_reading(obj, max_samples=max_samples)

@@ -1,0 +1,141 @@
+"""One settings object, read from the environment once at start-up.
+
+Why: Faust, the sinks and tracing all need a few knobs; reading ``os.environ``
+in one place keeps the names documented (README, INTERFACE.md) and testable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+#: Stage key -> default service name in Jaeger.
+DEFAULT_SERVICES: dict[str, str] = {
+    "ingestion": "mantis-ingestion",
+    "preprocessing": "mantis-preprocessing",
+    "feature-extraction": "mantis-feature-extraction",
+    "anomaly-detection": "mantis-anomaly-detection",
+    "rul-prediction": "mantis-rul-prediction",
+    "orchestrator": "mantis-orchestrator",
+}
+
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"mantis-stream: {name}={raw!r} is not an integer") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"mantis-stream: {name}={raw!r} is not a number") from None
+
+
+def mask_url(url: str | None) -> str | None:
+    """Return ``url`` with any password replaced by ``***`` (for logs and spans)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.username:
+        netloc = f"{parts.username}:***@{netloc}"
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def broker_is_local(broker: str) -> bool:
+    """True when every broker URL points at this machine (use the Tansu profile)."""
+    hosts = [urlsplit(u.strip() if "://" in u else f"kafka://{u.strip()}").hostname for u in broker.split(",")]
+    return all(h in _LOOPBACK for h in hosts)
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str = "kafka://localhost:9092"
+    app_id: str = "mantis-stream"
+    #: ``local`` (short session timeouts, for Tansu) or ``production`` (Kafka defaults).
+    broker_profile: str = "local"
+    partitions: int = 4
+    postgres_dsn: str | None = None
+    influxdb_url: str | None = None
+    sampling_strategies: Path = CONFIG_DIR / "sampling-strategy.json"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    #: Samples per vibration frame (FFT size) and hop between frames.
+    frame_size: int = 2048
+    #: Readings per window for scalar sensors.
+    scalar_window: int = 10
+    #: Events taken per batch by the batched agents, and the longest wait for a batch.
+    batch_size: int = 500
+    batch_within: float = 0.05
+    #: Largest accepted raw message (bytes) and waveform chunk (samples).
+    max_message_bytes: int = 1_048_576
+    max_waveform_samples: int = 65_536
+    #: Work-order rules.
+    rul_threshold_cycles: float = 30.0
+    rul_threshold_seconds: float = 3600.0
+    anomaly_persistence: int = 5
+    #: Bearer token the HTTP ingest requires (off when unset).
+    ingest_token: str | None = None
+    services: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SERVICES))
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        broker = os.environ.get("MANTIS_BROKER", cls.broker)
+        profile = os.environ.get("MANTIS_BROKER_PROFILE") or ("local" if broker_is_local(broker) else "production")
+        if profile not in ("local", "production"):
+            raise SystemExit(f"mantis-stream: MANTIS_BROKER_PROFILE={profile!r}: use 'local' or 'production'")
+        services = dict(DEFAULT_SERVICES)
+        for stage in services:
+            override = os.environ.get("MANTIS_SERVICE_" + stage.upper().replace("-", "_"))
+            if override:
+                services[stage] = override
+        return cls(
+            broker=broker,
+            app_id=os.environ.get("MANTIS_APP_ID", cls.app_id),
+            broker_profile=profile,
+            partitions=_env_int("MANTIS_PARTITIONS", cls.partitions),
+            postgres_dsn=os.environ.get("MANTIS_POSTGRES_DSN") or None,
+            influxdb_url=os.environ.get("MANTIS_INFLUXDB_URL") or None,
+            sampling_strategies=Path(os.environ.get("MANTIS_SAMPLING_STRATEGIES") or cls.sampling_strategies),
+            web_host=os.environ.get("MANTIS_WEB_HOST", cls.web_host),
+            web_port=_env_int("MANTIS_WEB_PORT", cls.web_port),
+            frame_size=_env_int("MANTIS_FRAME_SIZE", cls.frame_size),
+            scalar_window=_env_int("MANTIS_SCALAR_WINDOW", cls.scalar_window),
+            batch_size=_env_int("MANTIS_BATCH_SIZE", cls.batch_size),
+            batch_within=_env_float("MANTIS_BATCH_WITHIN", cls.batch_within),
+            max_message_bytes=_env_int("MANTIS_MAX_MESSAGE_BYTES", cls.max_message_bytes),
+            max_waveform_samples=_env_int("MANTIS_MAX_WAVEFORM_SAMPLES", cls.max_waveform_samples),
+            rul_threshold_cycles=_env_float("MANTIS_RUL_THRESHOLD_CYCLES", cls.rul_threshold_cycles),
+            rul_threshold_seconds=_env_float("MANTIS_RUL_THRESHOLD_SECONDS", cls.rul_threshold_seconds),
+            anomaly_persistence=_env_int("MANTIS_ANOMALY_PERSISTENCE", cls.anomaly_persistence),
+            ingest_token=os.environ.get("MANTIS_INGEST_TOKEN") or None,
+            services=services,
+        )
+
+    def masked(self) -> dict[str, object]:
+        """The effective settings with secrets masked, for logs and ``config``."""
+        out: dict[str, object] = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["postgres_dsn"] = mask_url(self.postgres_dsn)
+        out["influxdb_url"] = mask_url(self.influxdb_url)
+        out["ingest_token"] = "***" if self.ingest_token else None
+        out["sampling_strategies"] = str(self.sampling_strategies)
+        return out
