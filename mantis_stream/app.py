@@ -9,6 +9,7 @@ from __future__ import annotations
 import faust
 
 from . import codecs  # noqa: F401  (registers the "orjson" codec)
+from . import tracing
 from . import topics as names
 from .kafka import broker_credentials, broker_urls, profile_options
 from .settings import Settings
@@ -31,6 +32,7 @@ app = faust.App(
     consumer_max_fetch_size=settings.max_message_bytes * 4,
     **profile_options(settings.broker_profile),
 )
+tracing.install(app, settings)
 
 
 def _topic(name: str, *, raw: bool = False) -> faust.TopicT:

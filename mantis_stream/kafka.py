@@ -19,6 +19,11 @@ def broker_urls(broker: str) -> list[str]:
     return [u.strip() if "://" in u else f"kafka://{u.strip()}" for u in broker.split(",") if u.strip()]
 
 
+def bootstrap_servers(broker: str) -> list[str]:
+    """``host:port`` strings for plain aiokafka clients (CLI commands, tests)."""
+    return [u.split("://", 1)[1] for u in broker_urls(broker)]
+
+
 def profile_options(profile: str) -> dict[str, Any]:
     if profile == "local":
         return {

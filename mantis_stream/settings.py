@@ -21,6 +21,7 @@ DEFAULT_SERVICES: dict[str, str] = {
     "anomaly-detection": "mantis-anomaly-detection",
     "rul-prediction": "mantis-rul-prediction",
     "orchestrator": "mantis-orchestrator",
+    "storage": "mantis-storage",
 }
 
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")

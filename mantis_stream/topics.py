@@ -29,4 +29,6 @@ AGENT_STAGES: dict[str, str] = {
     "anomaly": "anomaly-detection",
     "rul": "rul-prediction",
     "orchestrator": "orchestrator",
+    "sink-postgres": "storage",
+    "sink-influx": "storage",
 }

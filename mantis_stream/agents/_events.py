@@ -1,0 +1,35 @@
+"""Per-event scope inside batch agents.
+
+Why: ``stream.take_events()`` hands the agent a list of events, but Faust's
+tables write their changelog to the partition of the *current* event and the
+tracing sensor's process span is per event.  ``event_scope`` makes one event
+current for both while the agent handles it, so table state lands in the right
+changelog partition (it moves with its partition on rebalance) and sends carry
+that event's trace context.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from faust.streams import _current_event
+from faust.types import EventT
+
+from .. import tracing
+
+
+@contextmanager
+def event_scope(event: EventT) -> Iterator[None]:
+    token = _current_event.set(weakref.ref(event))
+    try:
+        with tracing.use_event(event):
+            yield
+    finally:
+        _current_event.reset(token)
+
+
+def asset_key(asset_id: str) -> bytes:
+    """Message key for per-asset partitioning (all stages after preprocessing)."""
+    return asset_id.encode()

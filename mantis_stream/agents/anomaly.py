@@ -1,0 +1,63 @@
+"""Stage 3: streaming anomaly detection, one online river model per sensor.
+
+Each (asset, sensor) has its own detector (``models.anomaly``): it scores every
+feature vector, then learns from it, after a warm-up.  Scores are calibrated to
+[0, 1] so one threshold means the same on every asset.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from .. import tracing
+from ..app import anomalies_topic, app, features_topic, settings
+from ..errors import send_dead_letter
+from ..models import records
+from ..models.anomaly import AnomalyDetector
+from ._events import asset_key, event_scope
+from ._state import TableBackedCache, bytes_table
+
+STAGE = "anomaly-detection"
+
+detector_table = bytes_table("anomaly-detectors")
+detectors: TableBackedCache[AnomalyDetector] = TableBackedCache(
+    detector_table, new=lambda key: AnomalyDetector(), load=AnomalyDetector.from_bytes, dump=AnomalyDetector.to_bytes,
+)
+
+
+def detector_key(message: dict[str, Any]) -> str:
+    return f"{message['asset_id']}\x1f{message['sensor_id']}"
+
+
+@app.agent(features_topic, name="anomaly")
+async def anomaly(stream):  # type: ignore[no-untyped-def]
+    async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+        by_key: dict[str, list[Any]] = defaultdict(list)
+        for event in events:
+            by_key[detector_key(event.value)].append(event)
+        for key, key_events in by_key.items():
+            detector = detectors.get(key)
+            for event in key_events:
+                message = event.value
+                with event_scope(event):
+                    try:
+                        with tracing.stage_tracer(STAGE).start_as_current_span(
+                            "predict_anomaly",
+                            attributes=tracing.span_attributes(asset_id=message["asset_id"], sensor_id=message["sensor_id"]),
+                        ) as span:
+                            result = detector.process_one(message["features"])
+                            span.set_attributes({
+                                "model.name": detector.name, "model.version": detector.version,
+                                "prediction.result": "anomaly" if result.is_anomaly else "normal",
+                                "prediction.score": result.score,
+                            })
+                    except Exception as exc:  # noqa: BLE001 - a bad event must not stop the stage
+                        await send_dead_letter(event, STAGE, exc)
+                        continue
+                    out = records.anomaly_message(
+                        message, result.score, result.threshold, result.is_anomaly,
+                        {"name": detector.name, "version": detector.version}, result.warm,
+                    )
+                    await anomalies_topic.send(key=asset_key(message["asset_id"]), value=out)
+        detectors.save((key, key_events[-1]) for key, key_events in by_key.items())

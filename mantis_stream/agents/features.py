@@ -1,0 +1,74 @@
+"""Stage 2: features per frame.
+
+Waveform frames of a batch are stacked and transformed at once
+(``dsp.spectral.waveform_features`` is vectorised across frames); scalar windows
+get window statistics; channel rows pass their channels on as features.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .. import tracing
+from ..app import app, features_topic, frames_topic, settings
+from ..dsp.spectral import waveform_features
+from ..dsp.stats import window_features
+from ..errors import send_dead_letter
+from ..models import records
+from ._events import asset_key, event_scope
+
+STAGE = "feature-extraction"
+
+
+def compute_features(frames: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Features for each frame, in order; waveforms vectorised per (rate, size, meta) group."""
+    out: list[dict[str, float]] = [{}] * len(frames)
+    groups: dict[tuple[float, int, bytes], list[tuple[int, np.ndarray]]] = defaultdict(list)
+    for i, frame in enumerate(frames):
+        kind = frame["kind"]
+        if kind == "waveform":
+            samples = records.frame_samples(frame)
+            meta = orjson.dumps(frame.get("meta") or {}, option=orjson.OPT_SORT_KEYS)
+            groups[(frame["sample_rate_hz"], len(samples), meta)].append((i, samples))
+        elif kind == "window":
+            out[i] = window_features(np.asarray(frame["values"], dtype=np.float64))
+        elif kind == "row":
+            out[i] = dict(frame["channels"])
+        else:
+            raise ValueError(f"frame kind {kind!r} is unknown")
+    for (rate, _size, meta), members in groups.items():
+        stack = np.stack([samples for _, samples in members])
+        for (i, _), feats in zip(members, waveform_features(stack, rate, orjson.loads(meta))):
+            out[i] = feats
+    return out
+
+
+@app.agent(frames_topic, name="features")
+async def features(stream):  # type: ignore[no-untyped-def]
+    async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+        frames = [event.value for event in events]
+        try:
+            with tracing.batch_span(STAGE, "compute_fft", events, **{"batch.size": len(events)}):
+                results = compute_features(frames)
+        except Exception:  # noqa: BLE001 - find the bad frame(s) one at a time
+            results: list[dict[str, float] | None] = []
+            for event in events:
+                try:
+                    results.append(compute_features([event.value])[0])
+                except Exception as exc:  # noqa: BLE001
+                    with event_scope(event):
+                        await send_dead_letter(event, STAGE, exc)
+                    results.append(None)
+        for event, frame, feats in zip(events, frames, results):
+            if feats is None:  # already a dead letter
+                continue
+            with event_scope(event):
+                with tracing.stage_tracer(STAGE).start_as_current_span(
+                    "extract_features",
+                    attributes=tracing.span_attributes(asset_id=frame["asset_id"], sensor_id=frame["sensor_id"], **{"features.count": len(feats)}),
+                ):
+                    await features_topic.send(key=asset_key(frame["asset_id"]), value=records.features_message(frame, feats))

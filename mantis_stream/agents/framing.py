@@ -1,0 +1,107 @@
+"""Stage 1b: assemble frames per sensor (part of the preprocessing service).
+
+Waveform chunks are cut into fixed-size frames with the DC offset removed;
+scalar readings become sliding windows of the last N values; channel readings
+pass as one row each.  The partial frame of every sensor lives in a Faust table
+(changelogged), so a restart or a rebalance neither drops nor repeats samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .. import tracing
+from ..app import app, frames_topic, readings_keyed_topic, settings
+from ..dsp.framing import FrameAssembler, remove_dc
+from ..errors import send_dead_letter
+from ..models import records
+from ._events import asset_key, event_scope
+from ._state import bytes_table
+
+STAGE = "preprocessing"
+RATE = struct.Struct("<d")
+log = logging.getLogger(__name__)
+
+#: "asset\x1fsensor" -> framing state (FrameAssembler bytes, or the JSON window).
+framing_state = bytes_table("framing-state")
+
+
+def sensor_key(reading: dict[str, Any]) -> str:
+    return f"{reading['asset_id']}\x1f{reading['sensor_id']}"
+
+
+def frame_waveform(reading: dict[str, Any], state: bytes | None) -> tuple[list[dict[str, Any]], bytes]:
+    """Push one chunk; return the frames it completes and the new state.
+
+    The state is the sample rate (8 bytes) then the assembler; a sensor whose
+    rate changes starts a new frame (pending samples of the old rate cannot
+    share a frame with the new ones and are discarded, logged).
+    A frame's ``ts`` is the time of its last sample, taking a chunk's ``ts``
+    as the time of its first sample.
+    """
+    rate = float(reading["sample_rate_hz"])
+    assembler = FrameAssembler(settings.frame_size)
+    if state:
+        (old_rate,) = RATE.unpack_from(state)
+        if old_rate == rate:
+            assembler = FrameAssembler.from_bytes(state[RATE.size:])
+        else:
+            log.warning("%s: sample rate changed %s -> %s Hz; restarting the frame", sensor_key(reading), old_rate, rate)
+    pending_before = assembler.pending
+    frames = remove_dc(assembler.push(np.asarray(reading["values"], dtype=np.float64)))
+    size = settings.frame_size
+    out = [
+        records.waveform_frame(
+            reading["asset_id"], reading["sensor_id"],
+            reading["ts"] + ((i + 1) * size - pending_before - 1) / rate,
+            frame, rate, reading.get("meta"),
+        )
+        for i, frame in enumerate(frames)
+    ]
+    return out, RATE.pack(rate) + assembler.to_bytes()
+
+
+def frame_scalar(reading: dict[str, Any], state: bytes | None) -> tuple[dict[str, Any], bytes]:
+    """Append one value to the sensor's sliding window and emit the window."""
+    window: list[float] = orjson.loads(state) if state else []
+    window.append(reading["value"])
+    del window[: max(0, len(window) - settings.scalar_window)]
+    frame = records.window_frame(reading["asset_id"], reading["sensor_id"], reading["ts"], window, reading.get("unit"))
+    return frame, orjson.dumps(window)
+
+
+def frame_one(reading: dict[str, Any]) -> list[dict[str, Any]]:
+    if "channels" in reading:
+        return [records.row_frame(reading["asset_id"], reading["sensor_id"], reading["ts"], reading["channels"], reading.get("cycle"))]
+    key = sensor_key(reading)
+    state = framing_state.get(key)
+    if "values" in reading:
+        frames, framing_state[key] = frame_waveform(reading, state)
+        return frames
+    frame, framing_state[key] = frame_scalar(reading, state)
+    return [frame]
+
+
+@app.agent(readings_keyed_topic, name="frame")
+async def frame(stream):  # type: ignore[no-untyped-def]
+    async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+        for event in events:
+            reading = event.value
+            with event_scope(event):
+                try:
+                    with tracing.stage_tracer(STAGE).start_as_current_span(
+                        "assemble_frames",
+                        attributes=tracing.span_attributes(asset_id=reading["asset_id"], sensor_id=reading["sensor_id"]),
+                    ) as span:
+                        frames = frame_one(reading)
+                        span.set_attribute("frames.count", len(frames))
+                except Exception as exc:  # noqa: BLE001 - a bad event must not stop the stage
+                    await send_dead_letter(event, STAGE, exc)
+                    continue
+                for out in frames:
+                    await frames_topic.send(key=asset_key(reading["asset_id"]), value=out)

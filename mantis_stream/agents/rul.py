@@ -1,0 +1,79 @@
+"""Stage 4: remaining useful life, one online tracker per sensor.
+
+The tracker (``models.rul``) turns each feature vector into a health index and
+updates a degradation model extrapolated to failure, with bounds.  The unit is
+``cycles`` when the readings carry ``cycle``, else ``seconds``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from typing import Any
+
+from .. import tracing
+from ..app import app, features_topic, rul_topic, settings
+from ..errors import send_dead_letter
+from ..models import records
+from ..models.rul import RulModel, RulTracker
+from ._events import asset_key, event_scope
+from ._state import TableBackedCache, bytes_table
+
+STAGE = "rul-prediction"
+
+MODEL = RulModel.load(os.environ["MANTIS_RUL_MODEL"]) if os.environ.get("MANTIS_RUL_MODEL") else RulModel.default()
+UNIT_BY_PREFIX = {"c": "cycles", "s": "seconds"}
+
+tracker_table = bytes_table("rul-trackers")
+
+
+def _new(key: str) -> RulTracker:
+    return RulTracker(MODEL, unit=UNIT_BY_PREFIX[key[0]])
+
+
+trackers: TableBackedCache[RulTracker] = TableBackedCache(
+    tracker_table, new=_new, load=lambda raw: RulTracker.from_bytes(raw, MODEL), dump=RulTracker.to_bytes,
+)
+
+
+def tracker_key(message: dict[str, Any]) -> str:
+    """Unit initial + asset + sensor: a sensor that ages in cycles keeps its own tracker."""
+    unit = "c" if message.get("cycle") is not None else "s"
+    return f"{unit}\x1f{message['asset_id']}\x1f{message['sensor_id']}"
+
+
+def time_of(message: dict[str, Any]) -> float:
+    return float(message["cycle"]) if message.get("cycle") is not None else float(message["epoch"])
+
+
+@app.agent(features_topic, name="rul")
+async def rul(stream):  # type: ignore[no-untyped-def]
+    async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+        by_key: dict[str, list[Any]] = defaultdict(list)
+        for event in events:
+            by_key[tracker_key(event.value)].append(event)
+        for key, key_events in by_key.items():
+            tracker = trackers.get(key)
+            for event in key_events:
+                message = event.value
+                with event_scope(event):
+                    try:
+                        with tracing.stage_tracer(STAGE).start_as_current_span(
+                            "predict_rul",
+                            attributes=tracing.span_attributes(asset_id=message["asset_id"], sensor_id=message["sensor_id"]),
+                        ) as span:
+                            estimate = tracker.update(time_of(message), message["features"])
+                            span.set_attributes({"model.name": MODEL.name, "model.version": MODEL.version})
+                            if estimate is not None:
+                                span.set_attributes({"prediction.result": estimate.rul, "rul.unit": estimate.unit})
+                    except Exception as exc:  # noqa: BLE001 - a bad event must not stop the stage
+                        await send_dead_letter(event, STAGE, exc)
+                        continue
+                    if estimate is None:  # too little history yet: the features are the output
+                        continue
+                    out = records.rul_message(
+                        message, estimate.rul, estimate.unit, estimate.lower, estimate.upper, estimate.health_index,
+                        {"name": MODEL.name, "version": MODEL.version},
+                    )
+                    await rul_topic.send(key=asset_key(message["asset_id"]), value=out)
+        trackers.save((key, key_events[-1]) for key, key_events in by_key.items())

@@ -1,0 +1,3 @@
+"""CLI commands beside Faust's own (``mantis-stream --help`` lists them)."""
+
+from . import demo, produce  # noqa: F401

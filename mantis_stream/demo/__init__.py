@@ -1,0 +1,1 @@
+"""The zero-configuration demo: embedded broker, simulated plant, live view."""

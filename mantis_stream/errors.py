@@ -1,0 +1,77 @@
+"""Dead letters: what a stage does with an event it cannot process.
+
+Why one module: every stage must turn a failure into the same
+``mantis.dead-letters`` record (INTERFACE.md) and keep running, so no reading is
+ever lost silently.  Like quixstreams' ``error_callbacks``: small functions, one
+concern.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from typing import Any
+
+from faust.types import EventT
+
+from . import tracing
+from .codecs import dumps
+from .models.reading import InvalidReading, format_timestamp
+
+log = logging.getLogger(__name__)
+
+#: Longest error message kept in a dead letter.
+MAX_ERROR_MESSAGE = 500
+
+
+def payload_text(value: Any) -> str:
+    """The original value as text, or base64 when it is not UTF-8."""
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return base64.b64encode(raw).decode("ascii")
+    return dumps(value).decode("utf-8")
+
+
+def dead_letter_record(event: EventT, stage: str, exc: BaseException) -> dict[str, Any]:
+    message = event.message
+    error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)[:MAX_ERROR_MESSAGE]}
+    if isinstance(exc, InvalidReading):
+        error["field"] = exc.field
+    return {
+        "error": error,
+        "stage": stage,
+        "source": {"topic": message.topic, "partition": message.partition, "offset": message.offset},
+        "payload": payload_text(event.value if event.value is not None else message.value),
+        "received_at": format_timestamp(time.time()),
+    }
+
+
+def original_headers(event: EventT) -> list[tuple[str, bytes]]:
+    """The consumed message's headers, unchanged (the sensor refreshes the trace context)."""
+    headers = event.message.headers or []
+    if isinstance(headers, dict):
+        return [(k, v) for k, v in headers.items()]
+    return list(headers)
+
+
+async def send_dead_letter(event: EventT, stage: str, exc: BaseException) -> None:
+    """Mark the event's span failed and publish its dead letter."""
+    from .app import dead_letters_topic
+
+    tracing.fail_event(event, exc)
+    if not isinstance(exc, InvalidReading):
+        log.warning(
+            "%s: dead letter for %s[%s]@%s: %r",
+            stage, event.message.topic, event.message.partition, event.message.offset, exc,
+        )
+    await dead_letters_topic.send(
+        key=event.message.key,
+        value=dead_letter_record(event, stage, exc),
+        headers=original_headers(event),
+    )

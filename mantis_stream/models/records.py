@@ -1,0 +1,83 @@
+"""The messages the pipeline writes (INTERFACE.md "Topics"), as builders.
+
+Values are plain dicts (encoded by the orjson codec): a record class per
+message would cost more per event than the rest of a stage's work.  The
+builders are the one place each shape is written.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, TypedDict
+
+import numpy as np
+
+from .reading import format_timestamp
+
+
+class ModelRef(TypedDict):
+    name: str
+    version: str
+
+
+def waveform_frame(asset_id: str, sensor_id: str, ts: float, samples: np.ndarray, sample_rate_hz: float,
+                   meta: dict[str, Any] | None) -> dict[str, Any]:
+    """Internal: one fixed-size vibration frame, samples as base64 little-endian float32."""
+    return {
+        "kind": "waveform", "asset_id": asset_id, "sensor_id": sensor_id, "ts": ts,
+        "sample_rate_hz": sample_rate_hz,
+        "samples": base64.b64encode(samples.astype("<f4").tobytes()).decode("ascii"),
+        "meta": meta or {},
+    }
+
+
+def frame_samples(frame: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(frame["samples"]), dtype="<f4").astype(np.float64)
+
+
+def window_frame(asset_id: str, sensor_id: str, ts: float, values: list[float], unit: str | None) -> dict[str, Any]:
+    """Internal: the last N readings of a scalar sensor."""
+    return {"kind": "window", "asset_id": asset_id, "sensor_id": sensor_id, "ts": ts, "values": values, "unit": unit}
+
+
+def row_frame(asset_id: str, sensor_id: str, ts: float, channels: dict[str, float], cycle: int | None) -> dict[str, Any]:
+    """Internal: one sample of several channels (e.g. one turbofan cycle)."""
+    return {"kind": "row", "asset_id": asset_id, "sensor_id": sensor_id, "ts": ts, "channels": channels, "cycle": cycle}
+
+
+def features_message(frame: dict[str, Any], features: dict[str, float]) -> dict[str, Any]:
+    out = {
+        "asset_id": frame["asset_id"], "sensor_id": frame["sensor_id"],
+        "ts": format_timestamp(frame["ts"]), "features": features,
+        "frame": frame["kind"], "epoch": frame["ts"],
+    }
+    if frame.get("cycle") is not None:
+        out["cycle"] = frame["cycle"]
+    return out
+
+
+def anomaly_message(features: dict[str, Any], score: float, threshold: float, is_anomaly: bool,
+                    model: ModelRef, warm: bool) -> dict[str, Any]:
+    return {
+        "asset_id": features["asset_id"], "sensor_id": features["sensor_id"], "ts": features["ts"],
+        "score": score, "threshold": threshold, "is_anomaly": is_anomaly, "model": model, "warm": warm,
+    }
+
+
+def rul_message(features: dict[str, Any], rul: float, unit: str, lower: float, upper: float,
+                health_index: float, model: ModelRef) -> dict[str, Any]:
+    out = {
+        "asset_id": features["asset_id"], "sensor_id": features["sensor_id"], "ts": features["ts"],
+        "rul": rul, "unit": unit, "lower": lower, "upper": upper, "health_index": health_index, "model": model,
+    }
+    if features.get("cycle") is not None:
+        out["cycle"] = features["cycle"]
+    return out
+
+
+def work_order_message(work_order_id: str, asset_id: str, priority: str, reason: str, created_at: str,
+                       rul: float | None, trace_id: str | None, evidence: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "work_order_id": work_order_id, "asset_id": asset_id, "priority": priority, "reason": reason,
+        "created_at": created_at, "rul": rul, "trace_id": trace_id, "evidence": evidence,
+    }

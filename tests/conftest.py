@@ -1,0 +1,152 @@
+"""Shared fixtures: the real local broker (Tansu) and the worker as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from mantis_stream import topics as names
+from mantis_stream.demo.broker import EmbeddedBroker, free_port
+
+try:  # the sinks' servers (PostgreSQL, InfluxDB)
+    from servers import *  # noqa: F401,F403
+except ImportError:  # pragma: no cover - before the sinks land
+    pass
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTITIONS = 4
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    """One Tansu broker for the session, topics pre-created with one partition count."""
+    with EmbeddedBroker() as b:
+        b.create_topics(list(names.ALL_TOPICS), PARTITIONS)
+        yield b
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen[bytes]
+    app_id: str
+    web_port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def spawn_worker(broker_url: str, log_path: Path, app_id: str | None = None, env: dict[str, str] | None = None) -> WorkerProcess:
+    app_id = app_id or f"mantis-test-{uuid.uuid4().hex[:8]}"
+    web_port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MANTIS_", "OTEL_"))}
+    full_env.update(
+        MANTIS_BROKER=broker_url, MANTIS_APP_ID=app_id, MANTIS_WEB_PORT=str(web_port),
+        MANTIS_PARTITIONS=str(PARTITIONS), OTEL_TRACES_EXPORTER="none", PYTHONUNBUFFERED="1",
+    )
+    full_env.update(env or {})
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mantis_stream", "worker", "-l", "info"],
+        cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    return WorkerProcess(proc, app_id, web_port, log_path, full_env)
+
+
+async def wait_ready(worker: WorkerProcess, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while "Ready" not in worker.log():
+        if worker.proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {worker.proc.returncode}:\n{worker.log()[-4000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker not ready in {timeout} s:\n{worker.log()[-4000:]}")
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def start_worker(broker: EmbeddedBroker, tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[WorkerProcess]]]:
+    """``await start_worker(env={...})``: a ready worker with a fresh app id."""
+    started: list[WorkerProcess] = []
+
+    async def _start(env: dict[str, str] | None = None, app_id: str | None = None, wait: bool = True) -> WorkerProcess:
+        worker = spawn_worker(broker.url, tmp_path / f"worker-{len(started)}.log", app_id=app_id, env=env)
+        started.append(worker)
+        if wait:
+            await wait_ready(worker)
+        return worker
+
+    yield _start
+    for worker in started:
+        worker.stop()
+
+
+async def produce(bootstrap: str, topic: str, values: list[bytes], headers: list[list[tuple[str, bytes]]] | None = None,
+                  key: bytes | None = None) -> None:
+    """Produce raw values without a key (like kafka-console-producer)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value, key=key, headers=(headers[i] if headers else []))
+            for i, value in enumerate(values)
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def collect(bootstrap: str, topics: tuple[str, ...], until: Callable[[dict[str, list[Any]]], bool],
+                  timeout: float = 90.0) -> dict[str, list[Any]]:
+    """Consume ``topics`` from the beginning until ``until(found)`` holds; values decoded as JSON.
+
+    Each found item is ``(value, headers_dict, record)``.
+    """
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=None, enable_auto_commit=False)
+    found: dict[str, list[Any]] = {t: [] for t in topics}
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not until(found):
+            if time.monotonic() > deadline:
+                counts = {t: len(v) for t, v in found.items()}
+                raise TimeoutError(f"condition not met in {timeout} s; got {counts}")
+            batches = await consumer.getmany(timeout_ms=500)
+            for tp, records in batches.items():
+                for r in records:
+                    found[tp.topic].append((orjson.loads(r.value), dict(r.headers or []), r))
+        return found
+    finally:
+        await consumer.stop()
