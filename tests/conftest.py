@@ -26,6 +26,9 @@ try:  # the sinks' servers (PostgreSQL, InfluxDB)
 except ImportError:  # pragma: no cover - before the sinks land
     pass
 
+# Unit tests configure tracing themselves; nothing may export to a default collector.
+os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")
+
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
 

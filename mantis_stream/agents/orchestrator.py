@@ -53,7 +53,7 @@ async def orchestrator(stream):  # type: ignore[no-untyped-def]
                 message = event.value
                 with event_scope(event):
                     try:
-                        if event.message.topic == names.RUL:
+                        if "rul" in message:  # mantis.rul; else mantis.anomalies
                             decision = state.on_rul(message)
                         else:
                             decision = state.on_anomaly(message)

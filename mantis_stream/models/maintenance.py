@@ -2,9 +2,10 @@
 
 Pure state machine, one per asset, fed anomaly and RUL messages in order:
 
-- ``rul_below_threshold``: an RUL estimate under the threshold of its unit;
-  priority ``critical`` under a third of it, else ``high``.  Re-armed once the
-  estimate recovers above 1.5 x the threshold.
+- ``rul_below_threshold``: the asset's RUL (the least of its sensors' latest
+  estimates) under the threshold of its unit; priority ``critical`` under a
+  third of it, else ``high``.  Re-armed once it recovers above 1.5 x the
+  threshold.
 - ``persistent_anomaly``: ``persistence`` anomalous scores in a row from one
   sensor; priority ``medium``.  Re-armed after twice as many normal scores.
 
@@ -46,11 +47,17 @@ class AssetMaintenance:
     open: dict[str, str] = field(default_factory=dict)  # reason -> work_order_id
     anomaly_streak: dict[str, int] = field(default_factory=dict)
     normal_streak: dict[str, int] = field(default_factory=dict)
-    last_rul: float | None = None
+    rul_by_sensor: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def last_rul(self) -> float | None:
+        return min(self.rul_by_sensor.values(), default=None)
 
     def on_rul(self, message: dict[str, Any]) -> Decision | None:
-        rul, unit = float(message["rul"]), message["unit"]
-        self.last_rul = rul
+        unit = message["unit"]
+        self.rul_by_sensor[message.get("sensor_id", "")] = float(message["rul"])
+        rul = self.last_rul
+        assert rul is not None
         threshold = self.thresholds[unit]
         if RUL_REASON in self.open:
             if rul > 1.5 * threshold:
@@ -89,7 +96,7 @@ class AssetMaintenance:
 
     def to_bytes(self) -> bytes:
         return orjson.dumps({"open": self.open, "anomaly_streak": self.anomaly_streak,
-                             "normal_streak": self.normal_streak, "last_rul": self.last_rul})
+                             "normal_streak": self.normal_streak, "rul_by_sensor": self.rul_by_sensor})
 
     @classmethod
     def from_bytes(cls, data: bytes, thresholds: dict[str, float], persistence: int) -> "AssetMaintenance":

@@ -224,5 +224,6 @@ def parse_reading(raw: bytes, *, max_bytes: int = 1_048_576, max_samples: int = 
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidReading("payload", f"not valid JSON ({str(exc)[:120]}); NaN and Infinity are not JSON") from None
+        hint = "; NaN and Infinity are not JSON numbers" if b"NaN" in raw or b"Infinity" in raw else ""
+        raise InvalidReading("payload", f"not valid JSON ({str(exc)[:120]}){hint}") from None
     return validate_reading(obj, max_samples=max_samples)
