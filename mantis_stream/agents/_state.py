@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-import faust
 from faust.types import EventT, TableT
 
 from ..app import app, settings
@@ -23,11 +22,12 @@ T = TypeVar("T")
 
 
 def bytes_table(name: str) -> TableT:
-    """A changelogged table of ``str`` keys and opaque ``bytes`` values."""
-    return app.Table(
-        name, default=None, partitions=settings.partitions,
-        schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"),
-    )
+    """A changelogged table of ``str`` keys and opaque ``bytes`` values.
+
+    Faust derives the changelog's codecs from the types: ``bytes`` values are
+    written raw, ``str`` keys as JSON.
+    """
+    return app.Table(name, default=None, partitions=settings.partitions, key_type=str, value_type=bytes)
 
 
 class TableBackedCache(Generic[T]):

@@ -1,0 +1,301 @@
+"""Pipeline throughput and latency, side by side with a raw relay and a naive Faust peer.
+
+    python bench/bench_pipeline.py [--n 20000] [--kinds scalar,waveform,mixed] [--soak 600]
+
+For each kind of input (scalar readings, waveform chunks, a mix) and each
+contender, a fresh embedded broker is started, N readings are produced with no
+key, and the clock runs until the last anomaly output appears:
+
+- ``relay``: raw aiokafka consumers/producers forwarding JSON through the same
+  four hops (readings -> keyed -> frames -> features -> anomalies): the ceiling;
+- ``naive``: ``bench/naive_app.py``, one event at a time with the stock
+  ``faust.contrib.opentelemetry`` sensor, exporting every span;
+- ``mantis/off``, ``mantis/shipped``, ``mantis/100%``: this project's worker with
+  tracing off, with ``config/sampling-strategy.json``, and with every span sampled.
+
+Traced contenders export OTLP/gRPC to a discard collector in this process.
+Latency (produce -> anomaly output, p50/p95/p99) is measured in a second, paced
+run at half the peak rate of ``mantis/shipped``.  ``--soak S`` then runs that
+pace for S seconds and prints the worker's RSS every 30 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent import futures
+from datetime import datetime
+from pathlib import Path
+
+import grpc
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mantis_stream import topics as names  # noqa: E402
+from mantis_stream.demo.broker import EmbeddedBroker, free_port  # noqa: E402
+
+ASSETS = 50
+CHUNK = 1024
+FRAME = 2048
+RELAY_HOPS = (names.READINGS, names.READINGS_KEYED, names.FRAMES, names.FEATURES, names.ANOMALIES)
+
+
+# --- input ---------------------------------------------------------------
+
+def make_readings(kind: str, n: int, rng: np.random.Generator) -> list[dict]:
+    """``n`` readings over ``ASSETS`` assets; waveform chunks are half a frame."""
+    out = []
+    wave = np.round(rng.standard_normal(CHUNK), 4).tolist()
+    for i in range(n):
+        asset = f"BENCH-{i % ASSETS}"
+        is_wave = kind == "waveform" or (kind == "mixed" and i % 10 == 0)
+        if is_wave:
+            out.append({"asset_id": asset, "sensor_id": "VIB", "ts": 0.0, "values": wave, "sample_rate_hz": 25600.0})
+        else:
+            out.append({"asset_id": asset, "sensor_id": "TMP", "ts": 0.0, "value": float(60 + rng.standard_normal())})
+    return out
+
+
+def expected_outputs(readings: list[dict]) -> int:
+    """Anomaly messages the readings must yield: one per window, one per complete frame."""
+    chunks: dict[str, int] = {}
+    count = 0
+    for r in readings:
+        if "values" in r:
+            chunks[r["asset_id"]] = chunks.get(r["asset_id"], 0) + 1
+        else:
+            count += 1
+    return count + sum(c * CHUNK // FRAME for c in chunks.values())
+
+
+async def produce(bootstrap: str, readings: list[dict], rate: float | None = None) -> float:
+    """Produce with ``ts`` = send time; returns the start time."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20,
+                                max_request_size=8 << 20)
+    await producer.start()
+    start = time.time()
+    try:
+        pending = []
+        for i, r in enumerate(readings):
+            if rate:
+                delay = start + i / rate - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            r["ts"] = time.time()
+            pending.append(await producer.send(names.READINGS, orjson.dumps(r)))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return start
+
+
+def _ts(value: dict) -> float:
+    ts = value["ts"]
+    return float(ts) if isinstance(ts, (int, float)) else datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+async def drain(bootstrap: str, expected: int, timeout: float) -> tuple[float, list[float]]:
+    """Consume ``mantis.anomalies`` until ``expected`` messages; (time of last, latencies)."""
+    consumer = AIOKafkaConsumer(names.ANOMALIES, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
+    await consumer.start()
+    latencies: list[float] = []
+    last = 0.0
+    try:
+        deadline = time.time() + timeout
+        while len(latencies) < expected and time.time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200, max_records=10000)).values():
+                for rec in records:
+                    created = rec.timestamp / 1000.0
+                    latencies.append(created - _ts(orjson.loads(rec.value)))
+                    last = max(last, created)
+    finally:
+        await consumer.stop()
+    return last, latencies
+
+
+# --- contenders ------------------------------------------------------------
+
+class DiscardCollector(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP/gRPC endpoint that accepts and drops spans, counting them."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+
+    def Export(self, request, context):  # noqa: N802 - gRPC's name
+        self.spans += sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def start_worker(app_module: str, broker: EmbeddedBroker, env: dict[str, str], log: Path) -> subprocess.Popen:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("MANTIS_", "OTEL_"))}
+    full.update(MANTIS_BROKER=broker.url, MANTIS_APP_ID=f"bench-{uuid.uuid4().hex[:6]}", MANTIS_WEB_PORT=str(free_port()),
+                PYTHONPATH=str(ROOT), **env)
+    return subprocess.Popen([sys.executable, "-m", "faust", "-A", app_module, "worker", "-l", "info", "--without-web"],
+                            cwd=ROOT, env=full, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+
+async def wait_ready(proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+    deadline = time.time() + timeout
+    while "Ready" not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"worker not ready:\n{log.read_text(errors='replace')[-3000:]}")
+        await asyncio.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+RELAY_SCRIPT = """
+import asyncio, sys, orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+hops = sys.argv[2].split(",")
+async def hop(src, dst, producer):
+    c = AIOKafkaConsumer(src, bootstrap_servers=sys.argv[1], group_id="relay-" + src, auto_offset_reset="earliest",
+                         session_timeout_ms=6000, heartbeat_interval_ms=1000, max_partition_fetch_bytes=8 << 20)
+    await c.start()
+    while True:
+        for records in (await c.getmany(timeout_ms=100, max_records=5000)).values():
+            for r in records:
+                v = orjson.loads(r.value)
+                await producer.send(dst, orjson.dumps(v), key=r.key or v["asset_id"].encode(), headers=r.headers)
+async def main():
+    p = AIOKafkaProducer(bootstrap_servers=sys.argv[1], linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20)
+    await p.start()
+    print("Ready", flush=True)
+    await asyncio.gather(*(hop(a, b, p) for a, b in zip(hops, hops[1:])))
+asyncio.run(main())
+"""
+
+
+async def run_one(contender: str, readings: list[dict], collector: DiscardCollector, rate: float | None = None,
+                  soak: float = 0.0) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="mantis-bench-"))
+    log = workdir / "worker.log"
+    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_TRACES_EXPORTER": "otlp"}
+    all_on = workdir / "all.json"
+    all_on.write_text(json.dumps({"default_strategy": {"type": "probabilistic", "param": 1.0}}))
+    envs = {
+        "mantis/off": {"OTEL_TRACES_EXPORTER": "none", "OTEL_SDK_DISABLED": "true"},
+        "mantis/shipped": otlp,
+        "mantis/100%": {**otlp, "MANTIS_SAMPLING_STRATEGIES": str(all_on)},
+        "naive": otlp,
+    }
+    with EmbeddedBroker() as broker:
+        broker.create_topics(list(names.ALL_TOPICS), 4)
+        if contender == "relay":
+            proc = subprocess.Popen([sys.executable, "-c", RELAY_SCRIPT, broker.bootstrap, ",".join(RELAY_HOPS)],
+                                    stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+            await wait_ready(proc, log)
+            await asyncio.sleep(8)  # the relay's four groups join
+        else:
+            module = "bench.naive_app" if contender == "naive" else "mantis_stream"
+            proc = start_worker(module, broker, envs[contender], log)
+            await wait_ready(proc, log)
+        try:
+            expected = expected_outputs(readings)
+            duration = soak or 0.0
+            rss: list[tuple[float, float]] = []
+            if soak:
+                reps = int(rate * soak / len(readings)) + 1
+                readings = (readings * reps)[: int(rate * soak)]
+                expected = expected_outputs(readings)
+
+                async def sample() -> None:
+                    t0 = time.time()
+                    while time.time() - t0 < duration + 30:
+                        rss.append((time.time() - t0, rss_mib(proc.pid)))
+                        await asyncio.sleep(30)
+                sampler = asyncio.create_task(sample())
+            drain_task = asyncio.create_task(drain(broker.bootstrap, expected, timeout=max(300.0, duration * 2)))
+            start = await produce(broker.bootstrap, readings, rate)
+            last, latencies = await drain_task
+            if soak:
+                sampler.cancel()
+            done = len(latencies)
+            lat = np.percentile(latencies, [50, 95, 99]) if latencies else [float("nan")] * 3
+            return {"contender": contender, "readings": len(readings), "outputs": done, "expected": expected,
+                    "readings_per_s": len(readings) / (last - start) if done >= expected else float("nan"),
+                    "p50": lat[0], "p95": lat[1], "p99": lat[2], "rss_mib": rss_mib(proc.pid), "rss_series": rss}
+        finally:
+            stop(proc)
+
+
+def table(rows: list[dict], title: str) -> str:
+    out = [title, f"{'contender':<16}{'readings':>10}{'outputs':>10}{'readings/s':>12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'RSS MiB':>9}"]
+    for r in rows:
+        out.append(f"{r['contender']:<16}{r['readings']:>10}{r['outputs']:>10}{r['readings_per_s']:>12.0f}"
+                   f"{r['p50'] * 1e3:>9.0f}{r['p95'] * 1e3:>9.0f}{r['p99'] * 1e3:>9.0f}{r['rss_mib']:>9.0f}")
+    return "\n".join(out)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=20000, help="readings per run")
+    parser.add_argument("--kinds", default="scalar,waveform,mixed")
+    parser.add_argument("--contenders", default="relay,naive,mantis/off,mantis/shipped,mantis/100%")
+    parser.add_argument("--soak", type=float, default=0.0, help="seconds of soak at half the peak rate (0: none)")
+    args = parser.parse_args()
+    collector = DiscardCollector()
+    collector.server.start()
+    rng = np.random.default_rng(1)
+    try:
+        for kind in args.kinds.split(","):
+            readings = make_readings(kind, args.n, rng)
+            rows = []
+            for contender in args.contenders.split(","):
+                rows.append(await run_one(contender, [dict(r) for r in readings], collector))
+                print(f"  {kind} {contender}: {rows[-1]['readings_per_s']:.0f} readings/s", file=sys.stderr, flush=True)
+            print(table(rows, f"\n{kind}: {args.n} readings, {ASSETS} assets, peak rate (produce as fast as possible)"))
+            by = {r["contender"]: r["readings_per_s"] for r in rows}
+            if "mantis/shipped" in by:
+                ratios = [f"{k} {by['mantis/shipped'] / v:.2f}x" for k, v in by.items() if k != "mantis/shipped" and v == v]
+                print("mantis/shipped vs " + ", ".join(ratios))
+                half = by["mantis/shipped"] / 2
+                paced = await run_one("mantis/shipped", [dict(r) for r in readings], collector, rate=half)
+                print(table([paced], f"{kind}: latency at half the peak rate ({half:.0f} readings/s)"))
+        if args.soak:
+            readings = make_readings("mixed", args.n, rng)
+            peak = (await run_one("mantis/shipped", [dict(r) for r in readings], collector))["readings_per_s"]
+            soak = await run_one("mantis/shipped", [dict(r) for r in readings], collector, rate=peak / 2, soak=args.soak)
+            print(table([soak], f"\nsoak: {args.soak:.0f} s of mixed readings at {peak / 2:.0f} readings/s"))
+            print("RSS MiB over time: " + ", ".join(f"{t:.0f}s={m:.0f}" for t, m in soak["rss_series"]))
+        print(f"\nspans received by the discard collector: {collector.spans}")
+    finally:
+        collector.server.stop(0)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
