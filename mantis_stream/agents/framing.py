@@ -75,21 +75,20 @@ def frame_scalar(reading: dict[str, Any], state: bytes | None) -> tuple[dict[str
     return frame, orjson.dumps(window)
 
 
-def frame_one(reading: dict[str, Any]) -> list[dict[str, Any]]:
+def frame_one(reading: dict[str, Any], state: bytes | None) -> tuple[list[dict[str, Any]], bytes | None]:
+    """The frames one reading completes, and its sensor's new state (None: stateless)."""
     if "channels" in reading:
-        return [records.row_frame(reading["asset_id"], reading["sensor_id"], reading["ts"], reading["channels"], reading.get("cycle"))]
-    key = sensor_key(reading)
-    state = framing_state.get(key)
+        return [records.row_frame(reading["asset_id"], reading["sensor_id"], reading["ts"], reading["channels"], reading.get("cycle"))], None
     if "values" in reading:
-        frames, framing_state[key] = frame_waveform(reading, state)
-        return frames
-    frame, framing_state[key] = frame_scalar(reading, state)
-    return [frame]
+        return frame_waveform(reading, state)
+    frame, state = frame_scalar(reading, state)
+    return [frame], state
 
 
 @app.agent(readings_keyed_topic, name="frame")
 async def frame(stream):  # type: ignore[no-untyped-def]
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+        touched: dict[str, tuple[bytes, Any]] = {}  # sensor -> (state, last event), written once per batch
         for event in events:
             reading = event.value
             with event_scope(event):
@@ -98,10 +97,17 @@ async def frame(stream):  # type: ignore[no-untyped-def]
                         "assemble_frames",
                         attributes=tracing.span_attributes(asset_id=reading["asset_id"], sensor_id=reading["sensor_id"]),
                     ) as span:
-                        frames = frame_one(reading)
+                        key = sensor_key(reading)
+                        state = touched[key][0] if key in touched else framing_state.get(key)
+                        frames, state = frame_one(reading, state)
+                        if state is not None:
+                            touched[key] = (state, event)
                         span.set_attribute("frames.count", len(frames))
                 except Exception as exc:  # noqa: BLE001 - a bad event must not stop the stage
                     await send_dead_letter(event, STAGE, exc)
                     continue
                 for out in frames:
                     await frames_topic.send(key=asset_key(reading["asset_id"]), value=out)
+        for key, (state, event) in touched.items():
+            with event_scope(event):
+                framing_state[key] = state
