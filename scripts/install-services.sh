@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs the servers the tests start (PostgreSQL 15, InfluxDB 1.x) from Debian's
-# packages when they are missing. The tests start and stop them themselves.
+# Installs what the tests use from Debian's packages when it is missing: the
+# servers they start and stop themselves (PostgreSQL 15, InfluxDB 1.x) and
+# docker-compose, which validates docker-compose.yml without a Docker engine.
 set -euo pipefail
 missing=()
 command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
