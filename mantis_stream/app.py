@@ -16,6 +16,17 @@ from .settings import Settings
 
 settings = Settings.from_env()
 
+_LOG_FORMAT = "[%(asctime)s] [%(process)s] [%(levelname)s] [trace_id=%(trace_id)s span_id=%(span_id)s] {}%(message)s %(extra)s"
+#: Faust's own log set-up, with the trace and span ids of the current span on every line.
+LOGGING = {
+    "merge": True,
+    "formatters": {
+        "default": {"()": "mode.utils.logging.DefaultFormatter", "format": _LOG_FORMAT.format("")},
+        "colored": {"()": "mode.utils.logging.ExtensionFormatter", "format": _LOG_FORMAT.format("%(log_color)s"),
+                    "log_colors": {"DEBUG": "blue", "INFO": "white", "WARNING": "yellow", "ERROR": "red", "CRITICAL": "bold_red"}},
+    },
+}
+
 app = faust.App(
     settings.app_id,
     broker=broker_urls(settings.broker),
@@ -28,6 +39,7 @@ app = faust.App(
     web_host=settings.web_host,
     web_port=settings.web_port,
     web_in_thread=False,
+    logging_config=LOGGING,
     producer_max_request_size=settings.max_message_bytes * 2,
     consumer_max_fetch_size=settings.max_message_bytes * 4,
     **profile_options(settings.broker_profile),
