@@ -83,7 +83,7 @@ def spawn_worker(broker_url: str, log_path: Path, app_id: str | None = None, env
     log = open(log_path, "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mantis_stream", "worker", "-l", "info"],
-        cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=log_path.parent, env=full_env, stdout=log, stderr=subprocess.STDOUT,
     )
     return WorkerProcess(proc, app_id, web_port, log_path, full_env)
 

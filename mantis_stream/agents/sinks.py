@@ -1,0 +1,146 @@
+"""Storage stage: the thin Faust agents that feed PostgreSQL and InfluxDB.
+
+Why: work orders, anomaly events and RUL history must outlive Kafka's
+retention (PostgreSQL), and what the pipeline computes must be plotted
+(InfluxDB). The database work lives in :mod:`mantis_stream.sinks`; these agents
+only read batches, turn messages into records and wait for the write.
+
+Usage: set ``MANTIS_POSTGRES_DSN`` and/or ``MANTIS_INFLUXDB_URL``; each agent is
+registered only when its sink is configured:
+
+- ``sink-postgres`` reads mantis.anomalies, mantis.rul, mantis.work-orders;
+- ``sink-influx`` reads mantis.features, mantis.anomalies, mantis.rul.
+
+Notes:
+- At least once: ``take_events`` acks a batch after the agent's body, and the
+  body returns only once the rows are written; the writes are idempotent, so a
+  replay after a crash stores nothing twice.
+- While a database is down the write waits (retry with backoff, bounded
+  buffer) and the agent stops taking new batches; Kafka holds the rest.
+- ``take_events`` acks in a ``finally``, even when the body is cancelled by a
+  shutdown mid-outage; :func:`_held` keeps an extra reference on each message
+  until its write succeeded, so such a batch is not committed and is read again.
+- A message the sinks cannot store (missing field, bad timestamp) becomes a
+  dead letter (stage ``storage``); the batch goes on without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+
+from .. import topics as names
+from .. import tracing
+from ..app import app, settings
+from ..errors import send_dead_letter
+from ..settings import mask_url
+from ..sinks.influx import InfluxSink, InfluxTarget
+from ..sinks.postgres import PostgresSink
+from ..sinks.records import InvalidMessage, Record, from_message, trace_id_from_headers
+
+STAGE = "storage"
+log = logging.getLogger(__name__)
+
+POSTGRES_TOPICS = (names.ANOMALIES, names.RUL, names.WORK_ORDERS)
+INFLUX_TOPICS = (names.FEATURES, names.ANOMALIES, names.RUL)
+
+
+def event_trace_id(event: Any) -> str | None:
+    """The trace id of the ``traceparent`` header, else of the event's span context."""
+    found = trace_id_from_headers(getattr(event.message, "headers", None) or getattr(event, "headers", None))
+    if found:
+        return found
+    ctx = tracing.context_of(event)
+    if ctx is not None:
+        sc = trace.get_current_span(ctx).get_span_context()
+        if sc.is_valid:
+            return format(sc.trace_id, "032x")
+    return None
+
+
+async def to_records(events: Sequence[Any], sink_name: str) -> list[Record]:
+    """Records of ``events``; a message that cannot be stored goes to the dead letters."""
+    out: list[Record] = []
+    for event in events:
+        try:
+            out.append(from_message(event.message.topic, event.value, event_trace_id(event)))
+        except InvalidMessage as exc:
+            await send_dead_letter(event, STAGE, InvalidMessage(exc.field, f"{exc.reason} ({sink_name} sink)"))
+    return out
+
+
+@contextmanager
+def _held(events: Sequence[Any]) -> Iterator[None]:
+    """Keep each message un-acked unless the block completes (see the module notes)."""
+    messages = [e.message for e in events if hasattr(e.message, "incref")]
+    for m in messages:
+        m.incref()
+    yield  # not in try/finally on purpose: on an exception the extra reference stays
+    for m in messages:
+        m.decref()
+
+
+async def store(sink: Any, events: Sequence[Any], sink_name: str, span_name: str) -> None:
+    records = await to_records(events, sink_name)
+    with _held(events):
+        with tracing.batch_span(STAGE, span_name, events):
+            await sink.write(records)
+
+
+def _reject(sink_name: str):  # type: ignore[no-untyped-def]
+    def on_reject(row: Any, exc: BaseException) -> None:
+        log.error("%s sink: the database refused a row, dropped: %s: %r", sink_name, exc, row)
+
+    return on_reject
+
+
+@app.task
+async def log_sinks() -> None:
+    """Say at worker start which sinks are on (passwords masked)."""
+    if settings.postgres_dsn:
+        log.info("storage: PostgreSQL sink on: %s", mask_url(settings.postgres_dsn))
+    else:
+        log.info("storage: PostgreSQL sink off (MANTIS_POSTGRES_DSN unset)")
+    if settings.influxdb_url:
+        log.info("storage: InfluxDB sink on: %s", mask_url(settings.influxdb_url))
+    else:
+        log.info("storage: InfluxDB sink off (MANTIS_INFLUXDB_URL unset)")
+
+
+if settings.postgres_dsn:
+    postgres_source = app.topic(*POSTGRES_TOPICS, value_serializer="orjson", key_serializer="raw")
+
+    @app.agent(postgres_source, name="sink-postgres")
+    async def sink_postgres(stream):  # type: ignore[no-untyped-def]
+        sink = PostgresSink(
+            settings.postgres_dsn, tracer=tracing.stage_tracer(STAGE), on_reject=_reject("postgres"),
+        )
+        await sink.start()
+        try:
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+                await store(sink, events, "postgres", "store postgresql")
+        finally:
+            await sink.close()
+
+
+if settings.influxdb_url:
+    try:
+        InfluxTarget.from_url(settings.influxdb_url)
+    except ValueError as exc:
+        raise SystemExit(f"mantis-stream: MANTIS_INFLUXDB_URL: {exc}") from None
+
+    influx_source = app.topic(*INFLUX_TOPICS, value_serializer="orjson", key_serializer="raw")
+
+    @app.agent(influx_source, name="sink-influx")
+    async def sink_influx(stream):  # type: ignore[no-untyped-def]
+        sink = InfluxSink(settings.influxdb_url, tracer=tracing.stage_tracer(STAGE), on_reject=_reject("influx"))
+        await sink.start()
+        try:
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+                await store(sink, events, "influx", "store influxdb")
+        finally:
+            await sink.close()
