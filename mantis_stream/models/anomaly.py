@@ -1,0 +1,408 @@
+"""Online anomaly detector for one (asset, sensor): river Half-Space Trees, calibrated.
+
+Why this exists
+    The anomaly stage keeps one detector per (asset, sensor) and must raise an
+    alarm with *one* threshold for every asset, although a pump's raw scores and
+    a bearing's raw scores live on different scales. River's Half-Space Trees
+    give an uncalibrated score; this class turns it into a conformal p-value
+    against the detector's own recent raw scores and maps it onto [0, 1] so that,
+    on data like the recent past, ``P(score >= s) ~= 10 ** (-tail_decades * s)``
+    on every asset. With the defaults (``tail_decades=3``) the threshold 0.9 is a
+    one-in-500 event, 0.67 one-in-100, and 1.0 "higher than every one of the last
+    ``calibration_size`` scores".
+
+Usage
+    >>> det = AnomalyDetector(warmup=50, seed=1)
+    >>> results = det.process_many([{"rms": 1.0 + 0.01 * (i % 7)} for i in range(700)])
+    >>> results[0].warm, results[-1].warm
+    (False, True)
+    >>> det.process_one({"rms": 50.0}).is_anomaly
+    True
+    >>> det2 = AnomalyDetector.from_bytes(det.to_bytes())   # e.g. a Faust table value
+
+Model
+    features -> ``AdaptiveStandardScaler`` (exponentially weighted mean/variance,
+    ``fading_factor``) -> squashed into (0, 1) with ``0.5 + 0.5 tanh(z / 4)`` ->
+    ``HalfSpaceTrees`` (``n_trees``, ``height``, ``window_size``) -> raw score
+    ``hst + extremeness_weight * tanh(max |z| / 8)`` (HST gives every point in an
+    empty region the same top score; the largest standardised deviation ranks
+    them) -> conformal p-value ``p = (1 + #{recent raw >= raw}) / (1 + #recent)``
+    -> ``score = min(1, -log10(p) / tail_decades)``.
+
+Drift
+    Three forgetting mechanisms, so a new normal is absorbed and a sudden change
+    still stands out: the scaler forgets with ``fading_factor`` (memory about
+    ``1 / fading_factor`` points), the trees' reference masses are replaced every
+    ``window_size`` points (river's HST), and the calibration set is a ring buffer
+    of the last ``calibration_size`` raw scores. A run of alarms joins that set
+    only when it ends (or after ``window_size`` alarms in a row): a sustained
+    anomaly is judged against the normal before it, not against itself. A slow
+    degradation that moves slower than these memories is absorbed too: trend it
+    with the RUL stage.
+
+Notes
+    - ``process_one`` scores *then* learns: a point never explains itself.
+    - The scaler learns winsorised values (``clip_sigma``, 4 by default; 0 turns it
+      off): a growing excursion, e.g. a bearing that degrades over hours, must not
+      inflate the variance that measures it, or it hides itself.
+    - Warm-up: until ``warmup`` points have been learned and the trees have seen
+      one full window (``window_size``, default ``max(warmup, 16)``), ``score`` is 0.0,
+      ``warm`` and ``is_anomaly`` are False. Early after warm-up the p-value cannot
+      be small (with n calibration scores, ``p >= 1 / (n + 1)``): the detector is
+      conservative until its calibration set fills.
+    - The feature set is fixed by the first point; later missing features count
+      as 0.0, extra ones are ignored, non-finite values become 0.0.
+    - State: ``to_bytes`` is a compact pickle (about 19 KB warm, with the defaults
+      and 28 features: tree masses as a uint32 array, the filled part of the
+      calibration buffer, the scaler); the split points are rebuilt from the seed
+      and checked against a CRC, so a river that builds trees differently fails
+      loudly instead of scoring wrongly.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import pickle
+import random
+import zlib
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from river import anomaly, preprocessing
+from river.tree.padded import PaddedBranch, PaddedLeaf, make_padded_tree
+
+__all__ = ["AnomalyDetector", "AnomalyScore", "detect_series"]
+
+
+def _split_checksum(nodes: list) -> int:
+    """CRC of the trees' split points: guards a saved state against a river that builds trees differently."""
+    splits = np.array([getattr(n, "threshold", -1.0) for n in nodes], dtype=np.float64)
+    return zlib.crc32(splits.tobytes())
+
+
+@functools.lru_cache(maxsize=64)
+def _tree_splits(n_trees: int, height: int, seed: int, features: tuple[str, ...]) -> tuple[list, np.ndarray]:
+    """Split feature and threshold of every node (depth-first, all trees), as river builds them.
+
+    River's first ``learn_one`` draws the splits from ``Random(seed)`` over the
+    sorted feature names with limits (0, 1) and padding 0.15; doing the same here
+    lets a saved state carry masses only. Cached: every detector of one kind of
+    sensor shares the same trees.
+    """
+    rng = random.Random(seed)
+    limits = {f: (0.0, 1.0) for f in sorted(features)}
+    trees = [make_padded_tree(limits=dict(limits), height=height, padding=0.15, rng=rng, r_mass=0, l_mass=0) for _ in range(n_trees)]
+    nodes = [n for t in trees for n in t.iter_dfs()]
+    feats = [getattr(n, "feature", None) for n in nodes]
+    return feats, np.array([getattr(n, "threshold", -1.0) for n in nodes], dtype=np.float64)
+
+
+def _build_trees(n_trees: int, height: int, feats: list, thresholds: list[float], mass: list[list[int]]) -> tuple[list, list]:
+    """River ``PaddedBranch``/``PaddedLeaf`` trees from depth-first arrays, and each tree's node list."""
+    pos = 0
+    nodes: list = []
+
+    def build(depth: int):  # type: ignore[no-untyped-def]
+        nonlocal pos
+        i = pos
+        pos += 1
+        lm, rm = mass[i]
+        if depth == height:
+            node = PaddedLeaf(l_mass=lm, r_mass=rm)
+            nodes.append(node)
+            return node
+        at = len(nodes)
+        nodes.append(None)
+        left = build(depth + 1)
+        right = build(depth + 1)
+        nodes[at] = node = PaddedBranch(left, right, feats[i], thresholds[i], lm, rm)
+        return node
+
+    trees, per_tree = [], []
+    for _ in range(n_trees):
+        nodes = []
+        trees.append(build(0))
+        per_tree.append(nodes)
+    return trees, per_tree
+
+
+@dataclass(slots=True)
+class AnomalyScore:
+    """One scored point: ``score`` in [0, 1]; ``is_anomaly`` is ``warm and score >= threshold``."""
+
+    score: float
+    threshold: float
+    is_anomaly: bool
+    warm: bool
+
+
+class AnomalyDetector:
+    """Half-Space Trees on adaptively standardised features, with conformal [0, 1] scores."""
+
+    name: str = "hst-conformal"
+    version: str = "1"
+
+    def __init__(
+        self,
+        warmup: int = 50,
+        threshold: float = 0.9,
+        seed: int = 42,
+        *,
+        n_trees: int = 10,
+        height: int = 6,
+        window_size: int | None = None,
+        fading_factor: float = 0.01,
+        calibration_size: int = 1000,
+        tail_decades: float = 3.0,
+        extremeness_weight: float = 0.3,
+        clip_sigma: float = 4.0,
+        features: Sequence[str] | None = None,
+    ) -> None:
+        if warmup < 0:
+            raise ValueError("warmup must be >= 0")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError("threshold must be in [0, 1]")
+        if not 0.0 < fading_factor <= 1.0:
+            raise ValueError("fading_factor must be in (0, 1]")
+        if calibration_size < 1 or tail_decades <= 0:
+            raise ValueError("calibration_size must be >= 1 and tail_decades > 0")
+        self.warmup = int(warmup)
+        self.threshold = float(threshold)
+        self.seed = int(seed)
+        self.window_size = int(window_size) if window_size is not None else max(self.warmup, 16)
+        self.fading_factor = float(fading_factor)
+        self.calibration_size = int(calibration_size)
+        self.tail_decades = float(tail_decades)
+        self.extremeness_weight = float(extremeness_weight)
+        self.clip_sigma = float(clip_sigma)
+        self.features: tuple[str, ...] | None = tuple(sorted(features)) if features is not None else None
+        self._scaler = preprocessing.AdaptiveStandardScaler(fading_factor=self.fading_factor)
+        self._hst = anomaly.HalfSpaceTrees(
+            n_trees=n_trees, height=height, window_size=self.window_size, seed=self.seed
+        )
+        self._calib = np.zeros(self.calibration_size, dtype=np.float32)
+        self._n_calib = 0
+        self._calib_pos = 0
+        self._episode: list[float] = []  # raw scores of the current run of alarms
+        self.n_learned = 0
+
+    # -- protocol --------------------------------------------------------------
+    @property
+    def warm(self) -> bool:
+        """True once warm-up is over and the trees hold a reference window."""
+        return self.n_learned >= self.warmup and not self._hst._first_window
+
+    def score_one(self, x: Mapping[str, float]) -> float:
+        """Calibrated anomaly score in [0, 1] (0.0 during warm-up); does not learn."""
+        if not self.warm:
+            return 0.0
+        return self._calibrate(self._raw(self._vector(x)))
+
+    def learn_one(self, x: Mapping[str, float]) -> None:
+        """Update scaler, trees and calibration set with one point."""
+        v = self._vector(x)
+        if self.warm:
+            raw = self._raw(v)
+            self._learn(v, raw, self._calibrate(raw))
+        else:
+            self._learn(v, None, 0.0)
+
+    def process_one(self, x: Mapping[str, float]) -> AnomalyScore:
+        """Score ``x`` with the model as it was, then learn it."""
+        v = self._vector(x)
+        warm = self.warm
+        if warm:
+            raw = self._raw(v)
+            score = self._calibrate(raw)
+        else:
+            raw, score = None, 0.0
+        self._learn(v, raw, score)
+        return AnomalyScore(score=score, threshold=self.threshold, is_anomaly=warm and score >= self.threshold, warm=warm)
+
+    def process_many(self, xs: Iterable[Mapping[str, float]]) -> list[AnomalyScore]:
+        """``process_one`` over ``xs`` in order (same results, one call)."""
+        return [self.process_one(x) for x in xs]
+
+    # -- persistence -----------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """The whole state; ``from_bytes`` gives a detector with identical next scores.
+
+        Compact: the trees' split points follow from ``seed`` and the feature
+        names, so only their masses are stored (see ``__getstate__``).
+        """
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "AnomalyDetector":
+        """Inverse of :meth:`to_bytes` (only load states this process or a trusted peer wrote)."""
+        obj = pickle.loads(data)
+        if not isinstance(obj, cls):
+            raise TypeError(f"not an {cls.__name__} state: {type(obj).__name__}")
+        return obj
+
+    def __getstate__(self) -> dict[str, object]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_hst", "_calib")}
+        hst = self._hst
+        state["_calib"] = self._calib[: self._n_calib].copy()
+        state["_hst_params"] = (hst.n_trees, hst.height, hst.window_size, hst.seed)
+        state["_hst_counter"] = (hst.counter, hst._first_window)
+        if hst.trees:
+            nodes = [n for tree_nodes in hst._tree_nodes for n in tree_nodes]
+            state["_hst_mass"] = np.array([(n.l_mass, n.r_mass) for n in nodes], dtype=np.uint32)
+            state["_hst_check"] = _split_checksum(nodes)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        n_trees, height, window_size, seed = state.pop("_hst_params")  # type: ignore[misc]
+        counter, first_window = state.pop("_hst_counter")  # type: ignore[misc]
+        mass = state.pop("_hst_mass", None)
+        check = state.pop("_hst_check", None)
+        calib = np.zeros(state["calibration_size"], dtype=np.float32)  # type: ignore[call-overload]
+        got = state.pop("_calib")
+        calib[: len(got)] = got  # type: ignore[arg-type]
+        self.__dict__.update(state)
+        self._calib = calib
+        hst = anomaly.HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size, seed=seed)
+        if mass is not None:
+            feats, thresholds = _tree_splits(n_trees, height, seed, self.features or ())
+            if len(thresholds) != len(mass) or zlib.crc32(thresholds.tobytes()) != check:
+                raise ValueError("detector state does not match this river version's trees; retrain the detector")
+            hst.trees, hst._tree_nodes = _build_trees(n_trees, height, feats, thresholds.tolist(), mass.tolist())
+        hst.counter = counter
+        hst._first_window = first_window
+        self._hst = hst
+
+    # -- internals -------------------------------------------------------------
+    def _vector(self, x: Mapping[str, float]) -> dict[str, float]:
+        if self.features is None:
+            self.features = tuple(sorted(x))
+            if not self.features:
+                raise ValueError("the first point has no features")
+        out = {}
+        for k in self.features:
+            v = x.get(k, 0.0)
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                v = 0.0
+            out[k] = v if math.isfinite(v) else 0.0
+        return out
+
+    def _winsorized(self, v: dict[str, float]) -> dict[str, float]:
+        """``v`` clipped to mean +- clip_sigma * std: an excursion must not inflate the variance it is measured by."""
+        means, variances, c = self._scaler.means, self._scaler.vars, self.clip_sigma
+        out = {}
+        for k, x in v.items():
+            if k in means:
+                mu, var = means[k].get(), variances[k].get()
+                if var > 0.0:
+                    half = c * math.sqrt(var)
+                    x = min(max(x, mu - half), mu + half)
+            out[k] = x
+        return out
+
+    def _squashed(self, v: dict[str, float]) -> dict[str, float]:
+        z = self._scaler.transform_one(v)
+        return {k: 0.5 + 0.5 * math.tanh(zk * 0.25) for k, zk in z.items()}
+
+    def _raw(self, v: dict[str, float]) -> float:
+        z = self._scaler.transform_one(v)
+        raw = self._hst.score_one({k: 0.5 + 0.5 * math.tanh(zk * 0.25) for k, zk in z.items()})
+        if self.extremeness_weight:
+            # HST saturates: every point in an empty region gets the same top score, so a
+            # sustained or growing excursion would tie with the past. The largest |z| breaks it.
+            raw += self.extremeness_weight * math.tanh(max(map(abs, z.values())) / 8.0)
+        return float(np.float32(raw))
+
+    def _calibrate(self, raw: float) -> float:
+        n = self._n_calib
+        ge = int(np.count_nonzero(self._calib[:n] >= np.float32(raw))) if n else 0
+        p = (1.0 + ge) / (1.0 + n)
+        return min(1.0, -math.log10(p) / self.tail_decades)
+
+    def _learn(self, v: dict[str, float], raw: float | None, score: float) -> None:
+        if raw is not None:
+            # An alarm's raw score waits until its episode ends before it joins the
+            # calibration set: inside a sustained anomaly, earlier alarms would
+            # otherwise make the later ones look ordinary (HST scores saturate and
+            # tie). Folding them in afterwards keeps the set's upper tail, so the
+            # false-alarm rate on normal data stays calibrated. An episode longer
+            # than ``window_size`` is the new normal and is folded in at once.
+            if score >= self.threshold:
+                self._episode.append(raw)
+                if len(self._episode) >= self.window_size:
+                    self._fold_episode()
+            else:
+                self._fold_episode()
+                self._remember(raw)
+        # Trees see the point scaled by the statistics *before* it, like the score did.
+        self._hst.learn_one(self._squashed(v))
+        self._scaler.learn_one(self._winsorized(v) if self.clip_sigma else v)
+        self.n_learned += 1
+
+    def _remember(self, raw: float) -> None:
+        self._calib[self._calib_pos] = raw
+        self._calib_pos = (self._calib_pos + 1) % self.calibration_size
+        self._n_calib = min(self._n_calib + 1, self.calibration_size)
+
+    def _fold_episode(self) -> None:
+        for r in self._episode:
+            self._remember(r)
+        self._episode.clear()
+
+    def __repr__(self) -> str:
+        return (
+            f"AnomalyDetector(name={self.name!r}, version={self.version!r}, warm={self.warm}, "
+            f"n_learned={self.n_learned}, features={len(self.features or ())})"
+        )
+
+
+#: Detector settings for scalar series (``detect_series``): the NAB files have a
+#: few thousand rows, the first 15 % of which are a free warm-up, and a daily
+#: cycle of a few hundred rows, so memories are longer than the pipeline's.
+SERIES_DEFAULTS: dict[str, float | int] = {
+    "warmup": 300,
+    "window_size": 300,
+    "fading_factor": 0.002,
+    "calibration_size": 3000,
+    "tail_decades": 3.5,
+    # NAB rewards reacting to the *first* change of an episode, and a winsorised
+    # scaler keeps alarming long after it (NAB 49.3 with 4.0 vs 53.1 without).
+    "clip_sigma": 0.0,
+}
+
+#: What ``detect --format nab`` passes to :func:`detect_series` (chosen on the NAB
+#: subset in ``../shared/data/nab``; see docs/models-anomaly.md).
+NAB_DETECT_DEFAULTS: dict[str, float | int] = {"hold": 200, "window": 30}
+
+
+def detect_series(
+    values: Sequence[float] | np.ndarray, *, window: int = 10, hold: int = 0, **detector_kwargs: float | int
+) -> np.ndarray:
+    """Causal anomaly scores in [0, 1] for a scalar series, one per value.
+
+    Each value is turned into features by :class:`~mantis_stream.dsp.stats.ScalarFeaturizer`
+    (the window statistics the feature stage computes for scalar sensors, plus the
+    value and its change), then scored and learned by one :class:`AnomalyDetector`.
+    With ``hold > 0`` a score is reported only when it beats every score of the
+    previous ``hold`` rows (0.0 otherwise): one alarm per episode instead of a run
+    of them, which is what an event-level scorer such as NAB counts.
+    Row ``i``'s score depends on rows ``0..i`` only.
+    """
+    from mantis_stream.dsp.stats import ScalarFeaturizer
+
+    params = dict(SERIES_DEFAULTS) | detector_kwargs
+    det = AnomalyDetector(**params)  # type: ignore[arg-type]
+    fz = ScalarFeaturizer(window)
+    raw = np.empty(len(values))
+    for i, v in enumerate(values):
+        raw[i] = det.process_one(fz.push(v)).score
+    if hold <= 0:
+        return raw
+    out = raw.copy()
+    for i in range(1, raw.size):
+        if raw[i] <= raw[max(0, i - hold) : i].max():
+            out[i] = 0.0
+    return out
