@@ -37,6 +37,7 @@ app = faust.App(
     topic_allow_declare=True,
     store="memory://",
     web_host=settings.web_host,
+    web_bind=settings.web_host,
     web_port=settings.web_port,
     web_in_thread=False,
     logging_config=LOGGING,
