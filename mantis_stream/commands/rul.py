@@ -1,0 +1,158 @@
+"""``train-rul``, ``evaluate-rul``, ``predict-rul``: the RUL model offline.
+
+Why this exists: the RUL agent's model is trained and checked here, on the
+public run-to-failure sets, with the *same* ``RulModel``/``RulTracker`` the
+agent runs (``mantis_stream.models.rul``): evaluate-rul feeds each test unit's
+rows to a fresh tracker, exactly as the agent does message by message.
+
+Usage::
+
+    mantis-stream train-rul --format cmapss --out rul.json train_FD001.txt
+    mantis-stream train-rul --format femto --from rul.json --out rul.json Learning_set/Bearing*
+    mantis-stream evaluate-rul --format cmapss --model rul.json test_FD001.txt RUL_FD001.txt
+    mantis-stream predict-rul --format femto --model rul.json Test_set/Bearing1_3
+    MANTIS_RUL_MODEL=rul.json mantis-stream worker -l info
+
+Notes: a trained file keeps the parts it did not train from ``--from`` (default:
+the shipped model), so one file serves turbofans and bearings. Progress goes
+to stderr; stdout carries only the JSON lines.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import orjson
+from faust.cli import argument, option
+
+from ..app import app
+from ..datasets import cmapss
+from ..evaluation.rul import score_cmapss
+from ..models.rul import RulModel, fit_cmapss, run_tracker
+
+FORMATS = click.Choice(["cmapss", "femto"])
+
+
+def _say(msg: str) -> None:
+    print(f"mantis-stream: {msg}", file=sys.stderr, flush=True)
+
+
+def _print_json(obj: dict) -> None:
+    try:
+        print(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY).decode(), flush=True)
+    except BrokenPipeError:  # e.g. piped into head: the reader has what it wanted
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        raise SystemExit(0) from None
+
+
+def load_model(path: str | None) -> RulModel:
+    """``--model``, else ``MANTIS_RUL_MODEL``, else the shipped default (as the agent does)."""
+    path = path or os.environ.get("MANTIS_RUL_MODEL") or None
+    if path is None:
+        return RulModel.default()
+    try:
+        return RulModel.load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise click.UsageError(f"cannot read RUL model {path}: {exc}") from None
+
+
+def cmapss_histories(paths: tuple[str, ...]) -> list[list[tuple[float, dict[str, float]]]]:
+    out = []
+    for p in paths:
+        units = cmapss.load_units(p)
+        _say(f"{p}: {len(units)} units")
+        out.extend(list(u.rows()) for u in units)
+    return out
+
+
+def train(fmt: str, paths: tuple[str, ...], base: RulModel, *, quick: bool = False) -> RulModel:
+    """Train the part of ``base`` that ``fmt`` covers; returns the new model."""
+    if fmt == "cmapss":
+        hist = cmapss_histories(paths)
+        kw = {"members": 2, "epochs": 15, "bound_folds": 2} if quick else {}
+        trained = fit_cmapss(hist, progress=_say, **kw)
+        trained.generic = base.generic
+    else:
+        from ..datasets import femto
+        from ..models.rul import fit_femto
+
+        bearings = []
+        for p in paths:
+            _say(f"{p}: computing frame features")
+            bearings.append((femto.bearing_features(p), femto.life_end_ts(p)))
+        trained = fit_femto(bearings, progress=_say)
+        trained.cmapss = base.cmapss
+        trained.generic = {**base.generic, "seconds": trained.generic["seconds"]}
+    trained.info = {**base.info, **trained.info}
+    trained.stamp("rul")
+    return trained
+
+
+@app.command(
+    option("--format", "fmt", type=FORMATS, required=True, help="Data set format."),
+    option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Model file to write (JSON)."),
+    option("--from", "base", default=None, type=click.Path(dir_okay=False), help="Model whose other parts to keep (default: the shipped model)."),
+    option("--quick", is_flag=True, default=False, help="Few small networks, few epochs (tests, smoke runs)."),
+    argument("paths", nargs=-1, required=True),
+)
+async def train_rul(self: object, fmt: str, out: str, base: str | None, quick: bool, paths: tuple[str, ...]) -> None:
+    """Fit the RUL model on run-to-failure histories and write MODEL."""
+    model = train(fmt, paths, RulModel.load(base) if base else RulModel.default(), quick=quick)
+    model.save(out)
+    _say(f"wrote {out} ({model.name} {model.version})")
+
+
+@app.command(
+    option("--format", "fmt", type=click.Choice(["cmapss"]), required=True, help="Data set format."),
+    option("--model", "model_path", default=None, help="Model file (default: $MANTIS_RUL_MODEL, else the shipped model)."),
+    argument("test_file"),
+    argument("truth_file"),
+)
+async def evaluate_rul(self: object, fmt: str, model_path: str | None, test_file: str, truth_file: str) -> None:
+    """Score the model on a C-MAPSS test file: one JSON line {rmse, score, units}."""
+    model = load_model(model_path)
+    units = cmapss.load_units(test_file)
+    truth = cmapss.load_truth(truth_file)
+    if len(truth) != len(units):
+        raise click.UsageError(f"{truth_file} has {len(truth)} values for {len(units)} units in {test_file}")
+    _print_json(score_cmapss(model, [list(u.rows()) for u in units], truth))
+
+
+@app.command(
+    option("--format", "fmt", type=FORMATS, required=True, help="Data set format."),
+    option("--model", "model_path", default=None, help="Model file (default: $MANTIS_RUL_MODEL, else the shipped model)."),
+    argument("paths", nargs=-1, required=True),
+)
+async def predict_rul(self: object, fmt: str, model_path: str | None, paths: tuple[str, ...]) -> None:
+    """RUL at the end of each history: one JSON line per bearing folder (or C-MAPSS unit)."""
+    model = load_model(model_path)
+    if fmt == "cmapss":
+        for p in paths:
+            prefix = cmapss.file_prefix(p)
+            for u in cmapss.load_units(p):
+                est = run_tracker(model, "cycles", u.rows())
+                _print_json(_line(f"{prefix}{u.unit}", est, "cycles"))
+        return
+    from ..datasets import femto
+    from ..models.rul import femto_estimate
+
+    for p in paths:
+        _say(f"{p}: computing frame features")
+        est = femto_estimate(model, femto.bearing_features(p))
+        _print_json(_line(Path(p).name, est, "seconds"))
+
+
+def _line(asset_id: str, est, unit: str) -> dict:
+    if est is None:
+        return {"asset_id": asset_id, "rul": None, "unit": unit}
+    return {
+        "asset_id": asset_id,
+        "rul": round(est.rul, 3),
+        "unit": unit,
+        "lower": round(est.lower, 3),
+        "upper": round(est.upper, 3),
+        "health_index": round(est.health_index, 4),
+    }

@@ -1,0 +1,382 @@
+"""Health indicators updated one observation at a time, with O(1) state.
+
+Why this exists: the RUL agent sees one message per cycle (or per vibration
+frame) per asset and must keep its per-asset state small enough for a Faust
+table, while the offline commands must compute *exactly* the same numbers from
+a whole history. So every indicator here is a recursive filter over a flat
+state vector of floats: the agent stores the vector, training and evaluation
+run the same ``update`` over the rows. No windows of raw history are kept.
+
+Two indicators:
+
+- :class:`CmapssFeaturizer`: multi-sensor channels (C-MAPSS ``s1`` .. ``s21``),
+  standardised per operating regime, then fast and slow exponentially weighted
+  means, an exponentially weighted linear trend per sensor, the drift from the
+  asset's own first cycles, and its age. A trained regressor
+  (:mod:`mantis_stream.models.rul`) maps these to RUL.
+- :class:`GenericHealth`: anything else (vibration frame features such as
+  ``rms``/``kurtosis``, scalar window statistics). Growth of a severity feature
+  relative to the asset's own early baseline (log ratio, i.e. an exponential
+  degradation model on the raw feature), smoothed, with a weighted linear trend
+  extrapolated to a failure threshold; bounds from the trend's standard error.
+
+Notes: trends use exponential forgetting with *relative* time (sums of ages,
+not of absolute times), so no cancellation grows with the asset's age.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import ndtri
+
+# --------------------------------------------------------------------------------------
+# C-MAPSS-style multi-channel features
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class CmapssFeaturizer:
+    """Per-cycle features from channel readings (parameters are learnt in training).
+
+    ``sensors``: the channels used (K); ``settings``: the operating-setting
+    channels that pick a regime; ``centers`` (R, len(settings)) regime centres
+    in units of ``settings_scale``; ``mean``/``std`` (R, K) per-regime sensor
+    standardisation. ``lam_fast``/``lam_slow``/``lam_trend``: forgetting
+    factors per cycle; ``baseline_n``: cycles averaged as the asset's baseline.
+    """
+
+    sensors: list[str]
+    settings: list[str]
+    centers: np.ndarray
+    settings_scale: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    lam_fast: float = 0.8
+    lam_slow: float = 0.9
+    lam_trend: float = 0.9
+    baseline_n: int = 10
+    age_scale: float = 100.0
+    trend_scale: float = 50.0
+
+    # state layout: [n, S0f, S0s, S0t, Su, Suu, nb] + 5 vectors of K
+    _HEAD = 7
+
+    @property
+    def k(self) -> int:
+        return len(self.sensors)
+
+    @property
+    def n_features(self) -> int:
+        return 4 * self.k + 1
+
+    def feature_names(self) -> list[str]:
+        names = [f"{s}_fast" for s in self.sensors] + [f"{s}_slow" for s in self.sensors]
+        names += [f"{s}_trend" for s in self.sensors] + [f"{s}_drift" for s in self.sensors]
+        return names + ["age"]
+
+    def accepts(self, features: Mapping[str, float]) -> bool:
+        """True when every channel the model needs is present."""
+        return all(s in features for s in self.sensors) and all(s in features for s in self.settings)
+
+    def init_state(self) -> np.ndarray:
+        return np.zeros(self._HEAD + 5 * self.k, dtype=np.float64)
+
+    def standardise(self, features: Mapping[str, float]) -> np.ndarray:
+        """Sensor values as z-scores of the nearest operating regime."""
+        x = np.fromiter((features[s] for s in self.sensors), dtype=np.float64, count=self.k)
+        r = 0
+        if len(self.centers) > 1:
+            st = np.fromiter((features[s] for s in self.settings), dtype=np.float64, count=len(self.settings))
+            d = (((st / self.settings_scale) - self.centers) ** 2).sum(axis=1)
+            r = int(np.argmin(d))
+        return (x - self.mean[r]) / self.std[r]
+
+    def update(self, state: np.ndarray, features: Mapping[str, float], age: float) -> np.ndarray:
+        """Fold one cycle into ``state`` (in place) and return the feature vector."""
+        k, h = self.k, self._HEAD
+        z = self.standardise(features)
+        if not np.all(np.isfinite(z)):
+            raise ValueError("channel values must be finite")
+        zf, zs, zt, uz, zb = (state[h + i * k : h + (i + 1) * k] for i in range(5))
+        n, s0f, s0s, s0t, su, suu, nb = state[:h]
+        lf, ls, lt = self.lam_fast, self.lam_slow, self.lam_trend
+        # exponentially weighted means (weights sums kept: no start-up bias)
+        s0f = lf * s0f + 1.0
+        zf *= lf
+        zf += z
+        s0s = ls * s0s + 1.0
+        zs *= ls
+        zs += z
+        # weighted trend: old points age by one cycle, then the new one at age 0
+        uz *= lt
+        uz += lt * zt
+        zt *= lt
+        zt += z
+        suu = lt * (suu + 2.0 * su + s0t)
+        su = lt * (su + s0t)
+        s0t = lt * s0t + 1.0
+        if nb < self.baseline_n:
+            zb += z
+            nb += 1.0
+        n += 1.0
+        state[:h] = (n, s0f, s0s, s0t, su, suu, nb)
+        return self.features_from_state(state, age)
+
+    def features_from_state(self, state: np.ndarray, age: float) -> np.ndarray:
+        k, h = self.k, self._HEAD
+        zf, zs, zt, uz, zb = (state[h + i * k : h + (i + 1) * k] for i in range(5))
+        n, s0f, s0s, s0t, su, suu, nb = state[:h]
+        mean_f = zf / s0f
+        mean_s = zs / s0s
+        den = s0t * suu - su * su
+        if den > 1e-9:
+            slope = -(s0t * uz - su * zt) / den  # per cycle, forward in time
+        else:
+            slope = np.zeros(k)
+        drift = mean_s - zb / max(nb, 1.0)
+        return np.concatenate([mean_f, mean_s, slope * self.trend_scale, drift, [age / self.age_scale]])
+
+    def to_json(self) -> dict:
+        return {
+            "sensors": list(self.sensors),
+            "settings": list(self.settings),
+            "centers": self.centers.tolist(),
+            "settings_scale": self.settings_scale.tolist(),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "lam_fast": self.lam_fast,
+            "lam_slow": self.lam_slow,
+            "lam_trend": self.lam_trend,
+            "baseline_n": self.baseline_n,
+            "age_scale": self.age_scale,
+            "trend_scale": self.trend_scale,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> "CmapssFeaturizer":
+        return cls(
+            sensors=list(d["sensors"]),
+            settings=list(d["settings"]),
+            centers=np.asarray(d["centers"], dtype=np.float64).reshape(len(d["centers"]), len(d["settings"])),
+            settings_scale=np.asarray(d["settings_scale"], dtype=np.float64),
+            mean=np.asarray(d["mean"], dtype=np.float64).reshape(-1, len(d["sensors"])),
+            std=np.asarray(d["std"], dtype=np.float64).reshape(-1, len(d["sensors"])),
+            lam_fast=float(d.get("lam_fast", 0.8)),
+            lam_slow=float(d.get("lam_slow", 0.9)),
+            lam_trend=float(d.get("lam_trend", 0.9)),
+            baseline_n=int(d.get("baseline_n", 10)),
+            age_scale=float(d.get("age_scale", 100.0)),
+            trend_scale=float(d.get("trend_scale", 50.0)),
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Generic severity-growth indicator (vibration frame features, scalar windows)
+# --------------------------------------------------------------------------------------
+
+#: Severity features, in order of preference: the first present is tracked
+#: (``rms``: vibration frames; ``mean``: scalar windows, tracked as z-score drift).
+SEVERITY_KEYS: tuple[str, ...] = ("rms", "mean", "std", "peak")
+#: Keys that grow with damage and are positive: tracked as log ratio to baseline.
+LOG_KEYS: frozenset[str] = frozenset({"rms", "std", "peak", "peak_to_peak", "envelope_energy", "energy"})
+
+
+@dataclass
+class GenericParams:
+    """Parameters of :class:`GenericHealth` (learnt by ``train-rul --format femto``).
+
+    Times are in the tracker's unit (seconds or cycles). ``threshold``: the
+    indicator (log ratio to baseline, or z-score drift) at end of life;
+    ``onset``: level above which the asset counts as degrading (the trend is
+    then extrapolated). Before that, and as a ceiling after it, the RUL comes
+    from the life distribution of the training assets (lognormal, median
+    ``life_median``, log-sd ``life_sigma``): the ``life_q`` quantile of the
+    remaining life *given survival to the current age*, so an asset older than
+    the typical life still gets a positive, shrinking RUL. Without a life
+    distribution, the prior is ``max_rul``.
+    """
+
+    baseline_n: int = 30
+    tau_smooth: float = 60.0
+    tau_trend: float = 600.0
+    threshold: float = 1.6
+    threshold_z: float = 8.0
+    onset: float = 0.35
+    life_median: float | None = None
+    life_sigma: float = 0.5
+    life_q: float = 0.3
+    max_rul: float = 86_400.0
+    min_rul: float = 0.0
+    rul_scale: float = 1.0
+    z_bounds: float = 1.645
+
+    def residual_life(self, age: float, q: float) -> float:
+        """The q-quantile of the remaining life given the asset has reached ``age``."""
+        if self.life_median is None:
+            return self.max_rul
+        mu = math.log(self.life_median)
+        f_age = 0.5 * math.erfc(-(math.log(age) - mu) / (self.life_sigma * math.sqrt(2.0))) if age > 0 else 0.0
+        target = min(f_age + q * (1.0 - f_age), 1.0 - 1e-12)
+        life = math.exp(mu + self.life_sigma * float(ndtri(target)))
+        return max(life - age, 0.0)
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> "GenericParams":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+@dataclass
+class GenericEstimate:
+    rul: float
+    lower: float
+    upper: float
+    health_index: float
+    level: float
+
+
+@dataclass
+class GenericHealth:
+    """Online severity growth and its extrapolation to the failure threshold.
+
+    State: a flat list of floats (plain Python floats: this runs once per
+    vibration frame, where numpy's per-call overhead would dominate),
+    ``[n, t0, t_last, b_sum, b_sq, w_l, l_sum, S0, Su, Suu, Sy, Suy, Syy]``
+    plus, in multi-key mode, per-key baseline sums and squares. ``keys``: the
+    feature(s) tracked, fixed at the first update.
+    """
+
+    params: GenericParams
+    keys: list[str] = field(default_factory=list)
+    log_mode: bool = True
+
+    HEAD = 13
+
+    @classmethod
+    def for_features(cls, params: GenericParams, features: Mapping[str, float]) -> "GenericHealth":
+        """Pick what to track from the first message's keys."""
+        for key in SEVERITY_KEYS:
+            if key in features:
+                return cls(params, [key], key in LOG_KEYS)
+        keys = sorted(k for k in features)[:64]
+        return cls(params, keys, False)
+
+    def init_state(self) -> list[float]:
+        extra = 2 * len(self.keys) if len(self.keys) > 1 else 0
+        return [0.0] * (self.HEAD + extra)
+
+    def _raw(self, features: Mapping[str, float]) -> list[float] | None:
+        try:
+            x = [float(features[k]) for k in self.keys]
+        except (KeyError, TypeError, ValueError):
+            return None
+        if not all(math.isfinite(v) for v in x):
+            return None
+        if self.log_mode:
+            if x[0] <= 0:
+                return None
+            return [math.log(x[0])]
+        return x
+
+    def _indicator(self, state: list[float], x: list[float], nbase: float) -> tuple[float, float]:
+        """(growth over the asset's baseline, its end-of-life threshold)."""
+        p = self.params
+        if len(self.keys) > 1:
+            kk, h = len(self.keys), self.HEAD
+            acc = 0.0
+            for j in range(kk):
+                m = state[h + j] / nbase
+                sd = math.sqrt(max(state[h + kk + j] / nbase - m * m, 0.0)) + 1e-9 + 1e-6 * abs(m)
+                acc += ((x[j] - m) / sd) ** 2
+            return math.sqrt(acc / kk), p.threshold_z
+        m = state[3] / nbase
+        if self.log_mode:
+            return x[0] - m, p.threshold
+        sd = math.sqrt(max(state[4] / nbase - m * m, 0.0)) + 1e-9 + 1e-6 * abs(m)
+        return abs(x[0] - m) / sd, p.threshold_z
+
+    def update(self, state: list[float], t: float, features: Mapping[str, float]) -> GenericEstimate | None:
+        p = self.params
+        x = self._raw(features)
+        if x is None:
+            return None
+        n, t0, t_last = state[0], state[1], state[2]
+        if n == 0:
+            t0 = t_last = t
+        dt = max(0.0, t - t_last)
+        state[1], state[2] = t0, max(t, t_last)
+        state[0] = n + 1
+        if n < p.baseline_n:
+            # baseline: the asset's own early behaviour
+            if len(self.keys) > 1:
+                kk, h = len(self.keys), self.HEAD
+                for j in range(kk):
+                    state[h + j] += x[j]
+                    state[h + kk + j] += x[j] * x[j]
+            else:
+                state[3] += x[0]
+                state[4] += x[0] * x[0]
+            if n + 1 < p.baseline_n:
+                return None
+        y, thr = self._indicator(state, x, min(n + 1, p.baseline_n))
+        # smoothed level (time-constant forgetting, bias-free through the weight sum)
+        a_s = math.exp(-dt / p.tau_smooth) if p.tau_smooth > 0 else 0.0
+        state[5] = a_s * state[5] + 1.0
+        state[6] = a_s * state[6] + y
+        level = state[6] / state[5]
+        # weighted linear trend of the smoothed level against time (relative ages)
+        a = math.exp(-dt / p.tau_trend) if p.tau_trend > 0 else 0.0
+        s0, su, suu, sy, suy, syy = state[7:13]
+        suu = a * (suu + 2.0 * dt * su + dt * dt * s0)
+        su = a * (su + dt * s0)
+        suy = a * (suy + dt * sy)
+        s0 = a * s0 + 1.0
+        sy = a * sy + level
+        syy = a * syy + level * level
+        state[7:13] = [s0, su, suu, sy, suy, syy]
+        return self._estimate(state, t - t0, level, thr)
+
+    def level(self, state: list[float]) -> float | None:
+        """The smoothed indicator (None before the baseline is complete)."""
+        return state[6] / state[5] if state[5] > 0 else None
+
+    def _estimate(self, state: list[float], age: float, level: float, thr: float) -> GenericEstimate:
+        p = self.params
+        s0, su, suu, sy, suy, syy = state[7:13]
+        hi = min(1.0, max(0.0, 1.0 - max(level, 0.0) / thr))
+        den = s0 * suu - su * su
+        slope = 0.0
+        se = math.inf
+        if den > 1e-12 and s0 > 2.0:
+            slope = -(s0 * suy - su * sy) / den
+            var_u = den / (s0 * s0)
+            var_y = max(syy / s0 - (sy / s0) ** 2, 0.0)
+            resid = max(var_y - slope * slope * var_u, 0.0)
+            se = math.sqrt(resid / (max(s0 - 2.0, 1.0) * var_u)) if var_u > 0 else math.inf
+        # prior: the remaining life of an asset of this age (training lives), else the cap
+        prior = p.residual_life(age, p.life_q)
+        prior_lo = p.residual_life(age, 0.05) if p.life_median is not None else p.min_rul
+        prior_hi = p.residual_life(age, 0.95) if p.life_median is not None else p.max_rul
+        remaining = max(thr - level, 0.0)
+        if level >= thr:
+            rul, lower, upper = p.min_rul, p.min_rul, max(prior_lo, p.min_rul)
+        elif level >= p.onset and slope > 0:
+            rul = min(remaining / slope, prior)
+            fast = slope + p.z_bounds * se if math.isfinite(se) else slope * 2.0
+            slow = slope - p.z_bounds * se if math.isfinite(se) else 0.0
+            lower = remaining / fast
+            upper = min(remaining / slow, prior_hi) if slow > 0 else prior_hi
+        else:
+            rul, lower, upper = prior, prior_lo, prior_hi
+        rul *= p.rul_scale
+        rul = min(max(rul, p.min_rul), p.max_rul)
+        lower = min(max(lower, p.min_rul), rul)
+        upper = max(min(upper, p.max_rul), rul)
+        return GenericEstimate(rul, lower, upper, hi, level)
