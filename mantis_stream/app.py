@@ -9,7 +9,7 @@ from __future__ import annotations
 import faust
 
 from . import codecs  # noqa: F401  (registers the "orjson" codec)
-from . import tracing
+from . import metrics, tracing
 from . import topics as names
 from .kafka import broker_credentials, broker_urls, profile_options
 from .settings import Settings
@@ -46,6 +46,7 @@ app = faust.App(
     **profile_options(settings.broker_profile),
 )
 tracing.install(app, settings)
+metrics.install(app, settings)  # Prometheus: sensor + GET /metrics
 
 
 def _topic(name: str, *, raw: bool = False) -> faust.TopicT:

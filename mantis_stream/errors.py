@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import time
 from typing import Any
 
@@ -23,6 +24,30 @@ log = logging.getLogger(__name__)
 
 #: Longest error message kept in a dead letter.
 MAX_ERROR_MESSAGE = 500
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def span_safe(exc: BaseException) -> BaseException:
+    """The exception as it may go on a span: same type, no fragment of the input.
+
+    Why: a dead letter (the data plane) keeps the full reason, which may quote
+    the bad value (``cannot read timestamp 'x…'``) or name a channel from the
+    input; spans go to a collector more people can read, so they get the type,
+    the field's first segment and the reason with quoted parts elided.
+    """
+    message = _QUOTED.sub("'…'", str(exc))[:200]
+    if isinstance(exc, InvalidReading):
+        field = re.split(r"[.\[]", exc.field, maxsplit=1)[0] or "payload"
+        reason = _QUOTED.sub("'…'", exc.reason)[:200]
+        safe: BaseException = InvalidReading(field, reason)
+    else:
+        try:
+            safe = type(exc)(message)
+        except Exception:  # noqa: BLE001 - an exception type with another signature
+            safe = RuntimeError(f"{type(exc).__name__}: {message}")
+    return safe
 
 
 def payload_text(value: Any) -> str:
@@ -64,7 +89,7 @@ async def send_dead_letter(event: EventT, stage: str, exc: BaseException) -> Non
     """Mark the event's span failed and publish its dead letter."""
     from .app import dead_letters_topic
 
-    tracing.fail_event(event, exc)
+    tracing.fail_event(event, span_safe(exc))
     if not isinstance(exc, InvalidReading):
         log.warning(
             "%s: dead letter for %s[%s]@%s: %r",

@@ -7,8 +7,12 @@ timeout, so the ``local`` profile uses short timeouts (ready in ~5 s); the
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import ssl
+import time
+from collections.abc import Callable
 from typing import Any
 
 from faust.auth import SASLCredentials, SSLCredentials
@@ -22,6 +26,75 @@ def broker_urls(broker: str) -> list[str]:
 def bootstrap_servers(broker: str) -> list[str]:
     """``host:port`` strings for plain aiokafka clients (CLI commands, tests)."""
     return [u.split("://", 1)[1] for u in broker_urls(broker)]
+
+
+log = logging.getLogger(__name__)
+
+
+def _reachable(host: str, port: int, timeout: float = 1.0) -> str | None:
+    """None when ``host:port`` accepts a TCP connection, else the reason."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+
+
+def wait_for_broker(broker: str, timeout: float, *, probe: Callable[[str, int], str | None] = _reachable,
+                    sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> float:
+    """Block until one broker URL of ``broker`` accepts connections; return the seconds waited.
+
+    Why: aiokafka's producer gives up at once when no bootstrap server answers
+    ("Unable to bootstrap"), so a worker started before its broker (compose,
+    Kubernetes, a broker restart) used to die.  This retries with a capped
+    back-off, logging every attempt, and exits clearly after ``timeout``
+    seconds (``MANTIS_BROKER_WAIT``; 0 disables the wait).
+    """
+    if timeout <= 0:
+        return 0.0
+    servers = []
+    for hostport in bootstrap_servers(broker):
+        host, _, port = hostport.rpartition(":")
+        servers.append((host.strip("[]") or "localhost", int(port or 9092)))
+    start = clock()
+    delay, attempt = 0.5, 0
+    while True:
+        attempt += 1
+        reasons = []
+        for host, port in servers:
+            reason = probe(host, port)
+            if reason is None:
+                waited = clock() - start
+                if attempt > 1:
+                    log.warning("mantis-stream: broker %s:%s reachable after %.1f s; starting", host, port, waited)
+                return waited
+            reasons.append(f"{host}:{port} ({reason})")
+        waited = clock() - start
+        if waited >= timeout:
+            raise SystemExit(f"mantis-stream: no Kafka broker answered at {', '.join(reasons)} within {timeout:.0f} s "
+                             "(MANTIS_BROKER_WAIT); giving up")
+        delay = min(delay, max(0.1, timeout - waited))
+        log.warning("mantis-stream: Kafka broker not reachable: %s; retrying in %.1f s (attempt %d, waited %.0f of %.0f s)",
+                    ", ".join(reasons), delay, attempt, waited, timeout)
+        sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+def install_broker_wait(app: Any, broker: str, timeout: float) -> None:
+    """Wait for the broker before ``worker`` starts (not before other CLI commands)."""
+
+    def _before_worker(sender: Any = None, **kwargs: Any) -> None:
+        try:
+            import click
+
+            ctx = click.get_current_context(silent=True)
+        except ImportError:  # pragma: no cover
+            ctx = None
+        if ctx is None or ctx.info_name != "worker":
+            return
+        wait_for_broker(broker, timeout)
+
+    app.on_worker_init.connect(_before_worker, weak=False)
 
 
 def profile_options(profile: str) -> dict[str, Any]:

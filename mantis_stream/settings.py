@@ -54,11 +54,9 @@ def mask_url(url: str | None) -> str | None:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = parts.hostname or ""
-    if parts.username:
-        netloc = f"{parts.username}:***@{netloc}"
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
+    # host[:port] as written (an unparsable port must not make masking fail)
+    hostinfo = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username or ''}:***@{hostinfo}"
     return urlunsplit(parts._replace(netloc=netloc))
 
 
@@ -66,6 +64,58 @@ def broker_is_local(broker: str) -> bool:
     """True when every broker URL points at this machine (use the Tansu profile)."""
     hosts = [urlsplit(u.strip() if "://" in u else f"kafka://{u.strip()}").hostname for u in broker.split(",")]
     return all(h in _LOOPBACK for h in hosts)
+
+
+def load_config_file(path: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """Read ``MANTIS_CONFIG_FILE`` and fill in the variables the environment does not set.
+
+    The file holds ``NAME=VALUE`` lines (``#`` comments, optional quotes; ``.env``
+    style), or a flat TOML table when it ends in ``.toml``; names are the
+    environment's (``MANTIS_*``, ``OTEL_*``).  The environment wins over the file.
+    Returns what the file set; a file that cannot be read or parsed stops with
+    one line naming MANTIS_CONFIG_FILE.
+    """
+    path = path if path is not None else os.environ.get("MANTIS_CONFIG_FILE")
+    if not path:
+        return {}
+    where = f"mantis-stream: MANTIS_CONFIG_FILE={str(path)!r}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"{where}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    values: dict[str, str] = {}
+    if str(path).endswith(".toml"):
+        import tomllib
+
+        try:
+            table = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SystemExit(f"{where}: {exc}") from None
+        for name, value in table.items():
+            if isinstance(value, (dict, list)):
+                raise SystemExit(f"{where}: {name}: use a plain value (string, number, boolean)")
+            values[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    else:
+        for lineno, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, sep, value = line.removeprefix("export ").partition("=")
+            name, value = name.strip(), value.strip()
+            if not sep or not name.replace("_", "").isalnum():
+                raise SystemExit(f"{where}: line {lineno}: expected NAME=VALUE") from None
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            values[name] = value
+    for name in values:
+        if not name.startswith(("MANTIS_", "OTEL_")):
+            raise SystemExit(f"{where}: {name}: only MANTIS_* and OTEL_* variables belong here")
+    applied = {}
+    for name, value in values.items():
+        if name not in os.environ:
+            os.environ[name] = value
+            applied[name] = value
+    return applied
 
 
 @dataclass(frozen=True)
@@ -94,12 +144,19 @@ class Settings:
     rul_threshold_cycles: float = 30.0
     rul_threshold_seconds: float = 3600.0
     anomaly_persistence: int = 5
+    #: Seconds the worker waits for an unreachable broker at start-up (0: no wait).
+    broker_wait: float = 300.0
     #: Bearer token the HTTP ingest requires (off when unset).
     ingest_token: str | None = None
     services: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SERVICES))
+    #: Spans also written here as OTLP JSON lines (``mantis-stream trace``); read by tracing.setup.
+    trace_file: str | None = None
+    #: The settings file read before the environment (``MANTIS_CONFIG_FILE``).
+    config_file: str | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
+        load_config_file()  # MANTIS_CONFIG_FILE: fills in what the environment does not set
         broker = os.environ.get("MANTIS_BROKER", cls.broker)
         profile = os.environ.get("MANTIS_BROKER_PROFILE") or ("local" if broker_is_local(broker) else "production")
         if profile not in ("local", "production"):
@@ -128,8 +185,11 @@ class Settings:
             rul_threshold_cycles=_env_float("MANTIS_RUL_THRESHOLD_CYCLES", cls.rul_threshold_cycles),
             rul_threshold_seconds=_env_float("MANTIS_RUL_THRESHOLD_SECONDS", cls.rul_threshold_seconds),
             anomaly_persistence=_env_int("MANTIS_ANOMALY_PERSISTENCE", cls.anomaly_persistence),
+            broker_wait=_env_float("MANTIS_BROKER_WAIT", cls.broker_wait),
             ingest_token=os.environ.get("MANTIS_INGEST_TOKEN") or None,
             services=services,
+            trace_file=os.environ.get("MANTIS_TRACE_FILE") or None,
+            config_file=os.environ.get("MANTIS_CONFIG_FILE") or None,
         )
 
     def masked(self) -> dict[str, object]:

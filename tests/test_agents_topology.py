@@ -58,7 +58,7 @@ async def test_frame_cuts_waveform_chunks_into_frames_without_losing_samples(sen
     chunk = np.arange(size * 3 // 4, dtype=float)
     async with frame.test_context() as agent:
         for i in range(4):  # 4 x 3/4 frame = 3 frames exactly
-            await agent.put({"asset_id": "P-2", "sensor_id": "V", "ts": 1790000000.0 + i, "values": (chunk + i * len(chunk)).tolist(),
+            await agent.put({"asset_id": "P-2", "sensor_id": "V", "ts": 1790000000.0 + i * len(chunk) / 1000.0, "values": (chunk + i * len(chunk)).tolist(),
                              "sample_rate_hz": 1000.0}, key=b"P-2")
     frames = on(sent, names.FRAMES)
     assert len(frames) == 3

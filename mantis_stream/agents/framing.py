@@ -20,11 +20,15 @@ from ..app import app, frames_topic, readings_keyed_topic, settings
 from ..dsp.framing import FrameAssembler, remove_dc
 from ..errors import send_dead_letter
 from ..models import records
+from ..models.reading import InvalidReading
 from ._events import asset_key, event_scope
 from ._state import bytes_table
 
 STAGE = "preprocessing"
-RATE = struct.Struct("<d")
+#: Waveform state header: sample rate, time just after the last pushed sample.
+HEADER = struct.Struct("<dd")
+#: Tolerance when comparing chunk times (well under one sample at any accepted rate).
+TS_EPSILON = 1e-6
 log = logging.getLogger(__name__)
 
 #: "asset\x1fsensor" -> framing state (FrameAssembler bytes, or the JSON window).
@@ -38,18 +42,29 @@ def sensor_key(reading: dict[str, Any]) -> str:
 def frame_waveform(reading: dict[str, Any], state: bytes | None) -> tuple[list[dict[str, Any]], bytes]:
     """Push one chunk; return the frames it completes and the new state.
 
-    The state is the sample rate (8 bytes) then the assembler; a sensor whose
+    The state is the sample rate and the time just after the last pushed
+    sample, then the assembler.  After a crash or a rebalance the changelog can
+    already hold chunks whose offsets were not committed: a chunk that ends at
+    or before the pushed samples (such a replay, or input out of order) and one
+    that overlaps them partly are refused, so they become dead letters instead
+    of samples framed twice or in the wrong place.  A sensor whose
     rate changes starts a new frame (pending samples of the old rate cannot
     share a frame with the new ones and are discarded, logged).
     A frame's ``ts`` is the time of its last sample, taking a chunk's ``ts``
     as the time of its first sample.
     """
     rate = float(reading["sample_rate_hz"])
+    start = float(reading["ts"])
+    end = start + len(reading["values"]) / rate
     assembler = FrameAssembler(settings.frame_size)
     if state:
-        (old_rate,) = RATE.unpack_from(state)
+        old_rate, pushed_until = HEADER.unpack_from(state)
         if old_rate == rate:
-            assembler = FrameAssembler.from_bytes(state[RATE.size:])
+            if end <= pushed_until + TS_EPSILON:
+                raise InvalidReading("ts", f"chunk {start:.6f}..{end:.6f} already framed (up to {pushed_until:.6f}): a replay or out of order")
+            if start < pushed_until - TS_EPSILON:
+                raise InvalidReading("ts", f"chunk starts at {start:.6f}, inside the previous chunk (ends {pushed_until:.6f}): out of order")
+            assembler = FrameAssembler.from_bytes(state[HEADER.size:])
         else:
             log.warning("%s: sample rate changed %s -> %s Hz; restarting the frame", sensor_key(reading), old_rate, rate)
     pending_before = assembler.pending
@@ -58,12 +73,12 @@ def frame_waveform(reading: dict[str, Any], state: bytes | None) -> tuple[list[d
     out = [
         records.waveform_frame(
             reading["asset_id"], reading["sensor_id"],
-            reading["ts"] + ((i + 1) * size - pending_before - 1) / rate,
+            start + ((i + 1) * size - pending_before - 1) / rate,
             frame, rate, reading.get("meta"),
         )
         for i, frame in enumerate(frames)
     ]
-    return out, RATE.pack(rate) + assembler.to_bytes()
+    return out, HEADER.pack(rate, end) + assembler.to_bytes()
 
 
 def frame_scalar(reading: dict[str, Any], state: bytes | None) -> tuple[dict[str, Any], bytes]:

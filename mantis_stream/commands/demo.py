@@ -46,6 +46,7 @@ def start_worker(broker_url: str) -> subprocess.Popen[bytes]:
         MANTIS_RUL_THRESHOLD_SECONDS=os.environ.get("MANTIS_RUL_THRESHOLD_SECONDS", "60"),
         MANTIS_RUL_THRESHOLD_CYCLES=os.environ.get("MANTIS_RUL_THRESHOLD_CYCLES", "30"),
         OTEL_TRACES_EXPORTER=os.environ.get("OTEL_TRACES_EXPORTER", "none"),
+        MANTIS_TRACE_FILE=os.environ.get("MANTIS_TRACE_FILE", "mantis-traces.jsonl"),  # mantis-stream trace list|show
     )
     log = open(os.environ.get("MANTIS_DEMO_LOG", "mantis-demo-worker.log"), "ab")
     return subprocess.Popen(

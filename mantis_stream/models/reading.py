@@ -131,7 +131,8 @@ def _waveform(obj: dict[str, Any], max_samples: int) -> tuple[np.ndarray, float]
         arr = np.asarray(values)
     except ValueError:
         raise InvalidReading("values", "must be a flat array of numbers") from None
-    if arr.ndim != 1 or arr.dtype.kind not in "iuf":
+    # numpy turns [true, 1.0] into [1.0, 1.0]: booleans are refused item by item.
+    if arr.ndim != 1 or arr.dtype.kind not in "iuf" or any(type(v) is bool for v in values):
         raise InvalidReading("values", "must be a flat array of numbers")
     arr = arr.astype(np.float64, copy=False)
     if not np.isfinite(arr).all():

@@ -224,6 +224,13 @@ def exporter_from_env() -> SpanExporter | None:
                 raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use 'grpc' or 'http/protobuf'")
         else:
             raise ValueError(f"OTEL_TRACES_EXPORTER={name!r}: use 'otlp', 'console' or 'none'")
+    # --- observability: MANTIS_TRACE_FILE also writes spans as OTLP JSON lines (tracing/filelog.py) ---
+    trace_file = os.environ.get("MANTIS_TRACE_FILE")
+    if trace_file:
+        from .filelog import FileSpanExporter
+
+        exporters.append(FileSpanExporter(trace_file))
+    # --- end observability ---
     if not exporters:
         return None
     return exporters[0] if len(exporters) == 1 else _FanOutExporter(exporters)

@@ -1,0 +1,331 @@
+"""Prometheus metrics of the pipeline, served at the worker's ``GET /metrics``.
+
+Why this exists
+===============
+
+Jaeger shows one reading's journey; an operator also needs the rates: how many
+events each stage takes in and puts out, how many dead letters it writes, how
+long an event waits and is processed in a stage, how far the consumer lags
+behind the topics, what the anomaly scores and RUL of each asset are now, and
+whether the tracing pipeline is losing spans.  :class:`MetricsSensor` collects
+these from Faust's sensor hooks (the same ones the tracing sensor uses) into a
+``prometheus_client`` registry, and :func:`install` serves that registry on
+Faust's own web server.
+
+Usage
+=====
+
+.. sourcecode:: python
+
+    metrics.install(app, settings)          # once, in mantis_stream/app.py
+    # curl localhost:6066/metrics
+
+Notes
+=====
+
+* Stages come from ``mantis_stream.topics.AGENT_STAGES`` (``stream.prefix`` is
+  the agent's name); a message produced outside any stage (HTTP ingest) counts
+  under ``ingestion``; a table's changelog under ``state``.
+* Label values are bounded: stages and topics are the app's own; asset ids are
+  capped at :data:`MAX_ASSETS` (later assets are reported as ``_other``).
+* Anomaly scores and RUL are observed where they are *consumed* (the first
+  agent that reads ``mantis.anomalies`` / ``mantis.rul``), from the already
+  decoded value: no extra decoding on the producing side.
+* Consumer lag and dropped spans are computed at scrape time (a custom
+  collector): nothing is done per message for them.
+* Every hook swallows its own errors: metrics never break message processing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from faust.agents.agent import current_agent
+from faust.sensors.base import Sensor
+from opentelemetry import context as otel_context
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from . import topics as names
+
+__all__ = ["MAX_ASSETS", "MetricsSensor", "install", "render"]
+
+log = logging.getLogger("mantis_stream.metrics")
+
+#: Most distinct ``asset_id`` label values; later assets are reported as ``_other``.
+MAX_ASSETS = 1000
+OTHER_ASSET = "_other"
+#: Most events in flight (received, not yet acked) whose start time is kept.
+MAX_IN_FLIGHT = 65_536
+#: Stage-latency buckets (seconds): batching adds ``MANTIS_BATCH_WITHIN`` (50 ms) by default.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
+class _ScrapeCollector:
+    """Consumer lag and dropped spans, read when Prometheus scrapes."""
+
+    def __init__(self, sensor: "MetricsSensor") -> None:
+        self.sensor = sensor
+
+    def describe(self) -> Iterable[Any]:  # no auto-describe at registration (it would call collect)
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        lag = GaugeMetricFamily(
+            "mantis_consumer_lag",
+            "Messages in the partition not yet committed by this worker (highwater - committed offset)",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), value in sorted(self.sensor.consumer_lag().items()):
+            lag.add_metric([topic, str(partition)], value)
+        yield lag
+        dropped = CounterMetricFamily(
+            "mantis_spans_dropped", "Spans lost by the tracing pipeline (queue full or failed export)", labels=["reason"]
+        )
+        for reason, value in self.sensor.dropped_spans().items():
+            dropped.add_metric([reason], value)
+        yield dropped
+
+
+class MetricsSensor(Sensor):
+    """Faust sensor: per-stage counters and latencies, anomaly/RUL gauges, lag at scrape time."""
+
+    def __init__(
+        self,
+        *,
+        stages: Mapping[str, str] | None = None,
+        registry: CollectorRegistry | None = None,
+        app: Any = None,
+        max_assets: int = MAX_ASSETS,
+        default_stage: str = "ingestion",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.stages = dict(names.AGENT_STAGES if stages is None else stages)
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
+        self.app = app
+        self.max_assets = max_assets
+        self.default_stage = default_stage
+        self._stage_cache: dict[str, str] = {}
+        self._in_flight: dict[Any, tuple[str, float]] = {}
+        self._assets: set[str] = set()
+        #: topic -> the one stream prefix whose events feed the score/RUL metrics.
+        self._observer: dict[str, str] = {}
+        #: (metric, label values) -> child: ``labels()`` takes a lock and builds a tuple on every call.
+        self._children: dict[tuple[Any, ...], Any] = {}
+        r = self.registry
+        self.events_in = Counter("mantis_events_in", "Events a stage received", ["stage", "topic"], registry=r)
+        self.events_out = Counter("mantis_events_out", "Messages a stage produced", ["stage", "topic"], registry=r)
+        self.dead_letters = Counter("mantis_dead_letters", "Dead letters written, by the stage that wrote them",
+                                    ["stage"], registry=r)
+        self.send_errors = Counter("mantis_send_errors", "Messages the producer failed to send", ["topic"], registry=r)
+        self.latency = Histogram(
+            "mantis_stage_latency_seconds",
+            "Time from an event entering a stage's stream to its ack (queueing, batching and processing)",
+            ["stage"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.anomaly_score = Histogram("mantis_anomaly_score", "Calibrated anomaly scores in [0, 1]",
+                                       buckets=SCORE_BUCKETS, registry=r)
+        self.anomalies = Counter("mantis_anomalies", "Scores over the threshold", ["asset_id"], registry=r)
+        self.asset_score = Gauge("mantis_asset_anomaly_score", "Latest anomaly score of the asset (any sensor)",
+                                 ["asset_id"], registry=r)
+        self.asset_rul = Gauge("mantis_asset_rul", "Latest remaining useful life of the asset", ["asset_id", "unit"],
+                               registry=r)
+        self.asset_health = Gauge("mantis_asset_health_index", "Latest health index of the asset", ["asset_id"],
+                                  registry=r)
+        self.assets_capped = Counter("mantis_metrics_assets_over_cap",
+                                     f"Observations of assets beyond the label cap, reported as {OTHER_ASSET}",
+                                     registry=r)
+        self.registry.register(_ScrapeCollector(self))
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def stage_for(self, stream: Any) -> str:
+        prefix = getattr(stream, "prefix", "") or ""
+        if not prefix:
+            prefix = getattr(current_agent(), "name", "") or ""
+        stage = self._stage_cache.get(prefix)
+        if stage is None:
+            short = prefix.rsplit(".", 1)[-1]
+            stage = self.stages.get(prefix) or self.stages.get(short) or short or self.default_stage
+            if len(self._stage_cache) < 256:
+                self._stage_cache[prefix] = stage
+        return stage
+
+    def _sending_stage(self, topic: str) -> str:
+        from .tracing.context import STAGE_KEY
+
+        stage = otel_context.get_current().get(STAGE_KEY)
+        if stage:
+            return str(stage)
+        agent = current_agent()
+        if agent is not None:
+            name = getattr(agent, "name", "") or ""
+            return self.stages.get(name) or self.stages.get(name.rsplit(".", 1)[-1]) or name.rsplit(".", 1)[-1]
+        if topic.endswith("-changelog"):
+            return "state"
+        return self.default_stage
+
+    def asset_label(self, asset_id: Any) -> str:
+        asset = str(asset_id)
+        if asset in self._assets:
+            return asset
+        if len(self._assets) < self.max_assets:
+            self._assets.add(asset)
+            return asset
+        self.assets_capped.inc()
+        return OTHER_ASSET
+
+    def _observe_value(self, topic: str, value: Any) -> None:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            import orjson
+
+            value = orjson.loads(value)
+        if not isinstance(value, dict) or "asset_id" not in value:
+            return
+        asset = self.asset_label(value["asset_id"])
+        if topic == names.ANOMALIES:
+            score = value.get("score")
+            if isinstance(score, (int, float)):
+                self.anomaly_score.observe(float(score))
+                self.asset_score.labels(asset).set(float(score))
+            if value.get("is_anomaly"):
+                self.anomalies.labels(asset).inc()
+        else:
+            rul = value.get("rul")
+            if isinstance(rul, (int, float)):
+                self.asset_rul.labels(asset, str(value.get("unit") or "")).set(float(rul))
+            health = value.get("health_index")
+            if isinstance(health, (int, float)):
+                self.asset_health.labels(asset).set(float(health))
+
+    # -- scrape-time values --------------------------------------------------------
+
+    def consumer_lag(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> highwater - committed offset, for the partitions assigned here."""
+        app = self.app
+        if app is None:
+            return {}
+        try:
+            monitor = app.monitor
+            committed: Mapping[Any, int] = dict(monitor.tp_committed_offsets)
+            read: Mapping[Any, int] = dict(monitor.tp_read_offsets)
+            ends: dict[Any, int] = dict(monitor.tp_end_offsets)
+            consumer = app.consumer
+            try:
+                assigned = set(consumer.assignment())
+            except Exception:
+                assigned = set(ends)
+            for tp in assigned:
+                try:
+                    hw = consumer.highwater(tp)
+                except Exception:
+                    hw = None
+                if isinstance(hw, int) and hw >= 0:
+                    ends[tp] = hw
+        except Exception:  # not started, no consumer yet
+            return {}
+        out: dict[tuple[str, int], int] = {}
+        for tp in assigned:
+            end = ends.get(tp)
+            if end is None:
+                continue
+            position = committed.get(tp)
+            if position is None:
+                last = read.get(tp)
+                position = last + 1 if last is not None else None
+            if position is None:
+                continue
+            out[(tp.topic, tp.partition)] = max(0, int(end) - int(position))
+        return out
+
+    def dropped_spans(self) -> dict[str, int]:
+        try:
+            from .tracing import setup
+
+            rt = setup._runtime or setup.current_runtime()
+        except Exception:
+            rt = None
+        if rt is None:
+            return {"queue_full": 0, "export_failed": 0}
+        return {"queue_full": rt.drops.queue_full, "export_failed": rt.drops.export_failed}
+
+    # -- Faust hooks ---------------------------------------------------------------
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        try:
+            stage = self.stage_for(stream)
+            topic = tp.topic
+            self._child(self.events_in, stage, topic).inc()
+            flight = self._in_flight
+            if len(flight) >= MAX_IN_FLIGHT:
+                flight.pop(next(iter(flight)))
+            flight[event] = (stage, time.monotonic())
+            if topic == names.ANOMALIES or topic == names.RUL:
+                prefix = getattr(stream, "prefix", "") or stage
+                observer = self._observer.setdefault(topic, prefix)
+                if observer == prefix:
+                    self._observe_value(topic, event.value)
+        except Exception as exc:  # pragma: no cover - metrics must never break processing
+            log.debug("metrics: on_stream_event_in: %r", exc, exc_info=True)
+        return None
+
+    def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None) -> None:
+        try:
+            started = self._in_flight.pop(event, None)
+            if started is not None:
+                stage, t0 = started
+                self._child(self.latency, stage).observe(time.monotonic() - t0)
+        except Exception as exc:  # pragma: no cover
+            log.debug("metrics: on_stream_event_out: %r", exc, exc_info=True)
+
+    def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int, valsize: int) -> Any:
+        try:
+            stage = self._sending_stage(topic)
+            self._child(self.events_out, stage, topic).inc()
+            if topic == names.DEAD_LETTERS:
+                self._child(self.dead_letters, stage).inc()
+        except Exception as exc:  # pragma: no cover
+            log.debug("metrics: on_send_initiated: %r", exc, exc_info=True)
+        return topic
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        try:
+            self.send_errors.labels(str(state) if isinstance(state, str) else "unknown").inc()
+        except Exception:  # pragma: no cover
+            pass
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The registry in Prometheus' text exposition format."""
+    return generate_latest(registry)
+
+
+def install(app: Any, settings: Any = None, *, route: str = "/metrics") -> MetricsSensor:
+    """Register :class:`MetricsSensor` on ``app`` and serve its registry at ``route``. Idempotent."""
+    for sensor in app.sensors:
+        if isinstance(sensor, MetricsSensor):
+            return sensor
+    sensor = MetricsSensor(stages=names.AGENT_STAGES, app=app)
+    app.sensors.add(sensor)
+
+    from aiohttp.web import Response
+    from faust import web
+
+    @app.page(route)
+    class Metrics(web.View):
+        async def get(self, request: web.Request) -> web.Response:
+            return Response(body=render(sensor.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})  # type: ignore[return-value]
+
+    return sensor

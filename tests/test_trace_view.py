@@ -1,0 +1,172 @@
+"""Traces without Jaeger: the OTLP JSON-lines file exporter and ``mantis-stream trace show|list``.
+
+``fixtures/traces/pipeline.jsonl`` was recorded from a real worker on the local
+broker (``MANTIS_TRACE_FILE``, ``OTEL_TRACES_SAMPLER=always_on``), keeping four
+traces: ``…abc024`` (a C-MAPSS-like cycle through every stage, with a work
+order), ``…abc025`` (the same without one), ``…abc028`` (a reading whose value
+is a string: dead letter, error spans) and a one-span trace.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import Status, StatusCode
+
+from mantis_stream.commands.trace import build_tree, critical_path, render_list, render_waterfall, summarize
+from mantis_stream.tracing import setup
+from mantis_stream.tracing.filelog import FileSpanExporter, SpanRecord, read_spans
+
+FIXTURE = Path(__file__).parent / "fixtures" / "traces" / "pipeline.jsonl"
+WORK_ORDER_TRACE = "00000000000000000000000000abc024"
+ERROR_TRACE = "00000000000000000000000000abc028"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MANTIS_", "OTEL_"))}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "mantis_stream", *args], capture_output=True, text=True,
+                          env=full_env, cwd=ROOT, timeout=120)
+
+
+def span(sid: str, parent: str, start: int, end: int, service: str = "svc", name: str | None = None) -> SpanRecord:
+    return SpanRecord("t" * 32, sid, parent, name or sid, service, start, end)
+
+
+# -- the file exporter -----------------------------------------------------------------------
+
+
+def test_file_exporter_writes_one_otlp_json_request_per_line(tmp_path):
+    path = tmp_path / "spans.jsonl"
+    exporter = FileSpanExporter(path)
+    provider = TracerProvider(resource=Resource.create({"service.name": "mantis-test"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("parent") as parent:
+        with tracer.start_as_current_span("child", attributes={"asset.id": "P-1", "n": 3}) as child:
+            child.set_status(Status(StatusCode.ERROR, "boom"))
+    provider.shutdown()
+
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == 2  # a SimpleSpanProcessor exports each span on its own
+    request = orjson.loads(lines[0])
+    otlp_span = request["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    assert otlp_span["name"] == "child"
+    # OTLP/JSON: ids as lowercase hex, not protobuf's base64; enums as integers
+    assert otlp_span["traceId"] == format(parent.get_span_context().trace_id, "032x")
+    assert otlp_span["spanId"] == format(child.get_span_context().span_id, "016x")
+    assert otlp_span["parentSpanId"] == format(parent.get_span_context().span_id, "016x")
+    assert otlp_span["status"]["code"] == 2 and otlp_span["kind"] == 1
+
+    spans = {s.name: s for s in read_spans(path).spans}
+    assert spans["child"].service == "mantis-test"
+    assert spans["child"].error and spans["child"].status_message == "boom"
+    assert spans["child"].attributes == {"asset.id": "P-1", "n": 3}
+    assert spans["child"].parent_id == spans["parent"].span_id and not spans["parent"].error
+
+
+def test_mantis_trace_file_selects_the_file_exporter(tmp_path, monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.setenv("MANTIS_TRACE_FILE", str(tmp_path / "t.jsonl"))
+    exporter = setup.exporter_from_env()
+    assert isinstance(exporter, FileSpanExporter) and exporter.path == tmp_path / "t.jsonl"
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    assert isinstance(setup.exporter_from_env(), setup._FanOutExporter)
+    monkeypatch.delenv("MANTIS_TRACE_FILE")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert setup.exporter_from_env() is None
+
+
+def test_reader_skips_a_cut_line(tmp_path):
+    path = tmp_path / "cut.jsonl"
+    good = FIXTURE.read_bytes().splitlines()[0]
+    path.write_bytes(good + b"\n" + good[: len(good) // 2] + b"\n")
+    result = read_spans(path)
+    assert result.bad_lines == 1 and result.spans
+
+
+# -- critical path ------------------------------------------------------------------------------
+
+
+def test_critical_path_skips_overlapping_siblings():
+    # parent 0-100; B 30-90 finishes last; A 10-40 overlaps B's start: off the path; C 0-20 before B: on it
+    spans = [span("P", "", 0, 100), span("A", "P", 10, 40), span("B", "P", 30, 90), span("C", "P", 0, 20)]
+    assert {s.span_id for s in critical_path(build_tree(spans))} == {"P", "B", "C"}
+
+
+def test_critical_path_follows_asynchronous_downstream_stages():
+    # messaging: the consumer's span starts after the producer's send span ended
+    spans = [span("recv", "", 0, 10), span("send", "recv", 5, 8), span("next", "send", 20, 50),
+             span("short", "send", 21, 25), span("deep", "next", 30, 45)]
+    assert [s.span_id for s in critical_path(build_tree(spans))] == ["recv", "send", "next", "deep"]
+
+
+# -- trace show / list on the recorded file --------------------------------------------------------
+
+
+def test_show_renders_every_span_and_marks_the_critical_path():
+    spans = [s for s in read_spans(FIXTURE).spans if s.trace_id == WORK_ORDER_TRACE]
+    assert len(spans) == 19
+    text = render_waterfall(spans, width=160, color=False)
+    rows = text.splitlines()[2:2 + len(spans)]
+    assert len(rows) == len(spans)
+    for s in spans:
+        assert sum(s.name in row and s.service in row for row in rows) >= 1, s.name
+    on_path = {r for r in rows if r.startswith("*")}
+    off_path = [r for r in rows if not r.startswith("*")]
+    assert len(on_path) == 13 and len(off_path) == 6  # the RUL branch (3 + 3 orchestrator spans) is off
+    # the reading's anomaly branch reaches the orchestrator last: it is the critical path; the RUL branch is not
+    assert any("mantis-orchestrator" in r and "process mantis.anomalies" in r for r in on_path)
+    assert all("mantis-rul-prediction" not in r for r in on_path)
+    assert any("create_work_order" in r for r in off_path)
+    assert "█" in "".join(on_path) and "█" not in "".join(off_path)
+    assert text.splitlines()[-2] == ("critical path (*): mantis-preprocessing > mantis-feature-extraction > "
+                                     "mantis-anomaly-detection > mantis-orchestrator")
+    # rows are in tree order: every child after its parent, indented deeper
+    assert rows[0].startswith("* mantis-preprocessing  process mantis.readings")
+
+
+def test_show_marks_errors_in_red():
+    spans = [s for s in read_spans(FIXTURE).spans if s.trace_id == ERROR_TRACE]
+    plain = render_waterfall(spans, width=160, color=False)
+    error_rows = [r for r in plain.splitlines() if r[1:2] == "!"]
+    assert {("validate_reading" in r) or ("process mantis.readings" in r) for r in error_rows} == {True}
+    assert len(error_rows) == 2 and "InvalidReading" in error_rows[0]
+    colored = render_waterfall(spans, width=160, color=True)
+    red = [r for r in colored.splitlines() if "\x1b[31m" in r]
+    assert len(red) == 3  # the header's error count and the two failed spans
+    assert not any("send mantis.dead-letters" in r for r in red)
+
+
+def test_list_summarizes_each_trace_with_its_slowest_stage():
+    summaries = summarize(read_spans(FIXTURE).spans)
+    assert len(summaries) == 4
+    assert [s.start for s in summaries] == sorted((s.start for s in summaries), reverse=True)
+    by_id = {s.trace_id: s for s in summaries}
+    assert by_id[WORK_ORDER_TRACE].spans == 19 and by_id[WORK_ORDER_TRACE].errors == 0
+    assert by_id[ERROR_TRACE].errors == 2
+    assert by_id[WORK_ORDER_TRACE].slowest_stage == "mantis-preprocessing"
+    text = render_list(summaries, color=False)
+    assert len(text.splitlines()) == 5 and "slowest stage" in text.splitlines()[0]
+
+
+def test_trace_commands_from_the_cli():
+    shown = run_cli("trace", "show", "abc024", "--file", str(FIXTURE), "--width", "160")
+    assert shown.returncode == 0, shown.stderr
+    assert f"Trace {WORK_ORDER_TRACE}" in shown.stdout and "19 spans" in shown.stdout
+    assert "\x1b[" not in shown.stdout  # not a terminal: no colors
+    listed = run_cli("trace", "list", env={"MANTIS_TRACE_FILE": str(FIXTURE)})
+    assert listed.returncode == 0, listed.stderr
+    assert sum(1 for line in listed.stdout.splitlines() if line[:32].isalnum()) == 4
+    missing = run_cli("trace", "show", "ffff", "--file", str(FIXTURE))
+    assert missing.returncode == 1 and missing.stderr.strip() == f"mantis-stream trace: trace ffff not in {FIXTURE}"
+    nofile = run_cli("trace", "list", "--file", "/nonexistent/t.jsonl")
+    assert nofile.returncode == 1 and nofile.stderr.count("\n") == 1 and "no trace file at" in nofile.stderr
