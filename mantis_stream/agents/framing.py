@@ -45,9 +45,10 @@ def frame_waveform(reading: dict[str, Any], state: bytes | None) -> tuple[list[d
     The state is the sample rate and the time just after the last pushed
     sample, then the assembler.  After a crash or a rebalance the changelog can
     already hold chunks whose offsets were not committed: a chunk that ends at
-    or before the pushed samples (such a replay, or input out of order) and one
-    that overlaps them partly are refused, so they become dead letters instead
-    of samples framed twice or in the wrong place.  A sensor whose
+    or before the pushed samples (such a replay, or input out of order) is
+    refused, so it becomes a dead letter instead of samples framed twice.  A
+    chunk that overlaps the previous one only partly is taken as the sensor's
+    next samples: producers stamp chunks with a wall clock that jitters.  A sensor whose
     rate changes starts a new frame (pending samples of the old rate cannot
     share a frame with the new ones and are discarded, logged).
     A frame's ``ts`` is the time of its last sample, taking a chunk's ``ts``
@@ -62,8 +63,6 @@ def frame_waveform(reading: dict[str, Any], state: bytes | None) -> tuple[list[d
         if old_rate == rate:
             if end <= pushed_until + TS_EPSILON:
                 raise InvalidReading("ts", f"chunk {start:.6f}..{end:.6f} already framed (up to {pushed_until:.6f}): a replay or out of order")
-            if start < pushed_until - TS_EPSILON:
-                raise InvalidReading("ts", f"chunk starts at {start:.6f}, inside the previous chunk (ends {pushed_until:.6f}): out of order")
             assembler = FrameAssembler.from_bytes(state[HEADER.size:])
         else:
             log.warning("%s: sample rate changed %s -> %s Hz; restarting the frame", sensor_key(reading), old_rate, rate)

@@ -67,12 +67,15 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 
 
 async def run_plant(producer: AIOKafkaProducer, stop: asyncio.Event, speed: float) -> None:
-    plant, started = Plant(), time.monotonic()
-    next_tick = started
+    plant, started, wall = Plant(), time.monotonic(), time.time()
+    next_tick, ticks = started, 0
     while not stop.is_set():
         t = (time.monotonic() - started) * speed
-        for reading in plant.tick(t, time.time()):
-            await producer.send(names.READINGS, orjson.dumps(reading))
+        # The sensors' clock: one tick per TICK, so waveform chunks follow each other exactly.
+        for reading in plant.tick(t, wall + ticks * TICK):
+            # Keyed by asset, as waveform producers should be: one asset's chunks stay in order.
+            await producer.send(names.READINGS, orjson.dumps(reading), key=reading["asset_id"].encode())
+        ticks += 1
         next_tick += TICK
         await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
 
