@@ -25,10 +25,10 @@ from ._events import asset_key, event_scope
 from ._state import bytes_table
 
 STAGE = "preprocessing"
-#: Waveform state header: sample rate, time just after the last pushed sample.
-HEADER = struct.Struct("<dd")
-#: Tolerance when comparing chunk times (well under one sample at any accepted rate).
-TS_EPSILON = 1e-6
+#: Waveform state header: sample rate, number of recent chunk start times that follow.
+HEADER = struct.Struct("<dI")
+#: Chunk start times remembered per sensor to recognise a replayed chunk.
+RECENT_CHUNKS = 64
 log = logging.getLogger(__name__)
 
 #: "asset\x1fsensor" -> framing state (FrameAssembler bytes, or the JSON window).
@@ -42,28 +42,28 @@ def sensor_key(reading: dict[str, Any]) -> str:
 def frame_waveform(reading: dict[str, Any], state: bytes | None) -> tuple[list[dict[str, Any]], bytes]:
     """Push one chunk; return the frames it completes and the new state.
 
-    The state is the sample rate and the time just after the last pushed
-    sample, then the assembler.  After a crash or a rebalance the changelog can
-    already hold chunks whose offsets were not committed: a chunk that ends at
-    or before the pushed samples (such a replay, or input out of order) is
-    refused, so it becomes a dead letter instead of samples framed twice.  A
-    chunk that overlaps the previous one only partly is taken as the sensor's
-    next samples: producers stamp chunks with a wall clock that jitters.  A sensor whose
-    rate changes starts a new frame (pending samples of the old rate cannot
-    share a frame with the new ones and are discarded, logged).
-    A frame's ``ts`` is the time of its last sample, taking a chunk's ``ts``
-    as the time of its first sample.
+    The state is the sample rate, the start times of the sensor's last
+    ``RECENT_CHUNKS`` chunks, then the assembler.  After a crash or a
+    rebalance the changelog can already hold chunks whose offsets were not
+    committed; when such a chunk comes again its start time is known and it is
+    refused (a dead letter) instead of being framed twice.  Chunks are framed in
+    the order they arrive: unkeyed producers give no order across partitions,
+    so waveform producers should key by asset.  A sensor whose rate changes
+    starts a new frame (pending samples of the old rate cannot share a frame
+    with the new ones and are discarded, logged).  A frame's ``ts`` is the time
+    of its last sample, taking a chunk's ``ts`` as the time of its first sample.
     """
     rate = float(reading["sample_rate_hz"])
     start = float(reading["ts"])
-    end = start + len(reading["values"]) / rate
     assembler = FrameAssembler(settings.frame_size)
+    recent = np.empty(0)
     if state:
-        old_rate, pushed_until = HEADER.unpack_from(state)
+        old_rate, count = HEADER.unpack_from(state)
         if old_rate == rate:
-            if end <= pushed_until + TS_EPSILON:
-                raise InvalidReading("ts", f"chunk {start:.6f}..{end:.6f} already framed (up to {pushed_until:.6f}): a replay or out of order")
-            assembler = FrameAssembler.from_bytes(state[HEADER.size:])
+            recent = np.frombuffer(state, dtype="<f8", count=count, offset=HEADER.size)
+            if np.any(recent == start):
+                raise InvalidReading("ts", f"chunk at {start:.6f} is already framed (a replay or a duplicate)")
+            assembler = FrameAssembler.from_bytes(state[HEADER.size + 8 * count:])
         else:
             log.warning("%s: sample rate changed %s -> %s Hz; restarting the frame", sensor_key(reading), old_rate, rate)
     pending_before = assembler.pending
@@ -77,7 +77,8 @@ def frame_waveform(reading: dict[str, Any], state: bytes | None) -> tuple[list[d
         )
         for i, frame in enumerate(frames)
     ]
-    return out, HEADER.pack(rate, end) + assembler.to_bytes()
+    recent = np.append(recent, start)[-RECENT_CHUNKS:].astype("<f8")
+    return out, HEADER.pack(rate, len(recent)) + recent.tobytes() + assembler.to_bytes()
 
 
 def frame_scalar(reading: dict[str, Any], state: bytes | None) -> tuple[dict[str, Any], bytes]:
