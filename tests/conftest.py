@@ -33,9 +33,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def broker() -> Iterator[EmbeddedBroker]:
-    """One Tansu broker for the session, topics pre-created with one partition count."""
+    """A Tansu broker per test module, topics pre-created with one partition count.
+
+    Per module, not per session: a worker with a fresh app id reads its topics
+    from the earliest offset, so a broker shared by the whole session makes each
+    later test's worker work through every earlier test's readings first.
+    """
     with EmbeddedBroker() as b:
         b.create_topics(list(names.ALL_TOPICS), PARTITIONS)
         yield b
