@@ -2,7 +2,8 @@
 
 Why this exists: the pipeline is judged on public run-to-failure and anomaly
 data; replaying them as ordinary readings exercises exactly the path a plant's
-sensors take (no key, JSON values, validation in the preprocessing stage), and
+sensors take (JSON values, validation in the preprocessing stage; keyed by asset,
+as waveform producers should be, so an asset's chunks stay in order), and
 the RUL the agents publish can be compared with ``evaluate-rul`` on the same rows.
 
 Usage::
@@ -130,7 +131,7 @@ async def replay(self: object, fmt: str, speed: float | None, topic: str, start:
                 delay = (reading["ts"] - ts0) / speed - (time.monotonic() - t_wall0)
                 if delay > 0:
                     await asyncio.sleep(delay)
-            pending.append(await producer.send(topic, orjson.dumps(reading)))
+            pending.append(await producer.send(topic, orjson.dumps(reading), key=reading["asset_id"].encode()))
             sent += 1
             if len(pending) >= IN_FLIGHT:
                 await asyncio.gather(*pending)
