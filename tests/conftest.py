@@ -136,7 +136,7 @@ async def produce(bootstrap: str, topic: str, values: list[bytes], headers: list
 
 
 async def collect(bootstrap: str, topics: tuple[str, ...], until: Callable[[dict[str, list[Any]]], bool],
-                  timeout: float = 90.0) -> dict[str, list[Any]]:
+                  timeout: float = 180.0) -> dict[str, list[Any]]:
     """Consume ``topics`` from the beginning until ``until(found)`` holds; values decoded as JSON.
 
     Each found item is ``(value, headers_dict, record)``.
