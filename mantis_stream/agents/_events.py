@@ -11,7 +11,8 @@ that event's trace context.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from faust.streams import _current_event
@@ -33,3 +34,11 @@ def event_scope(event: EventT) -> Iterator[None]:
 def asset_key(asset_id: str) -> bytes:
     """Message key for per-asset partitioning (all stages after preprocessing)."""
     return asset_id.encode()
+
+
+def group_events(events: Sequence[EventT], key: Callable[[EventT], str]) -> dict[str, list[EventT]]:
+    """Events of a batch by state key, each group in arrival order."""
+    groups: dict[str, list[EventT]] = defaultdict(list)
+    for event in events:
+        groups[key(event)].append(event)
+    return groups

@@ -7,7 +7,6 @@ feature vector, then learns from it, after a warm-up.  Scores are calibrated to
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 from .. import tracing
@@ -15,7 +14,7 @@ from ..app import anomalies_topic, app, features_topic, settings
 from ..errors import send_dead_letter
 from ..models import records
 from ..models.anomaly import AnomalyDetector
-from ._events import asset_key, event_scope
+from ._events import asset_key, event_scope, group_events
 from ._state import TableBackedCache, bytes_table
 
 STAGE = "anomaly-detection"
@@ -33,9 +32,7 @@ def detector_key(message: dict[str, Any]) -> str:
 @app.agent(features_topic, name="anomaly")
 async def anomaly(stream):  # type: ignore[no-untyped-def]
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-        by_key: dict[str, list[Any]] = defaultdict(list)
-        for event in events:
-            by_key[detector_key(event.value)].append(event)
+        by_key = group_events(events, lambda event: detector_key(event.value))
         for key, key_events in by_key.items():
             detector = detectors.get(key)
             for event in key_events:

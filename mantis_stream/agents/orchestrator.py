@@ -8,7 +8,6 @@ so an engineer can jump from a work order to its trace.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from typing import Any
 
 from opentelemetry import trace
@@ -20,7 +19,7 @@ from ..errors import send_dead_letter
 from ..models import records
 from ..models.maintenance import AssetMaintenance
 from ..models.reading import format_timestamp
-from ._events import asset_key, event_scope
+from ._events import asset_key, event_scope, group_events
 from ._state import TableBackedCache, bytes_table
 
 STAGE = "orchestrator"
@@ -44,9 +43,7 @@ def current_trace_id() -> str | None:
 @app.agent(source, name="orchestrator")
 async def orchestrator(stream):  # type: ignore[no-untyped-def]
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-        by_asset: dict[str, list[Any]] = defaultdict(list)
-        for event in events:
-            by_asset[event.value["asset_id"]].append(event)
+        by_asset = group_events(events, lambda event: event.value["asset_id"])
         for asset_id, asset_events in by_asset.items():
             state = states.get(asset_id)
             for event in asset_events:

@@ -8,7 +8,6 @@ updates a degradation model extrapolated to failure, with bounds.  The unit is
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from typing import Any
 
 from .. import tracing
@@ -16,7 +15,7 @@ from ..app import app, features_topic, rul_topic, settings
 from ..errors import send_dead_letter
 from ..models import records
 from ..models.rul import RulModel, RulTracker
-from ._events import asset_key, event_scope
+from ._events import asset_key, event_scope, group_events
 from ._state import TableBackedCache, bytes_table
 
 STAGE = "rul-prediction"
@@ -49,9 +48,7 @@ def time_of(message: dict[str, Any]) -> float:
 @app.agent(features_topic, name="rul")
 async def rul(stream):  # type: ignore[no-untyped-def]
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-        by_key: dict[str, list[Any]] = defaultdict(list)
-        for event in events:
-            by_key[tracker_key(event.value)].append(event)
+        by_key = group_events(events, lambda event: tracker_key(event.value))
         for key, key_events in by_key.items():
             tracker = trackers.get(key)
             for event in key_events:
