@@ -8,7 +8,6 @@ so an engineer can jump from a work order to its trace.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from opentelemetry import trace
 
