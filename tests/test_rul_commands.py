@@ -187,7 +187,7 @@ def test_femto_files_past_midnight_keep_increasing_offsets(tmp_path: Path) -> No
 
 @pytest.mark.broker
 def test_replay_produces_readings_to_the_broker(broker, workdir: Path) -> None:
-    """replay through a real broker: every row arrives, unkeyed, as a valid reading."""
+    """replay through a real broker: every row arrives, keyed by its asset, as a valid reading."""
     import asyncio
     import os
     import uuid
@@ -218,7 +218,7 @@ def test_replay_produces_readings_to_the_broker(broker, workdir: Path) -> None:
 
     msgs = asyncio.run(consume())
     assert len(msgs) == 80
-    assert all(m.key is None for m in msgs)
     readings = [parse_reading(m.value) for m in msgs]
+    assert all(m.key == r.asset_id.encode() for m, r in zip(msgs, readings))  # chunks of one asset stay in order
     assert {r.sensor_id for r in readings} == {"acc_h", "acc_v"}
     assert all(r.kind == "waveform" and len(r.values) == 2560 for r in readings)
