@@ -151,7 +151,8 @@ async def produce_all(bootstrap: str, messages: dict[str, list]) -> None:
         await produce(bootstrap, topic, [v for v, _ in items], [h for _, h in items])
 
 
-async def wait_stored(postgres_dsn: str, influx_server: Any, influx_url: str, prefix: str, n: int = 20) -> None:
+async def wait_stored(postgres_dsn: str, influx_server: Any, influx_url: str, prefix: str, n: int = 20,
+                      timeout: float = 60.0) -> None:
     anomalies = len([i for i in range(n) if i % 7 == 0])
 
     want_pg = (n, anomalies, 3)
@@ -169,8 +170,14 @@ async def wait_stored(postgres_dsn: str, influx_server: Any, influx_url: str, pr
                influx_count(influx_server, influx_url, "rul", "rul", prefix, RUL_MODEL))
         return True if got == want_influx else Counts(got)
 
-    await eventually(pg_done, what="PostgreSQL rows")
-    await eventually(influx_done, what="InfluxDB points")
+    await eventually(pg_done, timeout=timeout, what="PostgreSQL rows")
+    await eventually(influx_done, timeout=timeout, what="InfluxDB points")
+
+
+async def missing_cycles(postgres_dsn: str, prefix: str, n: int) -> list[int]:
+    rows = await pg(postgres_dsn, "SELECT cycle FROM rul_history WHERE asset_id LIKE $1 AND model_name = $2",
+                    prefix + "%", RUL_MODEL)
+    return sorted(set(range(n)) - {r["cycle"] for r in rows})
 
 
 async def test_sink_agents_store_rows_and_points_once(broker, start_worker, postgres_dsn, influx_server, influx_url):
@@ -261,9 +268,15 @@ async def test_worker_killed_mid_run_replays_without_duplicates(broker, start_wo
     await produce_all(broker.bootstrap, messages)
     await eventually(lambda: pg_count(postgres_dsn, "rul_history", prefix), what="first rows")
     worker.kill()  # SIGKILL: no commit of whatever was in flight
-    await start_with_sinks(start_worker, env, app_id=app_id)  # same consumer group: resumes from the committed offsets
+    # Same consumer group: resumes from the committed offsets, after restoring the
+    # orchestrator's table (the restart path where Faust once skipped a message).
+    await start_with_sinks(start_worker, env, app_id=app_id)
     await produce_all(broker.bootstrap, {names.WORK_ORDERS: messages[names.WORK_ORDERS]})  # and a replay
-    await wait_stored(postgres_dsn, influx_server, influx_url, prefix, n=200)
+    try:
+        # A restart on a loaded machine takes a while; a lost message never arrives.
+        await wait_stored(postgres_dsn, influx_server, influx_url, prefix, n=200, timeout=120)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; RUL cycles not stored: {await missing_cycles(postgres_dsn, prefix, 200)}") from None
 
 
 async def test_pipeline_readings_reach_both_databases(broker, start_worker, postgres_dsn, influx_server, influx_url):
