@@ -10,6 +10,7 @@ import faust
 
 from . import codecs  # noqa: F401  (registers the "orjson" codec)
 from . import metrics, tracing
+from .recovery import hold_deliveries_until_seek
 from . import topics as names
 from .kafka import broker_credentials, broker_urls, profile_options
 from .settings import Settings
@@ -45,6 +46,7 @@ app = faust.App(
     consumer_max_fetch_size=settings.max_message_bytes * 4,
     **profile_options(settings.broker_profile),
 )
+hold_deliveries_until_seek()  # before any agent runs: see recovery.py
 tracing.install(app, settings)
 metrics.install(app, settings)  # Prometheus: sensor + GET /metrics
 

@@ -22,8 +22,6 @@ Notes:
   until its write succeeded, so such a batch is not committed and is read again.
 - A message the sinks cannot store (missing field, bad timestamp) becomes a
   dead letter (stage ``storage``); the batch goes on without it.
-- :func:`hold_deliveries_until_seek` closes a Faust recovery race that skipped
-  messages after a restart (see there); it is installed on import.
 """
 
 from __future__ import annotations
@@ -33,7 +31,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from faust.tables.recovery import Recovery
 from opentelemetry import trace
 
 from .. import topics as names
@@ -92,36 +89,6 @@ async def store(sink: Any, events: Sequence[Any], sink_name: str, span_name: str
     with _held(events):
         with tracing.batch_span(STAGE, span_name, events):
             await sink.write(records)
-
-
-def hold_deliveries_until_seek() -> None:
-    """Hold deliveries to the agents while Faust resumes the stream partitions after a recovery.
-
-    Why: after a restart with table state, Faust (0.15.3) reads the changelogs
-    with the fetcher running, then resumes the stream partitions, awaits the seek
-    to the committed offsets and only then clears the agents' queues
-    (``flow_control.resume()``). A message fetched meanwhile is queued, cleared
-    and never read again (its read offset has moved on); the later ones are
-    acked and ``Consumer._new_offset`` commits past the one-message hole (it
-    only stops at ``min(acked) - committed > 1``), so the message is lost: seen
-    as a missing ``rul_history`` row after a SIGKILL and restart under load.
-    Suspending the flow first makes the conductor wait instead of queueing;
-    Faust's own ``flow_control.resume()`` at the end releases it.
-    """
-    for name in ("on_recovery_completed", "_resume_streams"):
-        resume = getattr(Recovery, name)
-        if getattr(resume, "holds_deliveries", False):
-            continue
-
-        async def held(self: Recovery, generation_id: int = 0, _resume: Any = resume) -> None:
-            self.app.flow_control.suspend()
-            await _resume(self, generation_id)
-
-        held.holds_deliveries = True  # type: ignore[attr-defined]
-        setattr(Recovery, name, held)
-
-
-hold_deliveries_until_seek()
 
 
 def _reject(sink_name: str):  # type: ignore[no-untyped-def]
