@@ -12,7 +12,7 @@ from . import codecs  # noqa: F401  (registers the "orjson" codec)
 from . import metrics, tracing
 from .recovery import hold_deliveries_until_seek
 from . import topics as names
-from .kafka import broker_credentials, broker_urls, profile_options
+from .kafka import LOCAL_FETCH_MAX_WAIT_MS, broker_credentials, broker_urls, limit_fetch_wait, profile_options
 from .settings import Settings
 
 settings = Settings.from_env()
@@ -43,10 +43,13 @@ app = faust.App(
     web_in_thread=False,
     logging_config=LOGGING,
     producer_max_request_size=settings.max_message_bytes * 2,
+    producer_linger=0.005,  # a few ms of batching: far fewer produce requests per record
     consumer_max_fetch_size=settings.max_message_bytes * 4,
     **profile_options(settings.broker_profile),
 )
 hold_deliveries_until_seek()  # before any agent runs: see recovery.py
+if settings.broker_profile == "local":
+    limit_fetch_wait(LOCAL_FETCH_MAX_WAIT_MS)  # Tansu holds every fetch for its whole wait
 tracing.install(app, settings)
 metrics.install(app, settings)  # Prometheus: sensor + GET /metrics
 
@@ -62,8 +65,11 @@ def _topic(name: str, *, raw: bool = False) -> faust.TopicT:
 
 
 readings_topic = _topic(names.READINGS, raw=True)
-readings_keyed_topic = _topic(names.READINGS_KEYED)
-frames_topic = _topic(names.FRAMES)
+# Batched hops: values are bytes built and read by agents._batch.
+readings_keyed_topic = _topic(names.READINGS_KEYED, raw=True)
+frames_topic = _topic(names.FRAMES, raw=True)
+feature_batches_topic = _topic(names.FEATURE_BATCHES, raw=True)
+assessments_topic = _topic(names.ASSESSMENTS, raw=True)
 features_topic = _topic(names.FEATURES)
 anomalies_topic = _topic(names.ANOMALIES)
 rul_topic = _topic(names.RUL)

@@ -65,14 +65,19 @@ def payload_text(value: Any) -> str:
 
 def dead_letter_record(event: EventT, stage: str, exc: BaseException) -> dict[str, Any]:
     message = event.message
+    source = {"topic": message.topic, "partition": message.partition, "offset": message.offset}
+    return _record(source, event.value if event.value is not None else message.value, stage, exc)
+
+
+def _record(source: dict[str, Any], payload: Any, stage: str, exc: BaseException) -> dict[str, Any]:
     error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)[:MAX_ERROR_MESSAGE]}
     if isinstance(exc, InvalidReading):
         error["field"] = exc.field
     return {
         "error": error,
         "stage": stage,
-        "source": {"topic": message.topic, "partition": message.partition, "offset": message.offset},
-        "payload": payload_text(event.value if event.value is not None else message.value),
+        "source": source,
+        "payload": payload_text(payload),
         "received_at": format_timestamp(time.time()),
     }
 
@@ -99,4 +104,22 @@ async def send_dead_letter(event: EventT, stage: str, exc: BaseException) -> Non
         key=event.message.key,
         value=dead_letter_record(event, stage, exc),
         headers=original_headers(event),
+    )
+
+
+async def send_item_dead_letter(item: Any, stage: str, exc: BaseException, key: bytes | None = None) -> None:
+    """The dead letter of one record of a batched message (``agents._batch.Item``).
+
+    Its source is the batched message plus the record's ``index`` in it; its
+    headers are the trace context the record carried.
+    """
+    from .app import dead_letters_topic
+
+    if item.trace is not None:
+        tracing.mark_failed(item.trace, span_safe(exc))
+    log.warning("%s: dead letter for %s: %r", stage, item.source, exc)
+    await dead_letters_topic.send(
+        key=key,
+        value=_record(item.source, item.value, stage, exc),
+        headers=[(k, v.encode()) for k, v in item.carrier.items()],
     )

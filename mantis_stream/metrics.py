@@ -113,10 +113,8 @@ class MetricsSensor(Sensor):
         self._stage_cache: dict[str, str] = {}
         self._in_flight: dict[Any, tuple[str, float]] = {}
         self._assets: set[str] = set()
-        #: topic -> the one stream prefix whose events feed the score/RUL metrics.
-        self._observer: dict[str, str] = {}
         #: (metric, label values) -> child: ``labels()`` takes a lock and builds a tuple on every call.
-        self._children: dict[tuple[Any, ...], Any] = {}
+        self._labelled: dict[tuple[Any, ...], Any] = {}
         r = self.registry
         self.events_in = Counter("mantis_events_in", "Events a stage received", ["stage", "topic"], registry=r)
         self.events_out = Counter("mantis_events_out", "Messages a stage produced", ["stage", "topic"], registry=r)
@@ -146,9 +144,9 @@ class MetricsSensor(Sensor):
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
-        child = self._children.get(key)
+        child = self._labelled.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(*labels)
+            child = self._labelled[key] = metric.labels(*labels)
         return child
 
     def stage_for(self, stream: Any) -> str:
@@ -272,11 +270,6 @@ class MetricsSensor(Sensor):
             if len(flight) >= MAX_IN_FLIGHT:
                 flight.pop(next(iter(flight)))
             flight[event] = (stage, time.monotonic())
-            if topic == names.ANOMALIES or topic == names.RUL:
-                prefix = getattr(stream, "prefix", "") or stage
-                observer = self._observer.setdefault(topic, prefix)
-                if observer == prefix:
-                    self._observe_value(topic, event.value)
         except Exception as exc:  # pragma: no cover - metrics must never break processing
             log.debug("metrics: on_stream_event_in: %r", exc, exc_info=True)
         return None
@@ -294,6 +287,8 @@ class MetricsSensor(Sensor):
         try:
             stage = self._sending_stage(topic)
             self._child(self.events_out, stage, topic).inc()
+            if topic == names.ANOMALIES or topic == names.RUL:  # what the pipeline publishes, once
+                self._observe_value(topic, getattr(message, "value", None))
             if topic == names.DEAD_LETTERS:
                 self._child(self.dead_letters, stage).inc()
         except Exception as exc:  # pragma: no cover

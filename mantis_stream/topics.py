@@ -1,7 +1,9 @@
 """Topic names (INTERFACE.md) and which pipeline stage consumes what.
 
-Public topics keep the names users rely on; the two internal hops between the
-preprocessing stage's agents are prefixed ``mantis.internal.``.
+Public topics keep the names users rely on, one message per record.  The hops
+between our own agents are prefixed ``mantis.internal.`` and *batched*: one
+message carries many records, each with its own trace context
+(``mantis_stream.agents._batch``).
 """
 
 from __future__ import annotations
@@ -13,12 +15,19 @@ RUL = "mantis.rul"
 WORK_ORDERS = "mantis.work-orders"
 DEAD_LETTERS = "mantis.dead-letters"
 
-#: Valid readings keyed by asset (the input has no key).
+#: Valid readings on the partition of their asset (the input has no key).
 READINGS_KEYED = "mantis.internal.readings-keyed"
-#: Assembled frames / windows / per-cycle rows, keyed by asset.
+#: Assembled frames / windows / per-cycle rows.
 FRAMES = "mantis.internal.frames"
+#: Feature vectors for the anomaly and RUL stages (the public copy is mantis.features).
+FEATURE_BATCHES = "mantis.internal.features"
+#: Anomaly scores and RUL estimates for the orchestrator (public: mantis.anomalies, mantis.rul).
+ASSESSMENTS = "mantis.internal.assessments"
 
-ALL_TOPICS = (READINGS, READINGS_KEYED, FRAMES, FEATURES, ANOMALIES, RUL, WORK_ORDERS, DEAD_LETTERS)
+#: Topics whose messages are batches of records, per partition of the asset.
+BATCHED = (READINGS_KEYED, FRAMES, FEATURE_BATCHES, ASSESSMENTS)
+
+ALL_TOPICS = (READINGS, *BATCHED, FEATURES, ANOMALIES, RUL, WORK_ORDERS, DEAD_LETTERS)
 
 #: Agent name -> stage key (see ``settings.DEFAULT_SERVICES``); the tracing
 #: sensor uses it to pick the service a consumed message is reported under.

@@ -14,11 +14,14 @@ import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 from faust.streams import _current_event
 from faust.types import EventT
 
 from .. import tracing
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -36,9 +39,9 @@ def asset_key(asset_id: str) -> bytes:
     return asset_id.encode()
 
 
-def group_events(events: Sequence[EventT], key: Callable[[EventT], str]) -> dict[str, list[EventT]]:
-    """Events of a batch by state key, each group in arrival order."""
-    groups: dict[str, list[EventT]] = defaultdict(list)
-    for event in events:
-        groups[key(event)].append(event)
+def group_by(things: Sequence[T], key: Callable[[T], str]) -> dict[str, list[T]]:
+    """A batch's events or records by state key, each group in arrival order."""
+    groups: dict[str, list[T]] = defaultdict(list)
+    for thing in things:
+        groups[key(thing)].append(thing)
     return groups

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from .. import tracing
-from ..app import anomalies_topic, app, features_topic, settings
-from ..errors import send_dead_letter
+from ..app import anomalies_topic, app, assessments_topic, feature_batches_topic, settings
+from ..errors import send_item_dead_letter
 from ..models import records
 from ..models.anomaly import AnomalyDetector
-from ._events import asset_key, event_scope, group_events
+from ._batch import Outbox, close_items, item_scope, open_items
+from ._events import asset_key, group_by
 from ._state import TableBackedCache, bytes_table
 
 STAGE = "anomaly-detection"
@@ -29,15 +30,17 @@ def detector_key(message: dict[str, Any]) -> str:
     return f"{message['asset_id']}\x1f{message['sensor_id']}"
 
 
-@app.agent(features_topic, name="anomaly")
+@app.agent(feature_batches_topic, name="anomaly")
 async def anomaly(stream):  # type: ignore[no-untyped-def]
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-        by_key = group_events(events, lambda event: detector_key(event.value))
-        for key, key_events in by_key.items():
+        items = await open_items(STAGE, events)
+        out = Outbox(assessments_topic, STAGE)
+        by_key = group_by(items, lambda item: detector_key(item.value))
+        for key, key_items in by_key.items():
             detector = detectors.get(key)
-            for event in key_events:
-                message = event.value
-                with event_scope(event):
+            for item in key_items:
+                message = item.value
+                with item_scope(item):
                     try:
                         with tracing.stage_tracer(STAGE).start_as_current_span(
                             "predict_anomaly",
@@ -49,12 +52,15 @@ async def anomaly(stream):  # type: ignore[no-untyped-def]
                                 "prediction.result": "anomaly" if result.is_anomaly else "normal",
                                 "prediction.score": result.score,
                             })
-                    except Exception as exc:  # noqa: BLE001 - a bad event must not stop the stage
-                        await send_dead_letter(event, STAGE, exc)
+                    except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
+                        await send_item_dead_letter(item, STAGE, exc, key=asset_key(str(message.get("asset_id", ""))))
                         continue
-                    out = records.anomaly_message(
+                    result_message = records.anomaly_message(
                         message, result.score, result.threshold, result.is_anomaly,
                         {"name": detector.name, "version": detector.version}, result.warm,
                     )
-                    await anomalies_topic.send(key=asset_key(message["asset_id"]), value=out)
-        detectors.save((key, key_events[-1]) for key, key_events in by_key.items())
+                    await anomalies_topic.send(key=asset_key(message["asset_id"]), value=result_message)
+                    out.add(item.partition, result_message)
+        await out.flush()
+        close_items(items)
+        detectors.save((key, key_items[-1].event) for key, key_items in by_key.items())

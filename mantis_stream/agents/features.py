@@ -2,7 +2,9 @@
 
 Waveform frames of a batch are stacked and transformed at once
 (``dsp.spectral.waveform_features`` is vectorised across frames); scalar windows
-get window statistics; channel rows pass their channels on as features.
+get window statistics; channel rows pass their channels on as features.  Each
+feature vector goes to ``mantis.features`` (users, sinks) and, batched, to the
+anomaly and RUL stages.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import numpy as np
 import orjson
 
 from .. import tracing
-from ..app import app, features_topic, frames_topic, settings
+from ..app import app, feature_batches_topic, features_topic, frames_topic, settings
 from ..dsp.spectral import waveform_features
 from ..dsp.stats import window_features
-from ..errors import send_dead_letter
+from ..errors import send_item_dead_letter
 from ..models import records
-from ._events import asset_key, event_scope
+from ._batch import Outbox, close_items, item_scope, open_items
+from ._events import asset_key
 
 STAGE = "feature-extraction"
 
@@ -50,25 +53,31 @@ def compute_features(frames: list[dict[str, Any]]) -> list[dict[str, float]]:
 @app.agent(frames_topic, name="features")
 async def features(stream):  # type: ignore[no-untyped-def]
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-        frames = [event.value for event in events]
+        items = await open_items(STAGE, events)
+        frames = [item.value for item in items]
         try:
-            with tracing.batch_span(STAGE, "compute_fft", events, **{"batch.size": len(events)}):
-                results = compute_features(frames)
+            with tracing.batch_span(STAGE, "compute_fft", [item.trace for item in items], **{"batch.size": len(items)}):
+                results: list[dict[str, float] | None] = list(compute_features(frames))
         except Exception:  # noqa: BLE001 - find the bad frame(s) one at a time
-            results: list[dict[str, float] | None] = []
-            for event in events:
+            results = []
+            for item in items:
                 try:
-                    results.append(compute_features([event.value])[0])
+                    results.append(compute_features([item.value])[0])
                 except Exception as exc:  # noqa: BLE001
-                    with event_scope(event):
-                        await send_dead_letter(event, STAGE, exc)
+                    with item_scope(item):
+                        await send_item_dead_letter(item, STAGE, exc, key=asset_key(item.value.get("asset_id", "")))
                     results.append(None)
-        for event, frame, feats in zip(events, frames, results):
+        out = Outbox(feature_batches_topic, STAGE)
+        for item, frame, feats in zip(items, frames, results):
             if feats is None:  # already a dead letter
                 continue
-            with event_scope(event):
+            with item_scope(item):
                 with tracing.stage_tracer(STAGE).start_as_current_span(
                     "extract_features",
                     attributes=tracing.span_attributes(asset_id=frame["asset_id"], sensor_id=frame["sensor_id"], **{"features.count": len(feats)}),
                 ):
-                    await features_topic.send(key=asset_key(frame["asset_id"]), value=records.features_message(frame, feats))
+                    message = records.features_message(frame, feats)
+                    await features_topic.send(key=asset_key(frame["asset_id"]), value=message)
+                    out.add(item.partition, message)
+        await out.flush()
+        close_items(items)

@@ -18,10 +18,11 @@ import orjson
 from .. import tracing
 from ..app import app, frames_topic, readings_keyed_topic, settings
 from ..dsp.framing import FrameAssembler, remove_dc
-from ..errors import send_dead_letter
+from ..errors import send_item_dead_letter
 from ..models import records
 from ..models.reading import InvalidReading
-from ._events import asset_key, event_scope
+from ._batch import Outbox, close_items, item_scope, open_items
+from ._events import event_scope
 from ._state import bytes_table
 
 STAGE = "preprocessing"
@@ -103,10 +104,12 @@ def frame_one(reading: dict[str, Any], state: bytes | None) -> tuple[list[dict[s
 @app.agent(readings_keyed_topic, name="frame")
 async def frame(stream):  # type: ignore[no-untyped-def]
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-        touched: dict[str, tuple[bytes, Any]] = {}  # sensor -> (state, last event), written once per batch
-        for event in events:
-            reading = event.value
-            with event_scope(event):
+        items = await open_items(STAGE, events)
+        out = Outbox(frames_topic, STAGE)
+        touched: dict[str, tuple[bytes, Any]] = {}  # sensor -> (state, its event), written once per batch
+        for item in items:
+            reading = item.value
+            with item_scope(item):
                 try:
                     with tracing.stage_tracer(STAGE).start_as_current_span(
                         "assemble_frames",
@@ -116,13 +119,15 @@ async def frame(stream):  # type: ignore[no-untyped-def]
                         state = touched[key][0] if key in touched else framing_state.get(key)
                         frames, state = frame_one(reading, state)
                         if state is not None:
-                            touched[key] = (state, event)
+                            touched[key] = (state, item.event)
                         span.set_attribute("frames.count", len(frames))
-                except Exception as exc:  # noqa: BLE001 - a bad event must not stop the stage
-                    await send_dead_letter(event, STAGE, exc)
+                except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
+                    await send_item_dead_letter(item, STAGE, exc)
                     continue
-                for out in frames:
-                    await frames_topic.send(key=asset_key(reading["asset_id"]), value=out)
+                for frame_ in frames:
+                    out.add(item.partition, frame_)
+        await out.flush()
+        close_items(items)
         for key, (state, event) in touched.items():
             with event_scope(event):
                 framing_state[key] = state

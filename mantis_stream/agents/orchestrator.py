@@ -11,20 +11,19 @@ import time
 
 from opentelemetry import trace
 
-from .. import topics as names
 from .. import tracing
-from ..app import app, settings, work_orders_topic
-from ..errors import send_dead_letter
+from ..app import app, assessments_topic, settings, work_orders_topic
+from ..errors import send_item_dead_letter
 from ..models import records
 from ..models.maintenance import AssetMaintenance
 from ..models.reading import format_timestamp
-from ._events import asset_key, event_scope, group_events
+from ._batch import close_items, item_scope, open_items
+from ._events import asset_key, group_by
 from ._state import TableBackedCache, bytes_table
 
 STAGE = "orchestrator"
 THRESHOLDS = {"cycles": settings.rul_threshold_cycles, "seconds": settings.rul_threshold_seconds}
 
-source = app.topic(names.ANOMALIES, names.RUL, value_serializer="orjson", key_serializer="raw")
 state_table = bytes_table("maintenance-state")
 states: TableBackedCache[AssetMaintenance] = TableBackedCache(
     state_table,
@@ -39,22 +38,23 @@ def current_trace_id() -> str | None:
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
-@app.agent(source, name="orchestrator")
+@app.agent(assessments_topic, name="orchestrator")
 async def orchestrator(stream):  # type: ignore[no-untyped-def]
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-        by_asset = group_events(events, lambda event: event.value["asset_id"])
-        for asset_id, asset_events in by_asset.items():
+        items = await open_items(STAGE, events)
+        by_asset = group_by(items, lambda item: str(item.value.get("asset_id", "")))
+        for asset_id, asset_items in by_asset.items():
             state = states.get(asset_id)
-            for event in asset_events:
-                message = event.value
-                with event_scope(event):
+            for item in asset_items:
+                message = item.value
+                with item_scope(item):
                     try:
-                        if "rul" in message:  # mantis.rul; else mantis.anomalies
+                        if "rul" in message:  # from the RUL stage; else the anomaly stage
                             decision = state.on_rul(message)
                         else:
                             decision = state.on_anomaly(message)
-                    except Exception as exc:  # noqa: BLE001 - a bad event must not stop the stage
-                        await send_dead_letter(event, STAGE, exc)
+                    except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
+                        await send_item_dead_letter(item, STAGE, exc, key=asset_key(asset_id))
                         continue
                     if decision is None:
                         continue
@@ -68,4 +68,5 @@ async def orchestrator(stream):  # type: ignore[no-untyped-def]
                             format_timestamp(time.time()), decision.rul, current_trace_id(), decision.evidence,
                         )
                         await work_orders_topic.send(key=asset_key(asset_id), value=order)
-        states.save((asset_id, asset_events[-1]) for asset_id, asset_events in by_asset.items())
+        close_items(items)
+        states.save((asset_id, asset_items[-1].event) for asset_id, asset_items in by_asset.items())

@@ -2,20 +2,23 @@
 
 Input arrives without a key (``kafka-console-producer``); every per-asset state
 downstream needs the asset's readings on one partition, so this agent's only
-output is the validated reading keyed by ``asset_id``.  Bad input becomes a dead
-letter naming the field.
+output is the validated reading on its asset's partition, batched (one message
+per partition and batch, each reading with its own trace context: see
+``_batch``), a batch's readings in time order.  Bad input becomes a dead letter naming the field.
 """
 
 from __future__ import annotations
 
+from faust.types import EventT
 from opentelemetry.trace import Status, StatusCode
 
 from ..app import app, readings_keyed_topic, readings_topic, settings
 from ..errors import send_dead_letter, span_safe
 from ..kafka import install_broker_wait
-from ..models.reading import InvalidReading, parse_reading
+from ..models.reading import InvalidReading, Reading, parse_reading
 from .. import tracing
-from ._events import asset_key, event_scope
+from ._batch import Outbox, partition_for
+from ._events import event_scope
 
 STAGE = "preprocessing"
 
@@ -26,6 +29,7 @@ install_broker_wait(app, settings.broker, settings.broker_wait)
 @app.agent(readings_topic, name="preprocess")
 async def preprocess(stream):  # type: ignore[no-untyped-def]
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+        valid: list[tuple[Reading, EventT]] = []
         for event in events:
             with event_scope(event):
                 try:
@@ -49,4 +53,12 @@ async def preprocess(stream):  # type: ignore[no-untyped-def]
                 except InvalidReading as exc:
                     await send_dead_letter(event, STAGE, exc)
                     continue
-                await readings_keyed_topic.send(key=asset_key(reading.asset_id), value=reading.to_message())
+                valid.append((reading, event))
+        # Unkeyed producers spread a sensor's readings over partitions and Kafka keeps
+        # no order across partitions: within a batch, pass them on in time order.
+        valid.sort(key=lambda pair: pair[0].ts)
+        out = Outbox(readings_keyed_topic, STAGE)
+        for reading, event in valid:
+            with event_scope(event):
+                out.add(partition_for(reading.asset_id), reading.to_message())
+        await out.flush()

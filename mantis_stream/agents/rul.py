@@ -11,11 +11,12 @@ import os
 from typing import Any
 
 from .. import tracing
-from ..app import app, features_topic, rul_topic, settings
-from ..errors import send_dead_letter
+from ..app import app, assessments_topic, feature_batches_topic, rul_topic, settings
+from ..errors import send_item_dead_letter
 from ..models import records
 from ..models.rul import RulModel, RulTracker
-from ._events import asset_key, event_scope, group_events
+from ._batch import Outbox, close_items, item_scope, open_items
+from ._events import asset_key, group_by
 from ._state import TableBackedCache, bytes_table
 
 STAGE = "rul-prediction"
@@ -45,15 +46,17 @@ def time_of(message: dict[str, Any]) -> float:
     return float(message["cycle"]) if message.get("cycle") is not None else float(message["epoch"])
 
 
-@app.agent(features_topic, name="rul")
+@app.agent(feature_batches_topic, name="rul")
 async def rul(stream):  # type: ignore[no-untyped-def]
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-        by_key = group_events(events, lambda event: tracker_key(event.value))
-        for key, key_events in by_key.items():
+        items = await open_items(STAGE, events)
+        out = Outbox(assessments_topic, STAGE)
+        by_key = group_by(items, lambda item: tracker_key(item.value))
+        for key, key_items in by_key.items():
             tracker = trackers.get(key)
-            for event in key_events:
-                message = event.value
-                with event_scope(event):
+            for item in key_items:
+                message = item.value
+                with item_scope(item):
                     try:
                         with tracing.stage_tracer(STAGE).start_as_current_span(
                             "predict_rul",
@@ -63,14 +66,17 @@ async def rul(stream):  # type: ignore[no-untyped-def]
                             span.set_attributes({"model.name": MODEL.name, "model.version": MODEL.version})
                             if estimate is not None:
                                 span.set_attributes({"prediction.result": estimate.rul, "rul.unit": estimate.unit})
-                    except Exception as exc:  # noqa: BLE001 - a bad event must not stop the stage
-                        await send_dead_letter(event, STAGE, exc)
+                    except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
+                        await send_item_dead_letter(item, STAGE, exc, key=asset_key(str(message.get("asset_id", ""))))
                         continue
                     if estimate is None:  # too little history yet: the features are the output
                         continue
-                    out = records.rul_message(
+                    result_message = records.rul_message(
                         message, estimate.rul, estimate.unit, estimate.lower, estimate.upper, estimate.health_index,
                         {"name": MODEL.name, "version": MODEL.version},
                     )
-                    await rul_topic.send(key=asset_key(message["asset_id"]), value=out)
-        trackers.save((key, key_events[-1]) for key, key_events in by_key.items())
+                    await rul_topic.send(key=asset_key(message["asset_id"]), value=result_message)
+                    out.add(item.partition, result_message)
+        await out.flush()
+        close_items(items)
+        trackers.save((key, key_items[-1].event) for key, key_items in by_key.items())

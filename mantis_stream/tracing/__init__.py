@@ -35,6 +35,10 @@ Notes
   :mod:`.setup` is the one place that builds the SDK (lazily, from settings and
   the ``OTEL_*`` environment, at worker start or first use).
 * Sampling follows the Jaeger strategies file (:mod:`.sampling`).
+* Between our own stages records travel many to a Kafka message
+  (``agents._batch``); the sensor skips those messages and :mod:`.items` gives
+  each record the same ``process``/``send`` spans a message of its own would
+  get, so a reading's trace looks the same either way.
 * Span attributes go through :func:`span_attributes`: identifiers and small
   numbers, never payloads or secrets.
 """
@@ -48,17 +52,18 @@ from typing import Any
 
 from .attributes import set_denylist, span_attributes
 from .context import context_of, use_event
+from .items import open_item, send_item, use_item
 from .logs import LOG_FORMAT, install_log_correlation
 from .sampling import StrategiesFileError, StrategySampler, load_strategies
 from .sensor import TracingSensor
 from .setup import TracingRuntime, configure, current_runtime, shutdown, stage_tracer
-from .spans import batch_span, fail_event, http_server_span, set_http_status
+from .spans import batch_span, fail_event, http_server_span, mark_failed, set_http_status
 
 __all__ = [
     "LOG_FORMAT", "StrategiesFileError", "StrategySampler", "TracingRuntime", "TracingSensor",
     "batch_span", "configure", "context_of", "current_runtime", "fail_event", "http_server_span",
-    "install", "load_strategies", "set_denylist", "set_http_status", "shutdown", "span_attributes",
-    "stage_tracer", "use_event",
+    "install", "load_strategies", "mark_failed", "open_item", "send_item", "set_denylist", "set_http_status",
+    "shutdown", "span_attributes", "stage_tracer", "use_event", "use_item",
 ]
 
 log = logging.getLogger("mantis_stream.tracing")
@@ -82,9 +87,10 @@ def install(app: Any, settings: Any) -> None:
         return
     if any(type(s).__name__ == "OpenTelemetrySensor" for s in app.sensors):
         log.warning("tracing: faust's OpenTelemetrySensor is also registered; every message gets two process spans")
-    app.sensors.add(
-        TracingSensor(stages=topics.AGENT_STAGES, dead_letter_topics=(topics.DEAD_LETTERS,), default_stage="ingestion")
-    )
+    app.sensors.add(TracingSensor(
+        stages=topics.AGENT_STAGES, dead_letter_topics=(topics.DEAD_LETTERS,), batched_topics=topics.BATCHED,
+        default_stage="ingestion",
+    ))
     install_log_correlation()
     if setup._runtime is None:
         setup.set_pending(settings)

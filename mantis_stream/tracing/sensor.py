@@ -7,7 +7,8 @@ Faust calls sensors around each event a stream processes and each message a
 producer sends.  :class:`TracingSensor` uses those hooks to put each stage of
 the pipeline in Jaeger as its own service:
 
-* ``on_stream_event_in``: extract the context from the Kafka headers and start
+* ``on_stream_event_in``: (except on batched topics, whose records get their
+  spans from :mod:`.items`) extract the context from the Kafka headers and start
   a CONSUMER span ``process <topic>`` (messaging conventions 1.44) under the
   stage's service; make it current for the agent's code.  The parent is the
   producer's span (a single message may use it, per the conventions).  When the
@@ -95,12 +96,15 @@ class TracingSensor(Sensor):
         stages: Mapping[str, str] | None = None,
         default_stage: str = "ingestion",
         dead_letter_topics: Iterable[str] = ("mantis.dead-letters",),
+        batched_topics: Iterable[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.stages = dict(stages or {})
         self.default_stage = default_stage
         self.dead_letter_topics = frozenset(dead_letter_topics)
+        #: Topics whose messages carry many records, each with its own trace (``tracing.items``).
+        self.batched_topics = frozenset(batched_topics)
         self._stage_cache: dict[Any, str] = {}
         self._groups: dict[int, str | None] = {}
 
@@ -152,6 +156,8 @@ class TracingSensor(Sensor):
         return attrs
 
     def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> EventTrace | None:
+        if tp.topic in self.batched_topics:
+            return None  # its records get their spans in the agent (tracing.items)
         try:
             stage = self.stage_for(stream)
             message = event.message

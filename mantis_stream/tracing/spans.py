@@ -125,7 +125,7 @@ def _context_for(span: trace.Span, parent: Context, stage: str) -> Context:
 
 @contextlib.contextmanager
 def batch_span(stage: str, name: str, events: Sequence[Any], **attributes: Any) -> Iterator[trace.Span]:
-    """One span for work over ``events``, linked to each event's process-span context.
+    """One span for work over ``events`` (Faust events or records' ``EventTrace``), linked to each one's process-span context.
 
     The span is a new root (a batch belongs to no single trace) and current for
     the block; it is sampled when any linked trace is.  Each event's recording
@@ -135,7 +135,7 @@ def batch_span(stage: str, name: str, events: Sequence[Any], **attributes: Any) 
     links: list[Link] = []
     records: list[EventTrace] = []
     for event in events:
-        record = record_of(event)
+        record = event if isinstance(event, EventTrace) else record_of(event)
         if record is not None:
             records.append(record)
             ctx: Context | None = record.ctx

@@ -1,0 +1,171 @@
+"""Batched hops: many records in one Kafka message between the pipeline's own stages.
+
+Why: Faust's cost is per message (a few hundred microseconds), and a reading
+crosses five stages.  Between our own agents the records of a batch therefore
+travel as one message per partition, ``{"items": [{"value": …, "trace": …}]}``;
+each record keeps its own trace context (``trace``: W3C headers), so a reading
+is still one trace across every stage.  Public topics (``mantis.features``,
+``mantis.anomalies``, ``mantis.rul``, ``mantis.work-orders``) keep one message
+per record, for users and the sinks.
+
+Usage::
+
+    async for events in stream.take_events(n, within=t):
+        items = await open_items(STAGE, events)        # records, each with its process span
+        out = Outbox(frames_topic, STAGE)
+        for item in items:
+            with item_scope(item):
+                out.add(item.partition, frame)     # under the record's trace
+        await out.flush()                          # one message per partition
+        close_items(items)
+
+Notes:
+- A batch keeps its partition: per-asset state (tables) and the records of an
+  asset stay on one partition from the first hop on (:func:`partition_for`).
+- A message is at most ``max_message_bytes`` (a larger single record goes alone).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka.partitioner import murmur2
+from faust.types import EventT, TopicT
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from .. import tracing
+from ..app import app, settings
+from ..codecs import dumps
+from ..errors import send_dead_letter
+from ..tracing.context import EventTrace
+
+ITEMS = b'{"items":['
+
+
+def partition_for(asset_id: str, partitions: int | None = None) -> int:
+    """The asset's partition: Kafka's default partitioner on the asset id (as a keyed send would)."""
+    return (murmur2(asset_id.encode()) & 0x7FFFFFFF) % (partitions or settings.partitions)
+
+
+@dataclass(slots=True, eq=False)
+class Item:
+    """One record of a batched message, with where it came from and its trace."""
+
+    value: dict[str, Any]
+    carrier: dict[str, str]
+    event: EventT
+    index: int
+    trace: EventTrace | None = None
+
+    @property
+    def partition(self) -> int:
+        return self.event.message.partition
+
+    @property
+    def source(self) -> dict[str, Any]:
+        message = self.event.message
+        return {"topic": message.topic, "partition": message.partition, "offset": message.offset, "index": self.index}
+
+
+class InvalidBatch(ValueError):
+    """A message on a batched topic that is not ``{"items": [...]}``."""
+
+
+def items_of(event: EventT) -> list[Item]:
+    """The records of one batched message, in order."""
+    raw = event.value
+    try:
+        body = orjson.loads(raw) if isinstance(raw, (bytes, bytearray, memoryview, str)) else raw
+        entries = body["items"]
+        return [Item(e["value"], e.get("trace") or {}, event, i) for i, e in enumerate(entries)]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InvalidBatch(f"items: not a batch of records ({type(exc).__name__})") from None
+
+
+async def open_items(stage: str, events: Sequence[EventT]) -> list[Item]:
+    """Every record of ``events``, each with its ``process <topic>`` span started.
+
+    A message that is not a batch (not written by this pipeline) is a dead letter.
+    """
+    group = app.conf.id
+    out: list[Item] = []
+    for event in events:
+        message = event.message
+        try:
+            items = items_of(event)
+        except InvalidBatch as exc:
+            await send_dead_letter(event, stage, exc)
+            continue
+        for item in items:
+            item.trace = tracing.open_item(
+                stage, item.carrier, topic=message.topic, partition=message.partition, offset=message.offset, group=group,
+            )
+            out.append(item)
+    return out
+
+
+def close_items(items: Sequence[Item]) -> None:
+    for item in items:
+        if item.trace is not None:
+            item.trace.end()
+
+
+@contextmanager
+def item_scope(item: Item) -> Iterator[None]:
+    """The record's trace context is current: child spans, sends and dead letters join its trace."""
+    if item.trace is None:
+        yield
+        return
+    with tracing.use_item(item.trace):
+        yield
+
+
+@dataclass(eq=False)
+class Outbox:
+    """Records for one batched topic, gathered per partition, sent as one message each."""
+
+    topic: TopicT
+    stage: str
+    _pending: dict[int, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    _spans: list[trace.Span] = field(default_factory=list)
+
+    def add(self, partition: int, value: dict[str, Any]) -> None:
+        """Queue ``value`` for ``partition``, carrying the current trace context."""
+        span, carrier = tracing.send_item(self.stage, self.topic.get_topic_name(), partition)
+        if span is not None:
+            self._spans.append(span)
+        entry = dumps({"value": value, "trace": carrier})
+        self._pending[partition].append(entry)
+
+    async def flush(self) -> None:
+        """Send what is queued, outside any trace (a batch belongs to none)."""
+        token = otel_context.attach(otel_context.Context())
+        try:
+            for partition, entries in self._pending.items():
+                for chunk in _chunks(entries, settings.max_message_bytes):
+                    await self.topic.send(partition=partition, value=ITEMS + b",".join(chunk) + b"]}")
+        finally:
+            otel_context.detach(token)
+        for span in self._spans:
+            span.end()
+        self._pending.clear()
+        self._spans.clear()
+
+
+def _chunks(entries: list[bytes], limit: int) -> Iterator[list[bytes]]:
+    chunk: list[bytes] = []
+    size = len(ITEMS) + 2
+    for entry in entries:
+        if chunk and size + len(entry) + 1 > limit:
+            yield chunk
+            chunk, size = [], len(ITEMS) + 2
+        chunk.append(entry)
+        size += len(entry) + 1
+    if chunk:
+        yield chunk

@@ -1,0 +1,153 @@
+"""Batched hops between stages: many records per Kafka message, each with its own trace."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import faust
+import orjson
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace import SpanKind, StatusCode
+
+import mantis_stream  # noqa: F401  (registers the agents)
+from mantis_stream import topics as names
+from mantis_stream import tracing
+from mantis_stream.agents import _batch
+from mantis_stream.agents._batch import Outbox, partition_for
+from mantis_stream.agents.anomaly import anomaly
+from mantis_stream.app import app, assessments_topic
+from mantis_stream.settings import Settings
+
+PARENT = "1234567890123456"
+
+
+def traceparent(i: int, sampled: bool = True) -> str:
+    return f"00-{i + 1:032x}-{PARENT}-{'01' if sampled else '00'}"
+
+
+@pytest.fixture
+def sent() -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    app.finalize()
+    app.flow_control.resume()
+    captured: list[tuple[str, dict[str, Any]]] = []
+
+    async def fake_send(self: faust.Topic, **kwargs: Any) -> None:
+        captured.append((self.get_topic_name(), kwargs))
+
+    with mock.patch.object(faust.Topic, "send", fake_send):
+        yield captured
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    tracing.configure(Settings(), exporter, sampler_override=ALWAYS_ON)
+    yield exporter
+    tracing.shutdown()
+
+
+def feature_record(i: int) -> dict[str, Any]:
+    return {"asset_id": "P-1", "sensor_id": "T", "ts": "2026-11-29T10:00:00Z", "epoch": float(i),
+            "features": {"mean": float(i), "std": 1.0}}
+
+
+def test_partition_is_kafkas_keyed_partition() -> None:
+    partitioner = DefaultPartitioner()
+    for asset in ("P-1", "pump-17", "ENGINE-0042", "ü"):
+        assert partition_for(asset, 4) == partitioner(asset.encode(), [0, 1, 2, 3], [0, 1, 2, 3])
+
+
+async def test_outbox_one_message_per_partition_bounded_in_size(sent) -> None:
+    object.__setattr__(_batch.settings, "max_message_bytes", 400)
+    try:
+        out = Outbox(assessments_topic, "anomaly-detection")
+        for i in range(6):
+            out.add(i % 2, {"i": i, "pad": "x" * 100})
+        await out.flush()
+    finally:
+        object.__setattr__(_batch.settings, "max_message_bytes", Settings.max_message_bytes)
+    messages = [(kw["partition"], orjson.loads(kw["value"])) for t, kw in sent if t == names.ASSESSMENTS]
+    assert all(len(kw["value"]) <= 400 for _, kw in sent)
+    by_partition: dict[int, list[int]] = {}
+    for partition, body in messages:
+        by_partition.setdefault(partition, []).extend(item["value"]["i"] for item in body["items"])
+    assert by_partition == {0: [0, 2, 4], 1: [1, 3, 5]}  # every record once, in order, on its partition
+    assert len(messages) > 2  # split to respect the size bound
+    out_again = Outbox(assessments_topic, "anomaly-detection")
+    await out_again.flush()  # nothing queued: nothing sent
+    assert len([t for t, _ in sent if t == names.ASSESSMENTS]) == len(messages)
+
+
+async def test_each_record_gets_its_own_trace_through_a_batched_stage(sent, spans) -> None:
+    batch = orjson.dumps({"items": [{"value": feature_record(i), "trace": {"traceparent": traceparent(i)}}
+                                    for i in range(3)]})
+    async with anomaly.test_context() as agent:
+        await agent.put(batch)
+    finished = spans.get_finished_spans()
+    processes = [s for s in finished if s.kind is SpanKind.CONSUMER]
+    assert sorted(format(p.context.trace_id, "032x") for p in processes) == [f"{i + 1:032x}" for i in range(3)]
+    assert all(format(p.parent.span_id, "016x") == PARENT for p in processes)
+    assert all(p.name == f"process {names.FEATURE_BATCHES}" for p in processes)
+    assert all(p.attributes["messaging.destination.name"] == names.FEATURE_BATCHES for p in processes)
+    by_id = {p.context.span_id: p for p in processes}
+    predicts = [s for s in finished if s.name == "predict_anomaly"]
+    assert len(predicts) == 3 and all(s.parent.span_id in by_id for s in predicts)
+    # the public message and the batched record each carry the record's trace on
+    public = [kw for t, kw in sent if t == names.ANOMALIES]
+    assert len(public) == 3
+    item_sends = [s for s in finished if s.name == f"send {names.ASSESSMENTS}"]
+    assert len(item_sends) == 3 and all(s.parent.span_id in by_id for s in item_sends)
+    [(_, kw)] = [(t, kw) for t, kw in sent if t == names.ASSESSMENTS]
+    carried = [item["trace"]["traceparent"] for item in orjson.loads(kw["value"])["items"]]
+    assert {c.split("-")[2] for c in carried} == {format(s.context.span_id, "016x") for s in item_sends}
+    assert {c.split("-")[1] for c in carried} == {f"{i + 1:032x}" for i in range(3)}
+
+
+async def test_unsampled_records_make_no_spans_but_keep_their_trace(sent, tmp_path: Path) -> None:
+    path = tmp_path / "strategies.json"
+    path.write_text(json.dumps({"default_strategy": {"type": "probabilistic", "param": 0.0}}))
+    exporter = InMemorySpanExporter()
+    tracing.configure(Settings(sampling_strategies=path), exporter)
+    try:
+        batch = orjson.dumps({"items": [{"value": feature_record(0), "trace": {"traceparent": traceparent(0, False)}}]})
+        async with anomaly.test_context() as agent:
+            await agent.put(batch)
+        assert exporter.get_finished_spans() == ()
+        [(_, kw)] = [(t, kw) for t, kw in sent if t == names.ASSESSMENTS]
+        assert orjson.loads(kw["value"])["items"][0]["trace"]["traceparent"] == traceparent(0, False)
+    finally:
+        tracing.shutdown()
+
+
+async def test_bad_record_is_a_dead_letter_with_its_place_in_the_batch(sent, spans) -> None:
+    good, bad = feature_record(0), {"asset_id": "P-1", "sensor_id": "T", "ts": "2026-11-29T10:00:00Z"}
+    batch = orjson.dumps({"items": [{"value": good, "trace": {"traceparent": traceparent(0)}},
+                                    {"value": bad, "trace": {"traceparent": traceparent(1)}}]})
+    async with anomaly.test_context() as agent:
+        await agent.put(batch)
+    [letter] = [kw for t, kw in sent if t == names.DEAD_LETTERS]
+    value = letter["value"]
+    assert value["stage"] == "anomaly-detection" and value["source"]["topic"] == names.FEATURE_BATCHES
+    assert value["source"]["index"] == 1 and json.loads(value["payload"]) == bad
+    assert dict(letter["headers"])["traceparent"] == traceparent(1).encode()
+    assert len([t for t, _ in sent if t == names.ANOMALIES]) == 1  # the good record went on
+    errors = [s for s in spans.get_finished_spans() if s.status.status_code is StatusCode.ERROR]
+    [process] = [s for s in errors if s.kind is SpanKind.CONSUMER]
+    assert format(process.context.trace_id, "032x") == f"{2:032x}" and process.attributes["error.type"] == "KeyError"
+
+
+async def test_a_message_that_is_not_a_batch_is_a_dead_letter(sent) -> None:
+    async with anomaly.test_context() as agent:
+        await agent.put(b'{"asset_id": "P-1"}')
+        await agent.put(orjson.dumps({"items": [{"value": feature_record(0)}]}))
+    [letter] = [kw["value"] for t, kw in sent if t == names.DEAD_LETTERS]
+    assert letter["error"]["type"] == "InvalidBatch" and "items" in letter["error"]["message"]
+    assert len([t for t, _ in sent if t == names.ANOMALIES]) == 1
+
