@@ -177,7 +177,10 @@ async def test_metrics_endpoint_and_trace_file_after_an_end_to_end_run(broker, s
     assert total(parsed, "mantis_dead_letters_total", stage="preprocessing") >= len(bad)
     for stage in ("preprocessing", "feature-extraction", "anomaly-detection", "rul-prediction", "orchestrator"):
         assert value(parsed, "mantis_stage_latency_seconds_count", stage=stage) >= 1, stage
-    assert value(parsed, "mantis_asset_rul", asset_id=engine, unit="cycles") > 0
+    # the gauge holds an estimate the RUL stage published for this engine
+    gauge = value(parsed, "mantis_asset_rul", asset_id=engine, unit="cycles")
+    published = lambda f: {v["rul"] for v, _, _ in f[names.RUL] if v["asset_id"] == engine}  # noqa: E731
+    await collect(broker.bootstrap, (names.RUL,), until=lambda f: gauge in published(f), timeout=30)
     assert 0.0 <= value(parsed, "mantis_asset_anomaly_score", asset_id=engine) <= 1.0
     assert value(parsed, "mantis_anomaly_score_count") >= 1
     lags = {ls: v for (n, ls), v in parsed.items() if n == "mantis_consumer_lag"}
