@@ -13,6 +13,9 @@ Usage::
     await buffer.put(rows)       # durable when it returns
     await buffer.close()         # pending puts raise BufferClosed (not acked)
 
+:class:`BufferedSink` is what the PostgreSQL and InfluxDB sinks share on top of
+it: the buffer, and a ``start`` that survives an outage.
+
 Notes:
 - Group commit: concurrent ``put`` calls share flushes of up to ``max_batch`` rows.
 - A non-transient error (bad data) on a batch is retried row by row; rows that
@@ -27,8 +30,11 @@ import asyncio
 import logging
 import random
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Generic, Sequence, TypeVar
+
+from ..settings import mask_url
 
 T = TypeVar("T")
 
@@ -219,3 +225,66 @@ class WriteBuffer(Generic[T]):
             )
             self._outage_since = None
             self.stats.outage_seconds = 0.0
+
+
+class BufferedSink(ABC, Generic[T]):
+    """A database sink whose rows go through a :class:`WriteBuffer`.
+
+    Why: both sinks must start alike: a database that is down at start is
+    logged and left to the buffer's retries; any other error raises.
+    """
+
+    def __init__(
+        self,
+        system: str,
+        url: str,
+        where: str,
+        *,
+        log: logging.Logger,
+        is_transient: TransientFn,
+        capacity: int,
+        max_batch: int,
+        backoff: Backoff,
+        on_reject: RejectFn | None,
+    ) -> None:
+        self._system = system  # "PostgreSQL", "InfluxDB": the logs' first word
+        self._url = url
+        self._log = log
+        self._is_transient = is_transient
+        self._buffer: WriteBuffer[T] = WriteBuffer(
+            self._flush,
+            is_transient=is_transient,
+            name=f"{system} {where}",
+            capacity=capacity,
+            max_batch=max_batch,
+            backoff=backoff,
+            on_reject=on_reject,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({mask_url(self._url)!r})"
+
+    @property
+    def stats(self) -> BufferStats:
+        return self._buffer.stats
+
+    async def start(self) -> bool:
+        """Get ready to write; on an outage log and return False (writes retry)."""
+        try:
+            await self._ensure_ready()
+        except Exception as exc:
+            if not self._is_transient(exc):
+                raise
+            self._log.warning(
+                "%s %s not reachable at start (%s); will retry on write", self._system, mask_url(self._url), exc
+            )
+            return False
+        return True
+
+    @abstractmethod
+    async def _ensure_ready(self) -> object:
+        """Connect and prepare the database (schema, database) once; return the connection."""
+
+    @abstractmethod
+    async def _flush(self, batch: Sequence[T]) -> None:
+        """Write one batch; the buffer retries it when this raises an outage."""

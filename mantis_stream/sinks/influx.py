@@ -51,7 +51,7 @@ with warnings.catch_warnings():  # aioinflux warns at import when pandas is abse
     from aioinflux.client import InfluxDBError, InfluxDBWriteError
 
 from ..settings import mask_url
-from .buffer import Backoff, BufferStats, RejectFn, WriteBuffer
+from .buffer import Backoff, BufferedSink, RejectFn
 from .records import AnomalyEvent, FeatureVector, Record, RulEstimate
 from .spans import db_attributes, db_span
 
@@ -198,7 +198,7 @@ def is_transient(exc: BaseException) -> bool:
 # -- the sink ---------------------------------------------------------------------
 
 
-class InfluxSink:
+class InfluxSink(BufferedSink[tuple[str, str]]):
     """Batched, outage-tolerant writer of the pipeline's time series."""
 
     def __init__(
@@ -221,33 +221,11 @@ class InfluxSink:
         self._connect_lock = asyncio.Lock()
         #: Points accepted by InfluxDB per measurement (replays count again).
         self.points: dict[str, int] = defaultdict(int)
-        self._buffer: WriteBuffer[tuple[str, str]] = WriteBuffer(
-            self._flush,
-            is_transient=is_transient,
-            name=f"InfluxDB {self.target.host}:{self.target.port}/{self.target.database}",
-            capacity=capacity,
-            max_batch=max_batch,
-            backoff=backoff,
-            on_reject=on_reject,
+        super().__init__(
+            "InfluxDB", url, f"{self.target.host}:{self.target.port}/{self.target.database}",
+            log=log, is_transient=is_transient,
+            capacity=capacity, max_batch=max_batch, backoff=backoff, on_reject=on_reject,
         )
-
-    def __repr__(self) -> str:
-        return f"InfluxSink({mask_url(self.url)!r})"
-
-    @property
-    def stats(self) -> BufferStats:
-        return self._buffer.stats
-
-    async def start(self) -> bool:
-        """Reach the server and create the database; on failure log and return False."""
-        try:
-            await self._ensure_ready()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            log.warning("InfluxDB %s not reachable at start (%s); will retry on write", mask_url(self.url), exc)
-            return False
-        return True
 
     async def close(self) -> None:
         await self._buffer.close()

@@ -37,8 +37,7 @@ import asyncpg
 from opentelemetry import trace
 from opentelemetry.semconv.attributes import db_attributes as DB
 
-from ..settings import mask_url
-from .buffer import Backoff, BufferStats, RejectFn, WriteBuffer
+from .buffer import Backoff, BufferedSink, RejectFn
 from .migrations import migrate
 from .records import AnomalyEvent, Record, RulEstimate, WorkOrder
 from .spans import db_attributes, db_span
@@ -136,7 +135,7 @@ def _column(rows: Sequence[tuple], index: int) -> list[Any]:
     return [row[index] for row in rows]
 
 
-class PostgresSink:
+class PostgresSink(BufferedSink[Record]):
     """Batched, idempotent, outage-tolerant writer of the maintenance tables."""
 
     def __init__(
@@ -162,35 +161,13 @@ class PostgresSink:
         #: Rows actually inserted per table (replays do not count; merged work
         #: orders count under ``work_orders_merged``).
         self.inserted: Counter[str] = Counter()
-        self._buffer: WriteBuffer[Record] = WriteBuffer(
-            self._flush,
-            is_transient=is_transient,
-            name=f"PostgreSQL {self.address}:{self.port}/{self.database}",
-            capacity=capacity,
-            max_batch=max_batch,
-            backoff=backoff,
-            on_reject=on_reject,
+        super().__init__(
+            "PostgreSQL", dsn, f"{self.address}:{self.port}/{self.database}",
+            log=log, is_transient=is_transient,
+            capacity=capacity, max_batch=max_batch, backoff=backoff, on_reject=on_reject,
         )
 
-    def __repr__(self) -> str:
-        return f"PostgresSink({mask_url(self.dsn)!r})"
-
-    @property
-    def stats(self) -> BufferStats:
-        return self._buffer.stats
-
     # -- lifecycle ------------------------------------------------------------
-
-    async def start(self) -> bool:
-        """Connect and migrate; on failure log and return False (writes retry)."""
-        try:
-            await self._ensure_ready()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            log.warning("PostgreSQL %s not reachable at start (%s); will retry on write", mask_url(self.dsn), exc)
-            return False
-        return True
 
     async def close(self) -> None:
         await self._buffer.close()

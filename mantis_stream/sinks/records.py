@@ -176,6 +176,17 @@ def _model(value: Mapping[str, Any]) -> tuple[str, str]:
     return "unknown", ""
 
 
+def _model_output(value: Mapping[str, Any], name: str, version: str) -> dict[str, Any]:
+    """The leading fields of a model's output (anomaly event, RUL estimate): one set of checks for both."""
+    return {
+        "asset_id": _text(value, "asset_id"),
+        "sensor_id": _text(value, "sensor_id", required=False),
+        "ts": parse_ts(value.get("ts")),
+        "model_name": name,
+        "model_version": version,
+    }
+
+
 def _trace(value: Mapping[str, Any], trace_id: str | None) -> str | None:
     own = value.get("trace_id")
     if isinstance(own, str) and own:
@@ -192,11 +203,7 @@ def anomaly_event(value: Mapping[str, Any], trace_id: str | None = None) -> Anom
     if not isinstance(is_anomaly, bool):
         raise InvalidMessage("is_anomaly", "missing or not a boolean")
     return AnomalyEvent(
-        asset_id=_text(value, "asset_id"),
-        sensor_id=_text(value, "sensor_id", required=False),
-        ts=parse_ts(value.get("ts")),
-        model_name=name,
-        model_version=version,
+        **_model_output(value, name, version),
         score=_number(value, "score"),  # type: ignore[arg-type]
         threshold=_number(value, "threshold", required=False),
         is_anomaly=is_anomaly,
@@ -210,11 +217,7 @@ def rul_estimate(value: Mapping[str, Any], trace_id: str | None = None) -> RulEs
     if cycle is not None and (isinstance(cycle, bool) or not isinstance(cycle, (int, float)) or not math.isfinite(cycle)):
         raise InvalidMessage("cycle", f"not an integer: {cycle!r}")
     return RulEstimate(
-        asset_id=_text(value, "asset_id"),
-        sensor_id=_text(value, "sensor_id", required=False),
-        ts=parse_ts(value.get("ts")),
-        model_name=name,
-        model_version=version,
+        **_model_output(value, name, version),
         rul=_number(value, "rul"),  # type: ignore[arg-type]
         unit=_text(value, "unit", required=False, default="cycles"),
         lower=_number(value, "lower", required=False),

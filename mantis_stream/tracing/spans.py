@@ -124,6 +124,26 @@ def _context_for(span: trace.Span, parent: Context, stage: str) -> Context:
 
 
 @contextlib.contextmanager
+def _current(span: trace.Span, ctx: Context) -> Iterator[None]:
+    """Make ``ctx`` current for the block, then end ``span``.
+
+    Why: one rule for :func:`batch_span` and :func:`http_server_span`: an
+    exception escaping the block fails the span (ERROR) and is re-raised; a
+    closed generator (``GeneratorExit``) is no failure.
+    """
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    except BaseException as exc:
+        if not isinstance(exc, GeneratorExit):
+            _error(span, exc, *_describe(exc, ""))
+        raise
+    finally:
+        otel_context.detach(token)
+        span.end()
+
+
+@contextlib.contextmanager
 def batch_span(stage: str, name: str, events: Sequence[Any], **attributes: Any) -> Iterator[trace.Span]:
     """One span for work over ``events`` (Faust events or records' ``EventTrace``), linked to each one's process-span context.
 
@@ -156,16 +176,8 @@ def batch_span(stage: str, name: str, events: Sequence[Any], **attributes: Any) 
         for record in records:
             if record.span.is_recording():
                 record.span.add_link(sc, back)
-    token = otel_context.attach(_context_for(span, root, stage))
-    try:
+    with _current(span, _context_for(span, root, stage)):
         yield span
-    except BaseException as exc:
-        if not isinstance(exc, GeneratorExit):
-            _error(span, exc, *_describe(exc, ""))
-        raise
-    finally:
-        otel_context.detach(token)
-        span.end()
 
 
 @contextlib.contextmanager
@@ -180,16 +192,8 @@ def http_server_span(stage: str, method: str, route: str, headers: Mapping[str, 
     parent = carriers.http_extract(headers)
     attrs = {semconv.HTTP_REQUEST_METHOD: method, semconv.HTTP_ROUTE: route, semconv.URL_PATH: route}
     span = start_with_restart(stage, f"{method} {route}", parent, kind=SpanKind.SERVER, attributes=attrs)
-    token = otel_context.attach(_context_for(span, parent, stage))
-    try:
+    with _current(span, _context_for(span, parent, stage)):
         yield span
-    except BaseException as exc:
-        if not isinstance(exc, GeneratorExit):
-            _error(span, exc, *_describe(exc, ""))
-        raise
-    finally:
-        otel_context.detach(token)
-        span.end()
 
 
 def set_http_status(span: trace.Span, status: int) -> None:
