@@ -158,3 +158,23 @@ async def collect(bootstrap: str, topics: tuple[str, ...], until: Callable[[dict
         return found
     finally:
         await consumer.stop()
+
+
+@pytest.fixture
+def sent() -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """The project's app with every ``Topic.send`` captured as (topic, kwargs) instead of produced."""
+    from unittest import mock
+
+    import faust
+
+    from mantis_stream.app import app
+
+    app.finalize()
+    app.flow_control.resume()
+    captured: list[tuple[str, dict[str, Any]]] = []
+
+    async def fake_send(self: faust.Topic, **kwargs: Any) -> None:
+        captured.append((self.get_topic_name(), kwargs))
+
+    with mock.patch.object(faust.Topic, "send", fake_send):
+        yield captured

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterator
 from typing import Any
-from unittest import mock
 
-import faust
 import numpy as np
 import orjson
 import pytest
@@ -22,22 +19,8 @@ from mantis_stream.agents.framing import frame
 from mantis_stream.agents.orchestrator import orchestrator
 from mantis_stream.agents.preprocess import preprocess
 from mantis_stream.agents.rul import rul
-from mantis_stream.app import app, settings
+from mantis_stream.app import settings
 from mantis_stream.models import records
-
-
-@pytest.fixture
-def sent() -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    """Captures every ``Topic.send`` as (topic, kwargs) instead of producing."""
-    app.finalize()
-    app.flow_control.resume()
-    captured: list[tuple[str, dict[str, Any]]] = []
-
-    async def fake_send(self: faust.Topic, **kwargs: Any) -> None:
-        captured.append((self.get_topic_name(), kwargs))
-
-    with mock.patch.object(faust.Topic, "send", fake_send):
-        yield captured
 
 
 def on(captured: list[tuple[str, dict[str, Any]]], topic: str) -> list[dict[str, Any]]:

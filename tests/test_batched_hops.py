@@ -6,9 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
-import faust
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -22,7 +20,7 @@ from mantis_stream import tracing
 from mantis_stream.agents import _batch
 from mantis_stream.agents._batch import Outbox, partition_for
 from mantis_stream.agents.anomaly import anomaly
-from mantis_stream.app import app, assessments_topic
+from mantis_stream.app import assessments_topic
 from mantis_stream.settings import Settings
 
 PARENT = "1234567890123456"
@@ -30,19 +28,6 @@ PARENT = "1234567890123456"
 
 def traceparent(i: int, sampled: bool = True) -> str:
     return f"00-{i + 1:032x}-{PARENT}-{'01' if sampled else '00'}"
-
-
-@pytest.fixture
-def sent() -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    app.finalize()
-    app.flow_control.resume()
-    captured: list[tuple[str, dict[str, Any]]] = []
-
-    async def fake_send(self: faust.Topic, **kwargs: Any) -> None:
-        captured.append((self.get_topic_name(), kwargs))
-
-    with mock.patch.object(faust.Topic, "send", fake_send):
-        yield captured
 
 
 @pytest.fixture
