@@ -92,34 +92,37 @@ def original_headers(event: EventT) -> list[tuple[str, bytes]]:
 
 async def send_dead_letter(event: EventT, stage: str, exc: BaseException) -> None:
     """Mark the event's span failed and publish its dead letter."""
-    from .app import dead_letters_topic
-
     tracing.fail_event(event, span_safe(exc))
-    if not isinstance(exc, InvalidReading):
-        log.warning(
-            "%s: dead letter for %s[%s]@%s: %r",
-            stage, event.message.topic, event.message.partition, event.message.offset, exc,
-        )
-    await dead_letters_topic.send(
-        key=event.message.key,
-        value=dead_letter_record(event, stage, exc),
-        headers=original_headers(event),
+    message = event.message
+    await _publish(
+        stage, exc, f"{message.topic}[{message.partition}]@{message.offset}",
+        key=message.key, value=dead_letter_record(event, stage, exc), headers=original_headers(event),
     )
 
 
-async def send_item_dead_letter(item: Any, stage: str, exc: BaseException, key: bytes | None = None) -> None:
+async def send_item_dead_letter(item: Any, stage: str, exc: BaseException) -> None:
     """The dead letter of one record of a batched message (``agents._batch.Item``).
 
     Its source is the batched message plus the record's ``index`` in it; its
-    headers are the trace context the record carried.
+    headers are the trace context the record carried; its key is the record's
+    asset, like the stage's other output.
     """
-    from .app import dead_letters_topic
-
     if item.trace is not None:
         tracing.mark_failed(item.trace, span_safe(exc))
-    log.warning("%s: dead letter for %s: %r", stage, item.source, exc)
-    await dead_letters_topic.send(
-        key=key,
+    asset_id = item.value.get("asset_id") if isinstance(item.value, dict) else None
+    await _publish(
+        stage, exc, str(item.source),
+        key=asset_id.encode() if isinstance(asset_id, str) else None,
         value=_record(item.source, item.value, stage, exc),
         headers=[(k, v.encode()) for k, v in item.carrier.items()],
     )
+
+
+async def _publish(stage: str, exc: BaseException, where: str, *, key: bytes | None, value: dict[str, Any],
+                   headers: list[tuple[str, bytes]]) -> None:
+    """Send one dead letter; a failure other than bad input is also logged (bad input is expected)."""
+    from .app import dead_letters_topic
+
+    if not isinstance(exc, InvalidReading):
+        log.warning("%s: dead letter for %s: %r", stage, where, exc)
+    await dead_letters_topic.send(key=key, value=value, headers=headers)

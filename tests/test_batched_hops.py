@@ -122,6 +122,7 @@ async def test_bad_record_is_a_dead_letter_with_its_place_in_the_batch(sent, spa
     assert value["stage"] == "anomaly-detection" and value["source"]["topic"] == names.FEATURE_BATCHES
     assert value["source"]["index"] == 1 and json.loads(value["payload"]) == bad
     assert dict(letter["headers"])["traceparent"] == traceparent(1).encode()
+    assert letter["key"] == b"P-1"  # keyed by its asset, like the stage's other output
     assert len([t for t, _ in sent if t == names.ANOMALIES]) == 1  # the good record went on
     errors = [s for s in spans.get_finished_spans() if s.status.status_code is StatusCode.ERROR]
     [process] = [s for s in errors if s.kind is SpanKind.CONSUMER]

@@ -53,7 +53,7 @@ async def anomaly(stream):  # type: ignore[no-untyped-def]
                                 "prediction.score": result.score,
                             })
                     except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
-                        await send_item_dead_letter(item, STAGE, exc, key=asset_key(str(message.get("asset_id", ""))))
+                        await send_item_dead_letter(item, STAGE, exc)
                         continue
                     result_message = records.anomaly_message(
                         message, result.score, result.threshold, result.is_anomaly,

@@ -65,7 +65,7 @@ async def features(stream):  # type: ignore[no-untyped-def]
                     results.append(compute_features([item.value])[0])
                 except Exception as exc:  # noqa: BLE001
                     with item_scope(item):
-                        await send_item_dead_letter(item, STAGE, exc, key=asset_key(item.value.get("asset_id", "")))
+                        await send_item_dead_letter(item, STAGE, exc)
                     results.append(None)
         out = Outbox(feature_batches_topic, STAGE)
         for item, frame, feats in zip(items, frames, results):

@@ -54,7 +54,7 @@ async def orchestrator(stream):  # type: ignore[no-untyped-def]
                         else:
                             decision = state.on_anomaly(message)
                     except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
-                        await send_item_dead_letter(item, STAGE, exc, key=asset_key(asset_id))
+                        await send_item_dead_letter(item, STAGE, exc)
                         continue
                     if decision is None:
                         continue

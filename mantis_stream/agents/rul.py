@@ -67,7 +67,7 @@ async def rul(stream):  # type: ignore[no-untyped-def]
                             if estimate is not None:
                                 span.set_attributes({"prediction.result": estimate.rul, "rul.unit": estimate.unit})
                     except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
-                        await send_item_dead_letter(item, STAGE, exc, key=asset_key(str(message.get("asset_id", ""))))
+                        await send_item_dead_letter(item, STAGE, exc)
                         continue
                     if estimate is None:  # too little history yet: the features are the output
                         continue
