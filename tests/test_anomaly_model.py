@@ -115,3 +115,21 @@ def test_ims_scan_flags_a_step_persistently():
     assert sum(flags[:2000]) <= 5
     assert first_persistent([True, True, False, True, True, True], 3) == 5
     assert first_persistent([True, False] * 5, 2) is None
+
+
+def test_planted_trees_are_the_trees_river_draws():
+    """The detector plants cached splits instead of letting river draw them: same trees, same masses."""
+    from river import anomaly as river_anomaly
+
+    xs = [{k: 0.5 + 0.01 * (i % 13) for k in ("a", "b", "c")} for i in range(40)]
+    det = AnomalyDetector(seed=9, warmup=10, window_size=16)
+    det.process_many(xs)
+    ref = river_anomaly.HalfSpaceTrees(n_trees=det._hst.n_trees, height=det._hst.height, window_size=16, seed=9)
+    for x in xs:
+        ref.learn_one(det._squashed(det._vector(x)))  # any point in (0, 1): masses depend on splits only
+
+    def shape(hst):  # type: ignore[no-untyped-def]
+        return [(getattr(n, "feature", None), getattr(n, "threshold", None)) for nodes in hst._tree_nodes for n in nodes]
+
+    assert shape(det._hst) == shape(ref)
+    assert len({t for _, t in shape(ref) if t is not None}) > 10

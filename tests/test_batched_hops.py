@@ -52,7 +52,7 @@ def test_partition_is_kafkas_keyed_partition() -> None:
 async def test_outbox_one_message_per_partition_bounded_in_size(sent) -> None:
     object.__setattr__(_batch.settings, "max_message_bytes", 400)
     try:
-        out = Outbox(assessments_topic, "anomaly-detection")
+        out = Outbox(assessments_topic)
         for i in range(6):
             out.add(i % 2, {"i": i, "pad": "x" * 100})
         await out.flush()
@@ -65,7 +65,7 @@ async def test_outbox_one_message_per_partition_bounded_in_size(sent) -> None:
         by_partition.setdefault(partition, []).extend(item["value"]["i"] for item in body["items"])
     assert by_partition == {0: [0, 2, 4], 1: [1, 3, 5]}  # every record once, in order, on its partition
     assert len(messages) > 2  # split to respect the size bound
-    out_again = Outbox(assessments_topic, "anomaly-detection")
+    out_again = Outbox(assessments_topic)
     await out_again.flush()  # nothing queued: nothing sent
     assert len([t for t, _ in sent if t == names.ASSESSMENTS]) == len(messages)
 
@@ -87,11 +87,14 @@ async def test_each_record_gets_its_own_trace_through_a_batched_stage(sent, span
     # the public message and the batched record each carry the record's trace on
     public = [kw for t, kw in sent if t == names.ANOMALIES]
     assert len(public) == 3
-    item_sends = [s for s in finished if s.name == f"send {names.ASSESSMENTS}"]
-    assert len(item_sends) == 3 and all(s.parent.span_id in by_id for s in item_sends)
+    # a record in a batch has no send span of its own: it carries its process span's context
+    assert not [s for s in finished if s.name == f"send {names.ASSESSMENTS}"]
     [(_, kw)] = [(t, kw) for t, kw in sent if t == names.ASSESSMENTS]
     carried = [item["trace"]["traceparent"] for item in orjson.loads(kw["value"])["items"]]
-    assert {c.split("-")[2] for c in carried} == {format(s.context.span_id, "016x") for s in item_sends}
+    assert [c.split("-")[1:3] for c in carried] == [
+        [format(p.context.trace_id, "032x"), format(p.context.span_id, "016x")]
+        for p in sorted(processes, key=lambda p: p.context.trace_id)
+    ]
     assert {c.split("-")[1] for c in carried} == {f"{i + 1:032x}" for i in range(3)}
 
 
@@ -107,6 +110,29 @@ async def test_unsampled_records_make_no_spans_but_keep_their_trace(sent, tmp_pa
         assert exporter.get_finished_spans() == ()
         [(_, kw)] = [(t, kw) for t, kw in sent if t == names.ASSESSMENTS]
         assert orjson.loads(kw["value"])["items"][0]["trace"]["traceparent"] == traceparent(0, False)
+    finally:
+        tracing.shutdown()
+
+
+async def test_tracing_off_records_carry_their_headers_on(sent, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from mantis_stream.app import app
+
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    tracing.configure(Settings())
+    try:
+        batch = orjson.dumps({"items": [{"value": feature_record(0), "trace": {"traceparent": traceparent(0)}}]})
+        async with anomaly.test_context() as agent:
+            await agent.put(batch)
+        [(_, kw)] = [(t, kw) for t, kw in sent if t == names.ASSESSMENTS]
+        assert orjson.loads(kw["value"])["items"][0]["trace"] == {"traceparent": traceparent(0)}
+        # a public message sent in a record's scope gets the record's headers, replacing stale ones
+        sensor = next(s for s in app.sensors if isinstance(s, tracing.TracingSensor))
+        message = SimpleNamespace(headers=[("traceparent", b"stale"), ("k", b"v")], key=None, partition=None)
+        with tracing.use_item(None, {"traceparent": traceparent(1)}):
+            assert sensor.on_send_initiated(None, names.ANOMALIES, message, 0, 10) is None
+        assert message.headers == [("k", b"v"), ("traceparent", traceparent(1).encode())]
     finally:
         tracing.shutdown()
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from mantis_stream.dsp import framing, spectral, stats
 from mantis_stream.dsp.framing import FrameAssembler, remove_dc
 from mantis_stream.dsp.spectral import FEATURE_NAMES, bearing_defect_frequencies, waveform_features
-from mantis_stream.dsp.stats import window_features
+from mantis_stream.dsp.stats import window_features, window_features_many
 
 FS = 20_000.0
 N = 2048
@@ -172,3 +172,18 @@ def test_window_features():
 @pytest.mark.parametrize("module", [framing, spectral, stats])
 def test_doctests(module):
     assert doctest.testmod(module).failed == 0
+
+
+def test_window_features_many_matches_one_window_at_a_time():
+    rng = np.random.default_rng(4)
+    windows = 60 + rng.standard_normal((50, 10)) * rng.uniform(0.1, 5, size=(50, 1))
+    windows[3] = np.linspace(0, 9, 10)  # a pure trend: slope 1, the rows are not all alike
+    many = window_features_many(windows)
+    one_by_one = [window_features(row) for row in windows]
+    for got, want in zip(many, one_by_one, strict=True):  # equal up to summation order
+        assert got.keys() == want.keys() and got == {k: pytest.approx(v, rel=1e-12, abs=1e-12) for k, v in want.items()}
+    assert many[3]["slope"] == pytest.approx(1.0) and many[3]["range"] == pytest.approx(9.0)
+    expected_std = [float(np.std(row)) for row in windows]
+    assert [f["std"] for f in many] == pytest.approx(expected_std)
+    with pytest.raises(ValueError, match="finite"):
+        window_features_many(np.array([[1.0, np.nan]]))

@@ -12,7 +12,7 @@ Usage::
 
     async for events in stream.take_events(n, within=t):
         items = await open_items(STAGE, events)        # records, each with its process span
-        out = Outbox(frames_topic, STAGE)
+        out = Outbox(frames_topic)
         for item in items:
             with item_scope(item):
                 out.add(item.partition, frame)     # under the record's trace
@@ -37,7 +37,6 @@ import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import EventT, TopicT
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 
 from .. import tracing
 from ..app import app, settings
@@ -119,10 +118,7 @@ def close_items(items: Sequence[Item]) -> None:
 @contextmanager
 def item_scope(item: Item) -> Iterator[None]:
     """The record's trace context is current: child spans, sends and dead letters join its trace."""
-    if item.trace is None:
-        yield
-        return
-    with tracing.use_item(item.trace):
+    with tracing.use_item(item.trace, item.carrier):
         yield
 
 
@@ -131,16 +127,11 @@ class Outbox:
     """Records for one batched topic, gathered per partition, sent as one message each."""
 
     topic: TopicT
-    stage: str
     _pending: dict[int, list[bytes]] = field(default_factory=lambda: defaultdict(list))
-    _spans: list[trace.Span] = field(default_factory=list)
 
     def add(self, partition: int, value: dict[str, Any]) -> None:
-        """Queue ``value`` for ``partition``, carrying the current trace context."""
-        span, carrier = tracing.send_item(self.stage, self.topic.get_topic_name(), partition)
-        if span is not None:
-            self._spans.append(span)
-        entry = dumps({"value": value, "trace": carrier})
+        """Queue ``value`` for ``partition``, carrying the current record's trace context."""
+        entry = dumps({"value": value, "trace": tracing.outgoing_carrier()})
         self._pending[partition].append(entry)
 
     async def flush(self) -> None:
@@ -152,10 +143,7 @@ class Outbox:
                     await self.topic.send(partition=partition, value=ITEMS + b",".join(chunk) + b"]}")
         finally:
             otel_context.detach(token)
-        for span in self._spans:
-            span.end()
         self._pending.clear()
-        self._spans.clear()
 
 
 def _chunks(entries: list[bytes], limit: int) -> Iterator[list[bytes]]:

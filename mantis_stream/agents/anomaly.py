@@ -34,7 +34,7 @@ def detector_key(message: dict[str, Any]) -> str:
 async def anomaly(stream):  # type: ignore[no-untyped-def]
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
         items = await open_items(STAGE, events)
-        out = Outbox(assessments_topic, STAGE)
+        out = Outbox(assessments_topic)
         by_key = group_by(items, lambda item: detector_key(item.value))
         for key, key_items in by_key.items():
             detector = detectors.get(key)

@@ -18,7 +18,7 @@ import orjson
 from .. import tracing
 from ..app import app, feature_batches_topic, features_topic, frames_topic, settings
 from ..dsp.spectral import waveform_features
-from ..dsp.stats import window_features
+from ..dsp.stats import window_features_many
 from ..errors import send_item_dead_letter
 from ..models import records
 from ._batch import Outbox, close_items, item_scope, open_items
@@ -28,9 +28,10 @@ STAGE = "feature-extraction"
 
 
 def compute_features(frames: list[dict[str, Any]]) -> list[dict[str, float]]:
-    """Features for each frame, in order; waveforms vectorised per (rate, size, meta) group."""
+    """Features for each frame, in order; vectorised per group (waveforms per rate, size and meta; windows per length)."""
     out: list[dict[str, float]] = [{}] * len(frames)
     groups: dict[tuple[float, int, bytes], list[tuple[int, np.ndarray]]] = defaultdict(list)
+    windows: dict[int, list[tuple[int, list[float]]]] = defaultdict(list)
     for i, frame in enumerate(frames):
         kind = frame["kind"]
         if kind == "waveform":
@@ -38,11 +39,14 @@ def compute_features(frames: list[dict[str, Any]]) -> list[dict[str, float]]:
             meta = orjson.dumps(frame.get("meta") or {}, option=orjson.OPT_SORT_KEYS)
             groups[(frame["sample_rate_hz"], len(samples), meta)].append((i, samples))
         elif kind == "window":
-            out[i] = window_features(np.asarray(frame["values"], dtype=np.float64))
+            windows[len(frame["values"])].append((i, frame["values"]))
         elif kind == "row":
             out[i] = dict(frame["channels"])
         else:
             raise ValueError(f"frame kind {kind!r} is unknown")
+    for rows in windows.values():
+        for (i, _), feats in zip(rows, window_features_many(np.array([values for _, values in rows], dtype=np.float64))):
+            out[i] = feats
     for (rate, _size, meta), members in groups.items():
         stack = np.stack([samples for _, samples in members])
         for (i, _), feats in zip(members, waveform_features(stack, rate, orjson.loads(meta))):
@@ -67,7 +71,7 @@ async def features(stream):  # type: ignore[no-untyped-def]
                     with item_scope(item):
                         await send_item_dead_letter(item, STAGE, exc)
                     results.append(None)
-        out = Outbox(feature_batches_topic, STAGE)
+        out = Outbox(feature_batches_topic)
         for item, frame, feats in zip(items, frames, results):
             if feats is None:  # already a dead letter
                 continue

@@ -105,7 +105,7 @@ def frame_one(reading: dict[str, Any], state: bytes | None) -> tuple[list[dict[s
 async def frame(stream):  # type: ignore[no-untyped-def]
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
         items = await open_items(STAGE, events)
-        out = Outbox(frames_topic, STAGE)
+        out = Outbox(frames_topic)
         touched: dict[str, tuple[bytes, Any]] = {}  # sensor -> (state, its event), written once per batch
         for item in items:
             reading = item.value

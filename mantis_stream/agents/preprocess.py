@@ -57,7 +57,7 @@ async def preprocess(stream):  # type: ignore[no-untyped-def]
         # Unkeyed producers spread a sensor's readings over partitions and Kafka keeps
         # no order across partitions: within a batch, pass them on in time order.
         valid.sort(key=lambda pair: pair[0].ts)
-        out = Outbox(readings_keyed_topic, STAGE)
+        out = Outbox(readings_keyed_topic)
         for reading, event in valid:
             with event_scope(event):
                 out.add(partition_for(reading.asset_id), reading.to_message())

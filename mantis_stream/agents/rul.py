@@ -50,7 +50,7 @@ def time_of(message: dict[str, Any]) -> float:
 async def rul(stream):  # type: ignore[no-untyped-def]
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
         items = await open_items(STAGE, events)
-        out = Outbox(assessments_topic, STAGE)
+        out = Outbox(assessments_topic)
         by_key = group_by(items, lambda item: tracker_key(item.value))
         for key, key_items in by_key.items():
             tracker = trackers.get(key)

@@ -337,10 +337,24 @@ class AnomalyDetector:
             else:
                 self._fold_episode()
                 self._remember(raw)
+        if not self._hst.trees:
+            self._plant_trees()
         # Trees see the point scaled by the statistics *before* it, like the score did.
         self._hst.learn_one(self._squashed(v))
         self._scaler.learn_one(self._winsorized(v) if self.clip_sigma else v)
         self.n_learned += 1
+
+    def _plant_trees(self) -> None:
+        """Empty trees with river's split points, from the shared cache.
+
+        River would draw them on the first ``learn_one`` (a few milliseconds per
+        detector, paid again for every new sensor); every detector of one kind of
+        sensor has the same splits, so they are drawn once per process.
+        """
+        hst = self._hst
+        feats, thresholds = _tree_splits(hst.n_trees, hst.height, hst.seed, self.features or ())
+        empty = [[0, 0]] * len(thresholds)
+        hst.trees, hst._tree_nodes = _build_trees(hst.n_trees, hst.height, feats, thresholds.tolist(), empty)
 
     def _remember(self, raw: float) -> None:
         self._calib[self._calib_pos] = raw

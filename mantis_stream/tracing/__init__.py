@@ -37,8 +37,9 @@ Notes
 * Sampling follows the Jaeger strategies file (:mod:`.sampling`).
 * Between our own stages records travel many to a Kafka message
   (``agents._batch``); the sensor skips those messages and :mod:`.items` gives
-  each record the same ``process``/``send`` spans a message of its own would
-  get, so a reading's trace looks the same either way.
+  each record the ``process`` span a message of its own would get (a batch is
+  one Kafka send, so a record has no ``send`` span: the next stage's process
+  span is the child of this one).
 * Span attributes go through :func:`span_attributes`: identifiers and small
   numbers, never payloads or secrets.
 """
@@ -52,7 +53,7 @@ from typing import Any
 
 from .attributes import set_denylist, span_attributes
 from .context import context_of, use_event
-from .items import open_item, send_item, use_item
+from .items import carried, open_item, outgoing_carrier, use_item
 from .logs import LOG_FORMAT, install_log_correlation
 from .sampling import StrategiesFileError, StrategySampler, load_strategies
 from .sensor import TracingSensor
@@ -61,8 +62,8 @@ from .spans import batch_span, fail_event, http_server_span, mark_failed, set_ht
 
 __all__ = [
     "LOG_FORMAT", "StrategiesFileError", "StrategySampler", "TracingRuntime", "TracingSensor",
-    "batch_span", "configure", "context_of", "current_runtime", "fail_event", "http_server_span",
-    "install", "load_strategies", "mark_failed", "open_item", "send_item", "set_denylist", "set_http_status",
+    "batch_span", "carried", "configure", "context_of", "current_runtime", "fail_event", "http_server_span",
+    "install", "load_strategies", "mark_failed", "open_item", "outgoing_carrier", "set_denylist", "set_http_status",
     "shutdown", "span_attributes", "stage_tracer", "use_event", "use_item",
 ]
 

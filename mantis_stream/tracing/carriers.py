@@ -33,7 +33,7 @@ from opentelemetry import propagate
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, Setter
 
-__all__ = ["KafkaHeadersGetter", "KafkaHeadersSetter", "HTTPHeadersGetter", "extract", "inject_replacing"]
+__all__ = ["KafkaHeadersGetter", "KafkaHeadersSetter", "HTTPHeadersGetter", "extract", "inject_replacing", "write_replacing"]
 
 
 def _text(value: Any) -> str:
@@ -143,6 +143,16 @@ def inject_replacing(headers: Any, context: Context | None = None) -> bool:
         return False
     strip_context(headers)
     propagate.get_global_textmap().inject(headers, context, setter=KAFKA_SETTER)
+    return True
+
+
+def write_replacing(headers: Any, carrier: Mapping[str, str]) -> bool:
+    """Write trace headers already in text form (a record's ``trace``) into Kafka ``headers``, replacing stale ones."""
+    if headers is None or not isinstance(headers, (list, MutableMapping)):
+        return False
+    strip_context(headers)
+    for key, value in carrier.items():
+        KAFKA_SETTER.set(headers, key, value)
     return True
 
 

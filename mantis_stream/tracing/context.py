@@ -26,7 +26,7 @@ Notes
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,8 @@ class EventTrace:
     extra_tokens: list[object] = field(default_factory=list)
     #: Spans to end with the event besides ``span`` (the unsampled original of an error span).
     also_end: list[trace.Span] = field(default_factory=list)
+    #: The trace headers records made in this scope take along (batched hops; see ``items``).
+    carrier: Mapping[str, str] | None = None
     failed: bool = False
     ended: bool = False
 

@@ -13,16 +13,19 @@ shape the sensor gives a message of its own:
   context the record carries (its ``traceparent``), with the messaging
   attributes of the Kafka message it came in; a stage whose strategy is 100%
   restarts an unsampled trace with a link, as the sensor does.
-* :func:`send_item`: a PRODUCER ``send <topic>`` span for the record's place in
-  an outgoing batch, and the carrier (headers) that the record takes along, so
-  the next stage's process span is its child.
+* :func:`outgoing_carrier`: the headers a record takes along into the next
+  batch: its process span's context, so the next stage's process span is its
+  child.  A record inside a batch has no ``send`` span of its own (the batch is
+  one Kafka send); its creation context is the process span it was made in.
 
 Notes
 =====
 
 * Cheap when unsampled: a record whose upstream trace is not sampled (and whose
-  stage does not restart it) gets no SDK span at all; its context, with the same
-  trace id and the unsampled flag, is passed on as is.
+  stage does not restart it) gets no SDK span at all, and the headers it came
+  with go on unchanged.  With tracing off (``OTEL_SDK_DISABLED``) a record gets
+  no tracing state at all (:func:`open_item` returns None) and its headers still
+  go on, to the next batch and to the public messages made from it.
 * The record's :class:`~.context.EventTrace` rides in its context like an
   event's, so a dead letter sent inside it marks it failed (see the sensor).
 """
@@ -30,8 +33,9 @@ Notes
 from __future__ import annotations
 
 import contextlib
-from functools import partial
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from functools import partial
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -43,7 +47,10 @@ from . import carriers, semconv, setup
 from .context import EVENT_KEY, STAGE_KEY, EventTrace
 from .spans import start_with_restart
 
-__all__ = ["open_item", "send_item", "use_item", "carrier_of"]
+__all__ = ["open_item", "outgoing_carrier", "use_item", "carried", "carrier_of"]
+
+#: The headers of the record being handled when tracing is off (see :func:`use_item`).
+_carried: ContextVar[Mapping[str, str] | None] = ContextVar("mantis-carried", default=None)
 
 
 def carrier_of(ctx: Context | None) -> dict[str, str]:
@@ -53,13 +60,15 @@ def carrier_of(ctx: Context | None) -> dict[str, str]:
     return carrier
 
 
+def _enabled() -> bool:
+    rt = setup._runtime or setup.current_runtime()
+    return rt is not None and rt.enabled
+
+
 def _traced(stage: str, name: str, parent: Context) -> bool:
     """Whether ``name`` under ``parent`` may record: else no SDK span is made at all."""
-    rt = setup._runtime or setup.current_runtime()
-    if rt is None or not rt.enabled:
-        return False
     sc = trace.get_current_span(parent).get_span_context()
-    return not sc.is_valid or sc.trace_flags.sampled or rt.restarts_unsampled(stage, name)
+    return not sc.is_valid or sc.trace_flags.sampled or setup._runtime.restarts_unsampled(stage, name)  # type: ignore[union-attr]
 
 
 def _process_attributes(topic: str, partition: int, offset: int, group: str | None) -> dict[str, Any]:
@@ -84,8 +93,13 @@ def open_item(
     partition: int,
     offset: int,
     group: str | None,
-) -> EventTrace:
-    """Start the process span of one record of a batched message (end it with ``record.end()``)."""
+) -> EventTrace | None:
+    """Start the process span of one record of a batched message (end it with ``record.end()``).
+
+    None when tracing is off: the record then needs no tracing state.
+    """
+    if not _enabled():
+        return None
     parent = carriers.extract(carrier)
     name = "process " + topic
     if _traced(stage, name, parent):
@@ -101,13 +115,25 @@ def open_item(
         span.set_attributes(record.attributes)
     else:
         record.lazy_attributes = describe
+        record.carrier = carrier or {}  # not recording: the record's headers go on as they came
     record.ctx = otel_context.set_value(EVENT_KEY, record, ctx)
     return record
 
 
 @contextlib.contextmanager
-def use_item(record: EventTrace) -> Iterator[None]:
-    """Make the record's context current (its child spans and sends join its trace)."""
+def use_item(record: EventTrace | None, carrier: Mapping[str, str]) -> Iterator[None]:
+    """Make the record's context current (its child spans and sends join its trace).
+
+    With tracing off (``record`` None) only its headers are kept at hand, for
+    :func:`outgoing_carrier` and the sensor's sends.
+    """
+    if record is None:
+        reset = _carried.set(carrier)
+        try:
+            yield
+        finally:
+            _carried.reset(reset)
+        return
     token = otel_context.attach(record.ctx)
     try:
         yield
@@ -118,24 +144,25 @@ def use_item(record: EventTrace) -> Iterator[None]:
         otel_context.detach(token)
 
 
-def send_item(stage: str, topic: str, partition: int) -> tuple[trace.Span | None, dict[str, str]]:
-    """A ``send <topic>`` span for one record in an outgoing batch (current context), and its carrier.
+def carried() -> Mapping[str, str] | None:
+    """With tracing off, the headers of the record being handled (else None)."""
+    return _carried.get()
 
-    The span is None when the current trace does not record; the carrier then
-    passes the current context on unchanged.  End the span once the batch is sent.
+
+def outgoing_carrier() -> Mapping[str, str]:
+    """The trace headers a record made now takes into an outgoing batch.
+
+    Inside a record's scope: its process span's context (computed once per
+    record), or the headers it came with when its trace does not record.
+    Elsewhere (an event's scope): the current context.
     """
+    kept = _carried.get()
+    if kept is not None:
+        return kept
     ctx = otel_context.get_current()
-    sc = trace.get_current_span(ctx).get_span_context()
-    if not (sc.is_valid and sc.trace_flags.sampled):
-        return None, carrier_of(ctx)
-    span = setup.stage_tracer(stage).start_span("send " + topic, context=ctx, kind=SpanKind.PRODUCER)
-    if not span.is_recording():
-        return None, carrier_of(ctx)
-    span.set_attributes({
-        semconv.MESSAGING_SYSTEM: semconv.KAFKA,
-        semconv.MESSAGING_OPERATION_NAME: "send",
-        semconv.MESSAGING_OPERATION_TYPE: semconv.OP_TYPE_SEND,
-        semconv.MESSAGING_DESTINATION_NAME: topic,
-        semconv.MESSAGING_DESTINATION_PARTITION_ID: str(partition),
-    })
-    return span, carrier_of(trace.set_span_in_context(span, ctx))
+    record = ctx.get(EVENT_KEY)
+    if not isinstance(record, EventTrace):
+        return carrier_of(ctx)
+    if record.carrier is None:
+        record.carrier = carrier_of(record.ctx)
+    return record.carrier

@@ -63,6 +63,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import carriers, semconv, setup
 from .attributes import MAX_STRING
 from .context import EVENT_KEY, STAGE_KEY, EventTrace, pop, register
+from .items import carried
 from .spans import _describe, mark_failed, start_with_restart
 
 __all__ = ["TracingSensor"]
@@ -222,7 +223,10 @@ class TracingSensor(Sensor):
             stage = ctx.get(STAGE_KEY)
             if stage is None:
                 if not trace.get_current_span(ctx).get_span_context().is_valid:
-                    # No trace here at all: e.g. a table's changelog, sent from the
+                    kept = carried()
+                    if kept:  # tracing off, inside a batched record: its headers go on
+                        carriers.write_replacing(message.headers, kept)
+                    # Else no trace here at all: e.g. a table's changelog, sent from the
                     # producer's buffer task, or a CLI producing with explicit
                     # headers.  No span, and the headers are left as they are.
                     return None
