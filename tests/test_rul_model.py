@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "rul"))
 import rul_synth  # noqa: E402
 
 from mantis_stream.datasets import cmapss  # noqa: E402
+from mantis_stream.dsp.stats import window_features  # noqa: E402
 from mantis_stream.evaluation.rul import (  # noqa: E402
     phm08_score,
     phm2012_accuracy,
@@ -24,9 +25,11 @@ from mantis_stream.evaluation.rul import (  # noqa: E402
     truncation_points,
     unit_folds,
 )
-from mantis_stream.models.health import GenericParams  # noqa: E402
+from mantis_stream.models.health import GenericHealth, GenericParams  # noqa: E402
+from mantis_stream.models.maintenance import AssetMaintenance  # noqa: E402
 from mantis_stream.models.reading import validate_reading  # noqa: E402
 from mantis_stream.models.rul import RulEstimate, RulModel, RulTracker, fit_cmapss, run_tracker  # noqa: E402
+from mantis_stream.settings import Settings  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # scorers, against hand-computed values
@@ -152,6 +155,105 @@ def test_scalar_window_features_use_drift() -> None:
         if est is not None:
             his.append(est.health_index)
     assert his[0] > 0.8 and his[-1] < his[0]
+
+
+#: The work-order rule's thresholds, as the orchestrator builds them from the settings.
+THRESHOLDS = {"cycles": Settings.rul_threshold_cycles, "seconds": Settings.rul_threshold_seconds}
+T0 = 1.79e9
+
+
+def _scalar_windows(values: np.ndarray, window: int = 10):
+    """(t, window features) as the feature stage emits them: one sliding window per 1-s reading."""
+    for i in range(window - 1, len(values)):
+        yield T0 + i, window_features(values[i - window + 1 : i + 1])
+
+
+def _work_orders(rows, model: RulModel) -> tuple[list[RulEstimate], list[float]]:
+    """Feed rows to a tracker and its estimates to the work-order rule: (estimates, times of orders)."""
+    tracker = RulTracker(model, "seconds")
+    rules = AssetMaintenance(THRESHOLDS, persistence=5)
+    ests, orders = [], []
+    for t, feats in rows:
+        est = tracker.update(t, feats)
+        if est is None:
+            continue
+        ests.append(est)
+        if rules.on_rul({"asset_id": "P", "sensor_id": "T", "unit": "seconds", "rul": est.rul, "ts": str(t)}):
+            orders.append(t - T0)
+    return ests, orders
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.3, 2.0])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stationary_scalar_noise_gives_no_rul_work_order(sigma: float, seed: int) -> None:
+    """A healthy temperature (stationary noise, readings rounded as sensors send them) for
+    4 hours: never a RUL under the work-order threshold, reported as beyond the horizon."""
+    rng = np.random.default_rng(seed)
+    values = np.round(61.0 + sigma * rng.standard_normal(4 * 3600), 2)
+    model = RulModel.default()
+    ests, orders = _work_orders(_scalar_windows(values), model)
+    assert not orders
+    horizon = model.generic_params("seconds").max_rul
+    assert horizon > 5 * THRESHOLDS["seconds"]
+    assert all(e.rul == e.lower == e.upper == horizon for e in ests)
+    assert min(e.health_index for e in ests) > 0.5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_stationary_vibration_rul_is_the_life_prior_only(seed: int) -> None:
+    """Healthy vibration RMS (log growth mode): noise never engages the trend. With a life
+    distribution the RUL is exactly the age prior; without one, beyond the horizon."""
+    rng = np.random.default_rng(seed)
+    rows = [(T0 + 0.2 * i, {"rms": 0.22 * math.exp(0.02 * rng.standard_normal())}) for i in range(5 * 3600 * 2)]
+    trained = RulModel.default()
+    p = trained.generic_params("seconds")
+    tracker = RulTracker(trained, "seconds")
+    for i, (t, feats) in enumerate(rows):
+        est = tracker.update(t, feats)
+        if i >= p.baseline_n - 1:
+            assert est is not None and est.rul == pytest.approx(p.residual_life(t - T0, p.life_q))
+    ests, orders = _work_orders(rows, RulModel())
+    assert not orders and all(e.rul == GenericParams().max_rul for e in ests)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_degrading_scalar_gets_a_shrinking_rul_before_failure(seed: int) -> None:
+    """Healthy for an hour, then the level drifts up linearly to the indicator's end of life
+    (``threshold_z`` noise sds) 3 hours later: a finite RUL appears, decreases, and crosses
+    the work-order threshold before the failure time; no work order while healthy."""
+    sigma, t_on, t_fail = 0.3, 3600.0, 4 * 3600.0
+    model = RulModel.default()
+    rate = model.generic_params("seconds").threshold_z * sigma / (t_fail - t_on)
+    t = np.arange(t_fail)
+    rng = np.random.default_rng(seed)
+    values = np.round(61.0 + rate * np.clip(t - t_on, 0.0, None) + sigma * rng.standard_normal(t.size), 2)
+    rows = list(_scalar_windows(values))
+    ests, orders = _work_orders(rows, model)
+    ages = np.array([r[0] - T0 for r in rows[-len(ests) :]])
+    rul = np.array([e.rul for e in ests])
+    horizon = model.generic_params("seconds").max_rul
+    finite = np.flatnonzero(rul < horizon)
+    assert finite.size and ages[finite[0]] > t_on, "no RUL while healthy"
+    assert np.all(rul[finite[0] :] < horizon), "once degrading, the RUL stays on the trend"
+    sampled = rul[finite[0] :: 600]
+    assert np.all(np.diff(sampled) <= 0) and np.all(np.diff(sampled[sampled > 0]) < 0), sampled
+    assert all(e.lower <= e.rul <= e.upper for e in ests)
+    assert orders and t_on < orders[0] < t_fail - 600.0, orders
+
+
+def test_tracker_state_version_1_is_migrated() -> None:
+    """A generic state stored by the previous layout (no spread, interval sum, trend flag) loads and runs on."""
+    tracker = RulTracker(RulModel.default(), "seconds")
+    rng = np.random.default_rng(0)
+    rows = list(_scalar_windows(np.round(61.0 + 0.3 * rng.standard_normal(200), 2)))
+    for t, f in rows[:100]:
+        tracker.update(t, f)
+    old = orjson.loads(tracker.to_bytes())
+    del old["s"][13:16]
+    old["v"] = 1
+    resumed = RulTracker.from_bytes(orjson.dumps(old), RulModel.default())
+    assert len(resumed.state) == GenericHealth.HEAD
+    assert all(resumed.update(t, f) is not None for t, f in rows[100:])
 
 
 def test_tracker_rejects_bad_unit_and_skips_old_or_bad_messages() -> None:
@@ -320,3 +422,20 @@ def test_duplicates_are_ignored_and_a_restarted_counter_is_a_new_life(synth_mode
     # replayed from cycle 1: the same estimates as a fresh tracker
     again = [tracker.update(t, f) for t, f in hist[:50]]
     assert again == ests
+
+
+def test_streaming_agent_gives_a_healthy_vibration_no_life_prior() -> None:
+    """Online, the first reading in seconds is not the part's birth: a healthy bearing is
+    beyond the horizon, not "typical FEMTO life minus time since the worker started"."""
+    from mantis_stream.agents import rul as rul_agent
+
+    rng = np.random.default_rng(3)
+    rows = [(T0 + 0.2 * i, {"rms": 0.22 * math.exp(0.02 * rng.standard_normal())}) for i in range(3600 * 5)]
+    online = rul_agent._new("s\x1fPUMP-1\x1fVIB-1")
+    p = online.model.generic_params("seconds")
+    assert p.life_median is not None  # the shipped model has a life distribution...
+    ests = [online.update(t, feats) for t, feats in rows]
+    assert all(e.rul == p.max_rul for e in ests if e is not None)  # ...which the agent does not apply
+    restored = rul_agent._load("s\x1fPUMP-1\x1fVIB-1", online.to_bytes())
+    assert restored.update(rows[-1][0] + 1.0, rows[-1][1]).rul == p.max_rul
+    assert rul_agent._new("c\x1fENGINE-1\x1fGAS").life_prior  # a cycle counter is the part's age

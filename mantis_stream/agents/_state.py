@@ -31,7 +31,9 @@ def bytes_table(name: str) -> TableT:
 
 
 class TableBackedCache(Generic[T]):
-    def __init__(self, table: TableT, new: Callable[[str], T], load: Callable[[bytes], T], dump: Callable[[T], bytes]) -> None:
+    def __init__(
+        self, table: TableT, new: Callable[[str], T], load: Callable[[str, bytes], T], dump: Callable[[T], bytes],
+    ) -> None:
         self.table = table
         self._new, self._load, self._dump = new, load, dump
         self._live: dict[str, T] = {}
@@ -44,7 +46,7 @@ class TableBackedCache(Generic[T]):
         obj = self._live.get(key)
         if obj is None:
             raw = self.table.get(key)
-            obj = self._load(raw) if raw else self._new(key)
+            obj = self._load(key, raw) if raw else self._new(key)
             self._live[key] = obj
         return obj
 

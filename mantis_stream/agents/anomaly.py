@@ -22,7 +22,8 @@ STAGE = "anomaly-detection"
 
 detector_table = bytes_table("anomaly-detectors")
 detectors: TableBackedCache[AnomalyDetector] = TableBackedCache(
-    detector_table, new=lambda key: AnomalyDetector(), load=AnomalyDetector.from_bytes, dump=AnomalyDetector.to_bytes,
+    detector_table, new=lambda key: AnomalyDetector(), load=lambda key, raw: AnomalyDetector.from_bytes(raw),
+    dump=AnomalyDetector.to_bytes,
 )
 
 

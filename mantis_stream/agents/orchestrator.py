@@ -28,7 +28,7 @@ state_table = bytes_table("maintenance-state")
 states: TableBackedCache[AssetMaintenance] = TableBackedCache(
     state_table,
     new=lambda key: AssetMaintenance(THRESHOLDS, settings.anomaly_persistence),
-    load=lambda raw: AssetMaintenance.from_bytes(raw, THRESHOLDS, settings.anomaly_persistence),
+    load=lambda key, raw: AssetMaintenance.from_bytes(raw, THRESHOLDS, settings.anomaly_persistence),
     dump=AssetMaintenance.to_bytes,
 )
 

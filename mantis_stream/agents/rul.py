@@ -27,13 +27,21 @@ UNIT_BY_PREFIX = {"c": "cycles", "s": "seconds"}
 tracker_table = bytes_table("rul-trackers")
 
 
+def _life_prior(unit: str) -> bool:
+    """A cycle counter is the part's age; the first reading in seconds is not its birth."""
+    return unit == "cycles"
+
+
 def _new(key: str) -> RulTracker:
-    return RulTracker(MODEL, unit=UNIT_BY_PREFIX[key[0]])
+    unit = UNIT_BY_PREFIX[key[0]]
+    return RulTracker(MODEL, unit=unit, life_prior=_life_prior(unit))
 
 
-trackers: TableBackedCache[RulTracker] = TableBackedCache(
-    tracker_table, new=_new, load=lambda raw: RulTracker.from_bytes(raw, MODEL), dump=RulTracker.to_bytes,
-)
+def _load(key: str, raw: bytes) -> RulTracker:
+    return RulTracker.from_bytes(raw, MODEL, life_prior=_life_prior(UNIT_BY_PREFIX[key[0]]))
+
+
+trackers: TableBackedCache[RulTracker] = TableBackedCache(tracker_table, new=_new, load=_load, dump=RulTracker.to_bytes)
 
 
 def tracker_key(message: dict[str, Any]) -> str:

@@ -18,7 +18,8 @@ Two indicators:
   ``rms``/``kurtosis``, scalar window statistics). Growth of a severity feature
   relative to the asset's own early baseline (log ratio, i.e. an exponential
   degradation model on the raw feature), smoothed, with a weighted linear trend
-  extrapolated to a failure threshold; bounds from the trend's standard error.
+  extrapolated to a failure threshold once it is significant; bounds from the
+  trend's standard error, counted in independent values, not messages.
 
 Notes: trends use exponential forgetting with *relative* time (sums of ages,
 not of absolute times), so no cancellation grows with the asset's age.
@@ -31,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import ndtri
+from scipy.special import ndtri, stdtrit
 
 # --------------------------------------------------------------------------------------
 # C-MAPSS-style multi-channel features
@@ -191,13 +192,15 @@ class GenericParams:
 
     Times are in the tracker's unit (seconds or cycles). ``threshold``: the
     indicator (log ratio to baseline, or z-score drift) at end of life;
-    ``onset``: level above which the asset counts as degrading (the trend is
-    then extrapolated). Before that, and as a ceiling after it, the RUL comes
-    from the life distribution of the training assets (lognormal, median
-    ``life_median``, log-sd ``life_sigma``): the ``life_q`` quantile of the
-    remaining life *given survival to the current age*, so an asset older than
-    the typical life still gets a positive, shrinking RUL. Without a life
-    distribution, the prior is ``max_rul``.
+    ``onset``: level above which the asset counts as degrading (a significant
+    trend is then extrapolated); z-score modes use the same fraction of
+    ``threshold_z``. Before that, and as a ceiling after it, the RUL of the log
+    growth (what the life was learnt with) comes from the life distribution of
+    the training assets (lognormal, median ``life_median``, log-sd
+    ``life_sigma``): the ``life_q`` quantile of the remaining life *given
+    survival to the current age*, so an asset older than the typical life still
+    gets a positive, shrinking RUL. Without a life distribution, and for
+    z-score drift, the prior is ``max_rul``.
     """
 
     baseline_n: int = 30
@@ -248,25 +251,41 @@ class GenericHealth:
 
     State: a flat list of floats (plain Python floats: this runs once per
     vibration frame, where numpy's per-call overhead would dominate),
-    ``[n, t0, t_last, b_sum, b_sq, w_l, l_sum, S0, Su, Suu, Sy, Suy, Syy]``
+    ``[n, t0, t_last, b_sum, b_sq, w_l, l_sum, S0, Su, Suu, Sy, Suy, Syy, b_spread, Sdt, degrading]``
     plus, in multi-key mode, per-key baseline sums and squares. ``keys``: the
     feature(s) tracked, fixed at the first update.
+
+    Why the RUL is not simply the trend extrapolated: on a healthy asset the
+    smoothed indicator wanders, and any upward wander extrapolates to a finite
+    RUL. So the trend is used only once the level has passed the onset *and*
+    the slope's lower confidence bound is above zero; its standard error counts
+    the independent information in the smoothed level (consecutive values of an
+    exponential smoother with time constant ``tau_smooth`` are nearly the same
+    number), not the number of messages. Once confirmed, the trend is kept
+    while its slope stays positive, even if the level dips under the onset
+    (hysteresis: a level hovering at the onset must not flip the RUL between
+    the trend and the prior, re-arming work orders). Otherwise the RUL is the
+    life prior (log growth: the trained life distribution) or, for indicators
+    without a trained life, ``max_rul``: no degradation seen, beyond the horizon.
     """
 
     params: GenericParams
     keys: list[str] = field(default_factory=list)
     log_mode: bool = True
+    #: Whether the tracker's age is the part's age (a run-to-failure test from new),
+    #: so the life distribution applies; else the prior is ``max_rul``.
+    life_prior: bool = True
 
-    HEAD = 13
+    HEAD = 16
 
     @classmethod
-    def for_features(cls, params: GenericParams, features: Mapping[str, float]) -> "GenericHealth":
+    def for_features(cls, params: GenericParams, features: Mapping[str, float], life_prior: bool = True) -> "GenericHealth":
         """Pick what to track from the first message's keys."""
         for key in SEVERITY_KEYS:
             if key in features:
-                return cls(params, [key], key in LOG_KEYS)
+                return cls(params, [key], key in LOG_KEYS, life_prior)
         keys = sorted(k for k in features)[:64]
-        return cls(params, keys, False)
+        return cls(params, keys, False, life_prior)
 
     def init_state(self) -> list[float]:
         extra = 2 * len(self.keys) if len(self.keys) > 1 else 0
@@ -285,9 +304,26 @@ class GenericHealth:
             return [math.log(x[0])]
         return x
 
-    def _indicator(self, state: list[float], x: list[float], nbase: float) -> tuple[float, float]:
-        """(growth over the asset's baseline, its end-of-life threshold)."""
+    @staticmethod
+    def _spread(features: Mapping[str, float]) -> float:
+        """The readings' own spread within a scalar window (``std``), 0 when absent."""
+        try:
+            sd = float(features.get("std", 0.0))
+        except (TypeError, ValueError):
+            return 0.0
+        return sd if math.isfinite(sd) and sd > 0 else 0.0
+
+    def _indicator(self, state: list[float], x: list[float], nbase: float) -> tuple[float, float, float]:
+        """(growth over the asset's baseline, its end-of-life threshold, its onset level).
+
+        z-drift of a single key is measured in units of the larger of the
+        readings' within-window spread and the baseline spread of the key itself:
+        the sd of a few dozen overlapping window means has only a handful of
+        degrees of freedom and is often far too small, which made noise look
+        like drift. The onset is the same fraction of the threshold in every mode.
+        """
         p = self.params
+        onset_frac = p.onset / p.threshold
         if len(self.keys) > 1:
             kk, h = len(self.keys), self.HEAD
             acc = 0.0
@@ -295,12 +331,12 @@ class GenericHealth:
                 m = state[h + j] / nbase
                 sd = math.sqrt(max(state[h + kk + j] / nbase - m * m, 0.0)) + 1e-9 + 1e-6 * abs(m)
                 acc += ((x[j] - m) / sd) ** 2
-            return math.sqrt(acc / kk), p.threshold_z
+            return math.sqrt(acc / kk), p.threshold_z, onset_frac * p.threshold_z
         m = state[3] / nbase
         if self.log_mode:
-            return x[0] - m, p.threshold
-        sd = math.sqrt(max(state[4] / nbase - m * m, 0.0)) + 1e-9 + 1e-6 * abs(m)
-        return abs(x[0] - m) / sd, p.threshold_z
+            return x[0] - m, p.threshold, p.onset
+        sd = max(math.sqrt(max(state[4] / nbase - m * m, 0.0)), state[13] / nbase) + 1e-9 + 1e-6 * abs(m)
+        return abs(x[0] - m) / sd, p.threshold_z, onset_frac * p.threshold_z
 
     def update(self, state: list[float], t: float, features: Mapping[str, float]) -> GenericEstimate | None:
         p = self.params
@@ -323,9 +359,10 @@ class GenericHealth:
             else:
                 state[3] += x[0]
                 state[4] += x[0] * x[0]
+                state[13] += self._spread(features)
             if n + 1 < p.baseline_n:
                 return None
-        y, thr = self._indicator(state, x, min(n + 1, p.baseline_n))
+        y, thr, onset = self._indicator(state, x, min(n + 1, p.baseline_n))
         # smoothed level (time-constant forgetting, bias-free through the weight sum)
         a_s = math.exp(-dt / p.tau_smooth) if p.tau_smooth > 0 else 0.0
         state[5] = a_s * state[5] + 1.0
@@ -341,40 +378,68 @@ class GenericHealth:
         sy = a * sy + level
         syy = a * syy + level * level
         state[7:13] = [s0, su, suu, sy, suy, syy]
-        return self._estimate(state, t - t0, level, thr)
+        state[14] = a * state[14] + dt  # with S0: the mean interval between messages
+        return self._estimate(state, t - t0, level, thr, onset)
 
     def level(self, state: list[float]) -> float | None:
         """The smoothed indicator (None before the baseline is complete)."""
         return state[6] / state[5] if state[5] > 0 else None
 
-    def _estimate(self, state: list[float], age: float, level: float, thr: float) -> GenericEstimate:
+    def _trend(self, state: list[float]) -> tuple[float, float, float]:
+        """(slope, its standard error, effective number of independent levels) of the smoothed level.
+
+        Consecutive smoothed levels ``dt`` apart share most of their noise:
+        an AR(1) with coefficient exp(-dt / tau_smooth) carries the information
+        of one independent value per coth(dt / (2 tau_smooth)) messages.
+        """
         p = self.params
         s0, su, suu, sy, suy, syy = state[7:13]
-        hi = min(1.0, max(0.0, 1.0 - max(level, 0.0) / thr))
         den = s0 * suu - su * su
-        slope = 0.0
-        se = math.inf
-        if den > 1e-12 and s0 > 2.0:
-            slope = -(s0 * suy - su * sy) / den
-            var_u = den / (s0 * s0)
-            var_y = max(syy / s0 - (sy / s0) ** 2, 0.0)
-            resid = max(var_y - slope * slope * var_u, 0.0)
-            se = math.sqrt(resid / (max(s0 - 2.0, 1.0) * var_u)) if var_u > 0 else math.inf
-        # prior: the remaining life of an asset of this age (training lives), else the cap
-        prior = p.residual_life(age, p.life_q)
-        prior_lo = p.residual_life(age, 0.05) if p.life_median is not None else p.min_rul
-        prior_hi = p.residual_life(age, 0.95) if p.life_median is not None else p.max_rul
-        remaining = max(thr - level, 0.0)
-        if level >= thr:
-            rul, lower, upper = p.min_rul, p.min_rul, max(prior_lo, p.min_rul)
-        elif level >= p.onset and slope > 0:
-            rul = min(remaining / slope, prior)
-            fast = slope + p.z_bounds * se if math.isfinite(se) else slope * 2.0
-            slow = slope - p.z_bounds * se if math.isfinite(se) else 0.0
-            lower = remaining / fast
-            upper = min(remaining / slow, prior_hi) if slow > 0 else prior_hi
+        mean_dt = state[14] / s0 if s0 > 0 else 0.0
+        if p.tau_smooth <= 0:
+            kappa = 1.0
+        elif mean_dt > 0:
+            kappa = 1.0 / math.tanh(mean_dt / (2.0 * p.tau_smooth))
         else:
-            rul, lower, upper = prior, prior_lo, prior_hi
+            kappa = math.inf
+        n_eff = s0 / kappa
+        if den <= 1e-12 or n_eff <= 3.0:
+            return 0.0, math.inf, n_eff
+        slope = -(s0 * suy - su * sy) / den
+        var_u = den / (s0 * s0)
+        var_y = max(syy / s0 - (sy / s0) ** 2, 0.0)
+        resid = max(var_y - slope * slope * var_u, 0.0)
+        return slope, math.sqrt(resid / ((n_eff - 2.0) * var_u)), n_eff
+
+    def _estimate(self, state: list[float], age: float, level: float, thr: float, onset: float) -> GenericEstimate:
+        p = self.params
+        hi = min(1.0, max(0.0, 1.0 - max(level, 0.0) / thr))
+        # prior: the remaining life of an asset of this age (training lives, learnt for
+        # the log growth of vibration), else no degradation seen: beyond the horizon
+        life = self.life_prior and self.log_mode and p.life_median is not None
+        if life:
+            prior = p.residual_life(age, p.life_q)
+            prior_lo, prior_hi = p.residual_life(age, 0.05), p.residual_life(age, 0.95)
+        else:
+            prior = prior_lo = prior_hi = p.max_rul
+        remaining = max(thr - level, 0.0)
+        rul, lower, upper = prior, prior_lo, prior_hi
+        if level >= thr:
+            rul, lower, upper = p.min_rul, p.min_rul, (max(prior_lo, p.min_rul) if life else p.min_rul)
+        elif level >= onset or state[15]:
+            slope, se, n_eff = self._trend(state)
+            if slope > 0 and math.isfinite(se):
+                # Student-t quantile on the effective degrees of freedom, at the bounds' confidence
+                q = float(stdtrit(n_eff - 2.0, 0.5 * math.erfc(-p.z_bounds / math.sqrt(2.0))))
+                fast, slow = slope + q * se, slope - q * se
+                # enter above the onset on a significant upward trend; stay while it is upward
+                state[15] = 1.0 if slow > 0 or state[15] else 0.0
+            else:
+                state[15] = 0.0
+            if state[15]:
+                rul = min(remaining / slope, prior)
+                lower = remaining / fast
+                upper = min(remaining / slow, prior_hi) if slow > 0 else prior_hi
         rul *= p.rul_scale
         rul = min(max(rul, p.min_rul), p.max_rul)
         lower = min(max(lower, p.min_rul), rul)

@@ -54,6 +54,8 @@ __all__ = ["RulEstimate", "RulModel", "RulTracker", "MlpEnsemble", "DEFAULT_MODE
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "data" / "rul-default.json"
 FORMAT = "mantis-rul/1"
+#: Layout of RulTracker.to_bytes (2: generic state with baseline spread, interval sum, trend flag).
+STATE_VERSION = 2
 
 
 @dataclass
@@ -322,13 +324,17 @@ class RulTracker:
     counter that restarts (``t <= 1`` after later cycles) starts a new life.
     """
 
-    __slots__ = ("model", "unit", "mode", "keys", "state", "_generic", "_t0", "_last_t", "_n")
+    __slots__ = ("model", "unit", "life_prior", "mode", "keys", "state", "_generic", "_t0", "_last_t", "_n")
 
-    def __init__(self, model: RulModel, unit: str) -> None:
+    def __init__(self, model: RulModel, unit: str, *, life_prior: bool = True) -> None:
         if unit not in ("cycles", "seconds"):
             raise ValueError(f"unit must be 'cycles' or 'seconds', got {unit!r}")
         self.model = model
         self.unit = unit
+        #: Use the model's life distribution with the time since the first message as
+        #: the part's age: right for a run-to-failure test, wrong for a plant observed
+        #: from some day on (the streaming agent turns it off for ``seconds``).
+        self.life_prior = life_prior
         self.mode: str | None = None
         self.keys: list[str] = []
         self.state: np.ndarray | list[float] = []
@@ -345,7 +351,7 @@ class RulTracker:
             self.state = cm.featurizer.init_state()
         else:
             self.mode = "generic"
-            self._generic = GenericHealth.for_features(self.model.generic_params(self.unit), features)
+            self._generic = GenericHealth.for_features(self.model.generic_params(self.unit), features, self.life_prior)
             self.keys = list(self._generic.keys)
             self.state = self._generic.init_state()
         self._t0 = float(t)
@@ -401,7 +407,7 @@ class RulTracker:
         """Compact state for a Faust table (JSON, a few hundred bytes to ~2 kB)."""
         return orjson.dumps(
             {
-                "v": 1,
+                "v": STATE_VERSION,
                 "u": self.unit,
                 "m": self.mode,
                 "k": self.keys,
@@ -414,11 +420,11 @@ class RulTracker:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes, model: RulModel) -> "RulTracker":
+    def from_bytes(cls, data: bytes, model: RulModel, *, life_prior: bool = True) -> "RulTracker":
         d = orjson.loads(data)
-        if d.get("v") != 1:
+        if d.get("v") not in (1, STATE_VERSION):
             raise ValueError(f"unknown RulTracker state version {d.get('v')!r}")
-        tr = cls(model, d["u"])
+        tr = cls(model, d["u"], life_prior=life_prior)
         tr.mode = d["m"]
         tr.keys = list(d["k"])
         tr._t0 = float(d["t0"])
@@ -426,7 +432,9 @@ class RulTracker:
         tr._n = int(d["n"])
         tr.state = [float(x) for x in d["s"]]
         if tr.mode == "generic":
-            tr._generic = GenericHealth(model.generic_params(tr.unit), tr.keys, bool(d["l"]))
+            tr._generic = GenericHealth(model.generic_params(tr.unit), tr.keys, bool(d["l"]), life_prior)
+            if d["v"] == 1:  # version 1 had no baseline spread, interval sum nor trend flag: start them at 0
+                tr.state[13:13] = [0.0, 0.0, 0.0]
         elif tr.mode == "cmapss":
             if model.cmapss is None or len(tr.state) != len(model.cmapss.featurizer.init_state()):
                 raise ValueError("tracker state does not match the model (different RUL model file?)")
