@@ -321,7 +321,10 @@ async def test_storage_spans_in_the_storage_service(broker, start_worker, postgr
 
         def ready(spans: list) -> bool:
             names_seen = {s.name for s in spans if s.service == "mantis-storage"}
-            return {"insert_work_order", "insert rul_history", "write_influxdb"} <= names_seen
+            # a write ends before its batch span: both may come in different exports
+            ids = {s.span_id for s in spans}
+            writes_parented = all(s.parent_span_id in ids for s in spans if s.name in ("insert_work_order", "write_influxdb"))
+            return {"insert_work_order", "insert rul_history", "write_influxdb"} <= names_seen and writes_parented
 
         spans = await asyncio.to_thread(rx.wait_for, ready, 60)
         worker.stop()
