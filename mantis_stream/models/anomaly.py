@@ -61,12 +61,15 @@ Notes
 
 from __future__ import annotations
 
+import array
 import functools
 import math
+import operator
 import pickle
 import random
 import zlib
 from dataclasses import dataclass
+from itertools import chain
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -74,6 +77,9 @@ from river import anomaly, preprocessing
 from river.tree.padded import PaddedBranch, PaddedLeaf, make_padded_tree
 
 __all__ = ["AnomalyDetector", "AnomalyScore", "detect_series"]
+
+
+_MASSES = operator.attrgetter("l_mass", "r_mass")
 
 
 def _split_checksum(nodes: list) -> int:
@@ -186,6 +192,7 @@ class AnomalyDetector:
         self._n_calib = 0
         self._calib_pos = 0
         self._episode: list[float] = []  # raw scores of the current run of alarms
+        self._split_crc: int | None = None  # checksum of the trees' split points (see __getstate__)
         self.n_learned = 0
 
     # -- protocol --------------------------------------------------------------
@@ -243,15 +250,20 @@ class AnomalyDetector:
         return obj
 
     def __getstate__(self) -> dict[str, object]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_hst", "_calib")}
+        # Called for every touched detector after every batch: keep it cheap (no
+        # per-node Python tuples; the split checksum is computed once per tree set).
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_hst", "_calib", "_split_crc")}
         hst = self._hst
         state["_calib"] = self._calib[: self._n_calib].copy()
         state["_hst_params"] = (hst.n_trees, hst.height, hst.window_size, hst.seed)
         state["_hst_counter"] = (hst.counter, hst._first_window)
         if hst.trees:
-            nodes = [n for tree_nodes in hst._tree_nodes for n in tree_nodes]
-            state["_hst_mass"] = np.array([(n.l_mass, n.r_mass) for n in nodes], dtype=np.uint32)
-            state["_hst_check"] = _split_checksum(nodes)
+            nodes = list(chain.from_iterable(hst._tree_nodes))
+            masses = array.array("I", chain.from_iterable(map(_MASSES, nodes)))
+            state["_hst_mass"] = np.frombuffer(masses, dtype=np.uint32).reshape(-1, 2)
+            if self._split_crc is None:
+                self._split_crc = _split_checksum(nodes)
+            state["_hst_check"] = self._split_crc
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
@@ -273,6 +285,7 @@ class AnomalyDetector:
         hst.counter = counter
         hst._first_window = first_window
         self._hst = hst
+        self._split_crc = check
 
     # -- internals -------------------------------------------------------------
     def _vector(self, x: Mapping[str, float]) -> dict[str, float]:
