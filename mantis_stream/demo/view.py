@@ -17,12 +17,15 @@ RED, YELLOW, GREEN, DIM, BOLD, RESET = "\033[31m", "\033[33m", "\033[32m", "\033
 
 @dataclass
 class AssetRow:
-    health: float | None = None
-    rul: float | None = None
-    unit: str = ""
+    #: Latest (rul, unit, health index) per sensor; the row shows the worst sensor.
+    ruls: dict[str, tuple[float, str, float]] = field(default_factory=dict)
     score: dict[str, float] = field(default_factory=dict)
     anomalous: set[str] = field(default_factory=set)
     work_orders: int = 0
+
+    @property
+    def worst(self) -> tuple[float, str, float] | None:
+        return min(self.ruls.values(), key=lambda r: (r[0], r[2])) if self.ruls else None
 
 
 @dataclass
@@ -42,8 +45,7 @@ class DemoView:
             row.score[value["sensor_id"]] = value["score"]
             (row.anomalous.add if value["is_anomaly"] else row.anomalous.discard)(value["sensor_id"])
         elif topic == names.RUL:
-            if row.rul is None or value["rul"] <= row.rul or value["health_index"] != row.health:
-                row.rul, row.unit, row.health = value["rul"], value["unit"], value["health_index"]
+            row.ruls[value["sensor_id"]] = (value["rul"], value["unit"], value["health_index"])
         elif topic == names.WORK_ORDERS:
             row.work_orders += 1
             self.work_orders.append(value)
@@ -53,9 +55,10 @@ class DemoView:
         lines.append(f"{BOLD}{'asset':<10} {'health':>7} {'RUL':>14} {'anomaly score (per sensor)':<40} {'WOs':>4}{RESET}")
         for asset_id in sorted(self.assets):
             row = self.assets[asset_id]
-            health = "-" if row.health is None else f"{row.health:6.2f}"
-            colour = GREEN if row.health is None or row.health > 0.6 else YELLOW if row.health > 0.3 else RED
-            rul = "-" if row.rul is None else f"{row.rul:9.0f} {row.unit[:3]}"
+            worst = row.worst
+            health = "-" if worst is None else f"{worst[2]:6.2f}"
+            colour = GREEN if worst is None or worst[2] > 0.6 else YELLOW if worst[2] > 0.3 else RED
+            rul = "-" if worst is None else f"{worst[0]:9.0f} {worst[1][:3]}"
             scores = " ".join(
                 f"{RED if s in row.anomalous else ''}{s}={v:.2f}{RESET if s in row.anomalous else ''}"
                 for s, v in sorted(row.score.items()))
