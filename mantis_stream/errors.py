@@ -63,10 +63,14 @@ def payload_text(value: Any) -> str:
     return dumps(value).decode("utf-8")
 
 
+def message_source(message: Any) -> dict[str, Any]:
+    """Where a consumed message came from, as a dead letter's ``source`` names it."""
+    return {"topic": message.topic, "partition": message.partition, "offset": message.offset}
+
+
 def dead_letter_record(event: EventT, stage: str, exc: BaseException) -> dict[str, Any]:
     message = event.message
-    source = {"topic": message.topic, "partition": message.partition, "offset": message.offset}
-    return _record(source, event.value if event.value is not None else message.value, stage, exc)
+    return _record(message_source(message), event.value if event.value is not None else message.value, stage, exc)
 
 
 def _record(source: dict[str, Any], payload: Any, stage: str, exc: BaseException) -> dict[str, Any]:

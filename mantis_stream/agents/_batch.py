@@ -41,7 +41,7 @@ from opentelemetry import context as otel_context
 from .. import tracing
 from ..app import app, settings
 from ..codecs import dumps
-from ..errors import send_dead_letter
+from ..errors import message_source, send_dead_letter
 from ..tracing.context import EventTrace
 
 ITEMS = b'{"items":['
@@ -68,8 +68,7 @@ class Item:
 
     @property
     def source(self) -> dict[str, Any]:
-        message = self.event.message
-        return {"topic": message.topic, "partition": message.partition, "offset": message.offset, "index": self.index}
+        return {**message_source(self.event.message), "index": self.index}
 
 
 class InvalidBatch(ValueError):

@@ -39,7 +39,9 @@ from typing import Any
 from ..settings import mask_url
 from . import semconv
 
-__all__ = ["DEFAULT_DENYLIST", "MAX_STRING", "MAX_SEQUENCE", "span_attributes", "set_denylist", "is_denied"]
+__all__ = [
+    "DEFAULT_DENYLIST", "MAX_STRING", "MAX_SEQUENCE", "span_attributes", "set_denylist", "is_denied", "process_attributes",
+]
 
 #: Longest string value kept (characters) and longest list kept (items).
 MAX_STRING = 256
@@ -123,3 +125,18 @@ def span_attributes(*, asset_id: Any = None, sensor_id: Any = None, **extra: Any
         if v is not None:
             out[key] = v
     return out
+
+
+def process_attributes(topic: str, partition: int, offset: int, group: str | None) -> dict[str, Any]:
+    """The messaging attributes of a ``process <topic>`` span (a message, or a record of a batched one)."""
+    attrs: dict[str, Any] = {
+        semconv.MESSAGING_SYSTEM: semconv.KAFKA,
+        semconv.MESSAGING_OPERATION_NAME: "process",
+        semconv.MESSAGING_OPERATION_TYPE: semconv.OP_TYPE_PROCESS,
+        semconv.MESSAGING_DESTINATION_NAME: topic,
+        semconv.MESSAGING_DESTINATION_PARTITION_ID: str(partition),
+        semconv.MESSAGING_KAFKA_OFFSET: int(offset),
+    }
+    if group:
+        attrs[semconv.MESSAGING_CONSUMER_GROUP_NAME] = group
+    return attrs

@@ -43,7 +43,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
-from . import carriers, semconv, setup
+from . import carriers, setup
+from .attributes import process_attributes
 from .context import EVENT_KEY, STAGE_KEY, EventTrace
 from .spans import start_with_restart
 
@@ -71,20 +72,6 @@ def _traced(stage: str, name: str, parent: Context) -> bool:
     return not sc.is_valid or sc.trace_flags.sampled or setup._runtime.restarts_unsampled(stage, name)  # type: ignore[union-attr]
 
 
-def _process_attributes(topic: str, partition: int, offset: int, group: str | None) -> dict[str, Any]:
-    attrs: dict[str, Any] = {
-        semconv.MESSAGING_SYSTEM: semconv.KAFKA,
-        semconv.MESSAGING_OPERATION_NAME: "process",
-        semconv.MESSAGING_OPERATION_TYPE: semconv.OP_TYPE_PROCESS,
-        semconv.MESSAGING_DESTINATION_NAME: topic,
-        semconv.MESSAGING_DESTINATION_PARTITION_ID: str(partition),
-        semconv.MESSAGING_KAFKA_OFFSET: int(offset),
-    }
-    if group:
-        attrs[semconv.MESSAGING_CONSUMER_GROUP_NAME] = group
-    return attrs
-
-
 def open_item(
     stage: str,
     carrier: Mapping[str, str] | None,
@@ -109,7 +96,7 @@ def open_item(
     ctx = trace.set_span_in_context(span, parent) if span.get_span_context().is_valid else parent
     ctx = otel_context.set_value(STAGE_KEY, stage, ctx)
     record = EventTrace(stage=stage, name=name, span=span, ctx=ctx, parent=parent)
-    describe = partial(_process_attributes, topic, partition, offset, group)
+    describe = partial(process_attributes, topic, partition, offset, group)
     if span.is_recording():  # built only for spans that record (an error stand-in asks for them later)
         record.attributes = describe()
         span.set_attributes(record.attributes)

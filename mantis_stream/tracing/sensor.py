@@ -61,7 +61,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import carriers, semconv, setup
-from .attributes import MAX_STRING
+from .attributes import MAX_STRING, process_attributes
 from .context import EVENT_KEY, STAGE_KEY, EventTrace, pop, register
 from .items import carried
 from .spans import _describe, mark_failed, start_with_restart
@@ -137,17 +137,7 @@ class TracingSensor(Sensor):
 
     def _process_attributes(self, tp: Any, offset: int, stream: Any, event: Any) -> dict[str, Any]:
         message = event.message
-        attrs: dict[str, Any] = {
-            semconv.MESSAGING_SYSTEM: semconv.KAFKA,
-            semconv.MESSAGING_OPERATION_NAME: "process",
-            semconv.MESSAGING_OPERATION_TYPE: semconv.OP_TYPE_PROCESS,
-            semconv.MESSAGING_DESTINATION_NAME: tp.topic,
-            semconv.MESSAGING_DESTINATION_PARTITION_ID: str(tp.partition),
-            semconv.MESSAGING_KAFKA_OFFSET: int(offset),
-        }
-        group = self._consumer_group(stream)
-        if group:
-            attrs[semconv.MESSAGING_CONSUMER_GROUP_NAME] = group
+        attrs = process_attributes(tp.topic, tp.partition, offset, self._consumer_group(stream))
         key = _key_text(getattr(message, "key", None))
         if key is not None:  # the conventions: not set when the key is null
             attrs[semconv.MESSAGING_KAFKA_MESSAGE_KEY] = key
