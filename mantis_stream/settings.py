@@ -137,6 +137,8 @@ class Settings:
     #: Events taken per batch by the batched agents, and the longest wait for a batch.
     batch_size: int = 500
     batch_within: float = 0.05
+    #: Longest time (s) a model's changes stay unwritten to its changelog (0: after every batch).
+    checkpoint_seconds: float = 1.0
     #: Largest accepted raw message (bytes) and waveform chunk (samples).
     max_message_bytes: int = 1_048_576
     max_waveform_samples: int = 65_536
@@ -180,6 +182,7 @@ class Settings:
             scalar_window=_env_int("MANTIS_SCALAR_WINDOW", cls.scalar_window),
             batch_size=_env_int("MANTIS_BATCH_SIZE", cls.batch_size),
             batch_within=_env_float("MANTIS_BATCH_WITHIN", cls.batch_within),
+            checkpoint_seconds=_env_float("MANTIS_CHECKPOINT_SECONDS", cls.checkpoint_seconds),
             max_message_bytes=_env_int("MANTIS_MAX_MESSAGE_BYTES", cls.max_message_bytes),
             max_waveform_samples=_env_int("MANTIS_MAX_WAVEFORM_SAMPLES", cls.max_waveform_samples),
             rul_threshold_cycles=_env_float("MANTIS_RUL_THRESHOLD_CYCLES", cls.rul_threshold_cycles),

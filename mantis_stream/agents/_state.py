@@ -2,14 +2,19 @@
 
 Why: the anomaly and RUL models are Python objects; (de)serialising them on
 every event would dominate the stage's cost.  The cache keeps live objects
-between batches, each batch writes every touched key back once (so the state
-survives a restart and moves with its partition on rebalance), and a revoked
-assignment empties the cache so a partition that comes back is reloaded from
-its changelog.
+between batches and writes a touched key back at most every
+``checkpoint_seconds`` (a detector is ~16 kB: at a steady rate, writing every
+touched model after every small batch was the stage's largest cost).  Every
+pending write is made before the partitions are handed over (revocation) and
+before a graceful stop, so the state moves with its partition and survives a
+restart; a crash loses at most the last interval's learning (the readings
+themselves are reprocessed from the uncommitted offsets).  A revoked assignment
+empties the cache so a partition that comes back is reloaded from its changelog.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
@@ -33,14 +38,31 @@ def bytes_table(name: str) -> TableT:
 class TableBackedCache(Generic[T]):
     def __init__(
         self, table: TableT, new: Callable[[str], T], load: Callable[[str, bytes], T], dump: Callable[[T], bytes],
+        checkpoint_seconds: float | None = None,
     ) -> None:
         self.table = table
         self._new, self._load, self._dump = new, load, dump
+        self.checkpoint_seconds = settings.checkpoint_seconds if checkpoint_seconds is None else checkpoint_seconds
         self._live: dict[str, T] = {}
-        table.app.on_partitions_revoked.connect(self._on_revoked)
+        self._dirty: dict[str, EventT] = {}  # key -> the last event that changed it
+        self._written: dict[str, float] = {}  # key -> monotonic time of its last write
+        app = table.app
+        app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_before_shutdown.connect(self._on_shutdown)
+        if self.checkpoint_seconds > 0:
+            app.timer(self.checkpoint_seconds, name=f"checkpoint-{table.name}")(self._on_timer)
 
     async def _on_revoked(self, sender: object, revoked: object, **kwargs: object) -> None:
+        if self.flush():
+            await self.table.app.producer.flush()  # on the broker before the next owner recovers
         self._live.clear()
+        self._written.clear()
+
+    async def _on_shutdown(self, sender: object, **kwargs: object) -> None:
+        self.flush()  # Faust flushes the producer right after this signal
+
+    async def _on_timer(self) -> None:
+        self._write(self._due(time.monotonic()))
 
     def get(self, key: str) -> T:
         obj = self._live.get(key)
@@ -51,7 +73,25 @@ class TableBackedCache(Generic[T]):
         return obj
 
     def save(self, last_event_by_key: Iterable[tuple[str, EventT]]) -> None:
-        """Write each touched key once, in the scope of an event of its partition."""
-        for key, event in last_event_by_key:
+        """Mark each touched key changed by its last event; write those not written for ``checkpoint_seconds``."""
+        self._dirty.update(last_event_by_key)
+        self._write(self._due(time.monotonic()))
+
+    def flush(self) -> int:
+        """Write every changed key now; returns how many."""
+        keys = list(self._dirty)
+        self._write(keys)
+        return len(keys)
+
+    def _due(self, now: float) -> list[str]:
+        horizon = now - self.checkpoint_seconds
+        return [key for key in self._dirty if self._written.get(key, float("-inf")) <= horizon]
+
+    def _write(self, keys: Iterable[str]) -> None:
+        """Each key in the scope of its last event, so it lands in that event's changelog partition."""
+        now = time.monotonic()
+        for key in keys:
+            event = self._dirty.pop(key)
             with event_scope(event):
                 self.table[key] = self._dump(self._live[key])
+            self._written[key] = now
