@@ -1,6 +1,6 @@
 """Pipeline throughput and latency, side by side with a raw relay and a naive Faust peer.
 
-    python bench/bench_pipeline.py [--n 20000] [--kinds scalar,waveform,mixed] [--soak 600]
+    python bench/bench_pipeline.py [--n 20000] [--kinds scalar,waveform,mixed] [--chunk 1024] [--soak 600]
 
 For each kind of input (scalar readings, waveform chunks, a mix) and each
 contender, a fresh embedded broker is started, N readings are produced with no
@@ -54,10 +54,10 @@ RELAY_HOPS = (names.READINGS, names.READINGS_KEYED, names.FRAMES, names.FEATURES
 
 # --- input ---------------------------------------------------------------
 
-def make_readings(kind: str, n: int, rng: np.random.Generator) -> list[dict]:
-    """``n`` readings over ``ASSETS`` assets; waveform chunks are half a frame."""
+def make_readings(kind: str, n: int, rng: np.random.Generator, chunk: int = CHUNK) -> list[dict]:
+    """``n`` readings over ``ASSETS`` assets; waveform chunks of ``chunk`` samples (default: half a frame)."""
     out = []
-    wave = np.round(rng.standard_normal(CHUNK), 4).tolist()
+    wave = np.round(rng.standard_normal(chunk), 4).tolist()
     for i in range(n):
         asset = f"BENCH-{i % ASSETS}"
         is_wave = kind == "waveform" or (kind == "mixed" and i % 10 == 0)
@@ -68,16 +68,24 @@ def make_readings(kind: str, n: int, rng: np.random.Generator) -> list[dict]:
     return out
 
 
-def expected_outputs(readings: list[dict]) -> int:
-    """Anomaly messages the readings must yield: one per window, one per complete frame."""
-    chunks: dict[str, int] = {}
+def expected_outputs(readings: list[dict], contender: str = "mantis") -> int:
+    """Anomaly messages the readings must yield: one per window, one per complete frame (the relay: one per reading)."""
+    if contender == "relay":
+        return len(readings)
+    samples: dict[str, int] = {}
     count = 0
     for r in readings:
         if "values" in r:
-            chunks[r["asset_id"]] = chunks.get(r["asset_id"], 0) + 1
+            samples[r["asset_id"]] = samples.get(r["asset_id"], 0) + len(r["values"])
         else:
             count += 1
-    return count + sum(c * CHUNK // FRAME for c in chunks.values())
+    return count + sum(n // FRAME for n in samples.values())
+
+
+def samples_per_s(readings: list[dict], row: dict) -> float:
+    """Vibration samples per second through the pipeline, at the row's readings/s."""
+    waves = [len(r["values"]) for r in readings if "values" in r]
+    return row["readings_per_s"] * sum(waves) / len(readings) if waves else 0.0
 
 
 async def produce(bootstrap: str, readings: list[dict], rate: float | None = None) -> float:
@@ -225,13 +233,13 @@ async def run_one(contender: str, readings: list[dict], collector: DiscardCollec
             proc = start_worker(module, broker, envs[contender], log)
             await wait_ready(proc, log)
         try:
-            expected = expected_outputs(readings)
+            expected = expected_outputs(readings, contender)
             duration = soak or 0.0
             rss: list[tuple[float, float]] = []
             if soak:
                 reps = int(rate * soak / len(readings)) + 1
                 readings = (readings * reps)[: int(rate * soak)]
-                expected = expected_outputs(readings)
+                expected = expected_outputs(readings, contender)
 
                 async def sample() -> None:
                     t0 = time.time()
@@ -266,6 +274,7 @@ async def main() -> None:
     parser.add_argument("--n", type=int, default=20000, help="readings per run")
     parser.add_argument("--kinds", default="scalar,waveform,mixed")
     parser.add_argument("--contenders", default="relay,naive,mantis/off,mantis/shipped,mantis/100%")
+    parser.add_argument("--chunk", type=int, default=CHUNK, help="samples per waveform chunk")
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of soak at half the peak rate (0: none)")
     args = parser.parse_args()
     collector = DiscardCollector()
@@ -273,12 +282,15 @@ async def main() -> None:
     rng = np.random.default_rng(1)
     try:
         for kind in args.kinds.split(","):
-            readings = make_readings(kind, args.n, rng)
+            readings = make_readings(kind, args.n, rng, args.chunk)
             rows = []
             for contender in args.contenders.split(","):
                 rows.append(await run_one(contender, [dict(r) for r in readings], collector))
                 print(f"  {kind} {contender}: {rows[-1]['readings_per_s']:.0f} readings/s", file=sys.stderr, flush=True)
             print(table(rows, f"\n{kind}: {args.n} readings, {ASSETS} assets, peak rate (produce as fast as possible)"))
+            if kind != "scalar":
+                print(f"vibration samples/s ({args.chunk} per chunk): " + ", ".join(
+                    f"{r['contender']} {samples_per_s(readings, r) / 1e3:.0f} k" for r in rows))
             by = {r["contender"]: r["readings_per_s"] for r in rows}
             if "mantis/shipped" in by:
                 ratios = [f"{k} {by['mantis/shipped'] / v:.2f}x" for k, v in by.items() if k != "mantis/shipped" and v == v]
@@ -287,7 +299,7 @@ async def main() -> None:
                 paced = await run_one("mantis/shipped", [dict(r) for r in readings], collector, rate=half)
                 print(table([paced], f"{kind}: latency at half the peak rate ({half:.0f} readings/s)"))
         if args.soak:
-            readings = make_readings("mixed", args.n, rng)
+            readings = make_readings("mixed", args.n, rng, args.chunk)
             peak = (await run_one("mantis/shipped", [dict(r) for r in readings], collector))["readings_per_s"]
             soak = await run_one("mantis/shipped", [dict(r) for r in readings], collector, rate=peak / 2, soak=args.soak)
             print(table([soak], f"\nsoak: {args.soak:.0f} s of mixed readings at {peak / 2:.0f} readings/s"))
