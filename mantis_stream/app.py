@@ -11,6 +11,7 @@ import faust
 from . import codecs  # noqa: F401  (registers the "orjson" codec)
 from . import metrics, tracing
 from .recovery import hold_deliveries_until_seek
+from .runtime import tune_garbage_collector
 from . import topics as names
 from .kafka import LOCAL_FETCH_MAX_WAIT_MS, broker_credentials, broker_urls, limit_fetch_wait, profile_options
 from .settings import Settings
@@ -52,6 +53,7 @@ if settings.broker_profile == "local":
     limit_fetch_wait(LOCAL_FETCH_MAX_WAIT_MS)  # Tansu holds every fetch for its whole wait
 tracing.install(app, settings)
 metrics.install(app, settings)  # Prometheus: sensor + GET /metrics
+app.on_worker_init.connect(tune_garbage_collector, weak=False)  # worker processes only: see runtime.py
 
 
 def _topic(name: str, *, raw: bool = False) -> faust.TopicT:
