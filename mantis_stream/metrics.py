@@ -50,6 +50,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import topics as names
+from .tracing.context import STAGE_KEY
 
 __all__ = ["MAX_ASSETS", "MetricsSensor", "install", "render"]
 
@@ -162,8 +163,6 @@ class MetricsSensor(Sensor):
         return stage
 
     def _sending_stage(self, topic: str) -> str:
-        from .tracing.context import STAGE_KEY
-
         stage = otel_context.get_current().get(STAGE_KEY)
         if stage:
             return str(stage)
@@ -197,16 +196,16 @@ class MetricsSensor(Sensor):
             score = value.get("score")
             if isinstance(score, (int, float)):
                 self.anomaly_score.observe(float(score))
-                self.asset_score.labels(asset).set(float(score))
+                self._child(self.asset_score, asset).set(float(score))
             if value.get("is_anomaly"):
-                self.anomalies.labels(asset).inc()
+                self._child(self.anomalies, asset).inc()
         else:
             rul = value.get("rul")
             if isinstance(rul, (int, float)):
-                self.asset_rul.labels(asset, str(value.get("unit") or "")).set(float(rul))
+                self._child(self.asset_rul, asset, str(value.get("unit") or "")).set(float(rul))
             health = value.get("health_index")
             if isinstance(health, (int, float)):
-                self.asset_health.labels(asset).set(float(health))
+                self._child(self.asset_health, asset).set(float(health))
 
     # -- scrape-time values --------------------------------------------------------
 
