@@ -10,7 +10,7 @@ import faust
 
 from . import codecs  # noqa: F401  (registers the "orjson" codec)
 from . import metrics, tracing
-from .recovery import hold_deliveries_until_seek
+from .recovery import hold_deliveries_until_seek, read_highwaters_from_fetch
 from .runtime import tune_garbage_collector
 from . import topics as names
 from .kafka import LOCAL_FETCH_MAX_WAIT_MS, broker_credentials, broker_urls, limit_fetch_wait, profile_options
@@ -51,6 +51,7 @@ app = faust.App(
 hold_deliveries_until_seek()  # before any agent runs: see recovery.py
 if settings.broker_profile == "local":
     limit_fetch_wait(LOCAL_FETCH_MAX_WAIT_MS)  # Tansu holds every fetch for its whole wait
+    read_highwaters_from_fetch()  # Tansu's ListOffsets can be one record short: see recovery.py
 tracing.install(app, settings)
 metrics.install(app, settings)  # Prometheus: sensor + GET /metrics
 app.on_worker_init.connect(tune_garbage_collector, weak=False)  # worker processes only: see runtime.py

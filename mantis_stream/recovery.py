@@ -1,15 +1,23 @@
-"""A fix for Faust's recovery: no message skipped when a worker restarts with table state.
+"""Fixes for Faust's recovery: no message skipped and no table record missed when a worker restarts with table state.
 
 Why a module of its own: it changes Faust's behaviour for every agent of the
-worker, so ``app.py`` installs it once, before any agent starts.  Tied to
-faust-streaming 0.15.3 (upstream issue #596); drop it when Faust fixes the race.
+worker, so ``app.py`` installs them once, before any agent starts.  The
+first is tied to faust-streaming 0.15.3 (upstream issue #596): drop it when
+Faust fixes the race; the second to the local broker (Tansu 0.6.0), installed
+on the ``local`` profile only.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.tables.recovery import Recovery
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth, server_list
+
+log = logging.getLogger(__name__)
 
 
 def hold_deliveries_until_seek() -> None:
@@ -38,3 +46,67 @@ def hold_deliveries_until_seek() -> None:
         held.holds_deliveries = True  # type: ignore[attr-defined]
         setattr(Recovery, name, held)
 
+
+def read_highwaters_from_fetch() -> None:
+    """Take each changelog partition's highwater from a fetch, not only from ``ListOffsets``.
+
+    Why: Faust (0.15.3) reads a changelog only up to the highwater that
+    ``ListOffsets`` (``consumer.highwaters()``) reports at the start of a
+    recovery.  The local broker (Tansu 0.6.0) sometimes reports the latest offset
+    one record short (a produce's update of its watermark is lost; the records
+    are stored and a fetch returns them, with the right high watermark), and the
+    partition stays short until the next write.  The recovery then stops one
+    record early: after a graceful restart the ``framing-state`` of a sensor
+    came back from the record before its last one (the pending samples gone).
+    A short fetch from the reported end of each changelog partition reads the
+    broker's high watermark; the larger of the two wins.  If the fetch fails,
+    the ``ListOffsets`` values stand, as before.
+    """
+    build = Recovery._build_highwaters
+    if getattr(build, "reads_fetch_highwaters", False):
+        return
+
+    async def _build_highwaters(self: Recovery, consumer: Any, tps: Any, destination: Any, title: str) -> None:
+        await build(self, consumer, tps, destination, title)
+        if not tps:
+            return
+        try:
+            fetched = await _fetch_highwaters(self.app, {tp: destination[tp] + 1 for tp in tps})
+        except Exception as exc:  # noqa: BLE001 - ListOffsets' values stand
+            log.warning("changelog highwaters not checked by a fetch (%r); using ListOffsets'", exc)
+            return
+        for tp, highwater in fetched.items():
+            if highwater - 1 > destination[tp]:
+                log.warning("%s: the broker's ListOffsets said highwater %s, a fetch says %s; recovering up to %s",
+                            tp, destination[tp], highwater - 1, highwater - 1)
+                destination[tp] = highwater - 1
+
+    _build_highwaters.reads_fetch_highwaters = True  # type: ignore[attr-defined]
+    Recovery._build_highwaters = _build_highwaters  # type: ignore[method-assign]
+
+
+async def _fetch_highwaters(app: Any, start: dict[Any, int], timeout: float = 5.0) -> dict[Any, int]:
+    """The high watermark (next offset) of each partition as a fetch from ``start[tp]`` reports it."""
+    conf = app.conf
+    transport = app.transport
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=server_list(transport.url, transport.default_port),
+        client_id=f"{conf.broker_client_id}-highwaters",
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+        request_timeout_ms=int(conf.broker_request_timeout * 1000.0),
+        **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
+    )
+    await probe.start()
+    try:
+        partitions = {TopicPartition(tp.topic, tp.partition): tp for tp in start}
+        probe.assign(list(partitions))
+        for part, tp in partitions.items():
+            probe.seek(part, max(start[tp], 0))
+        deadline = time.monotonic() + timeout
+        while any(probe.highwater(p) is None for p in partitions) and time.monotonic() < deadline:
+            await probe.getmany(timeout_ms=200)
+        return {tp: hw for part, tp in partitions.items() if (hw := probe.highwater(part)) is not None}
+    finally:
+        await probe.stop()
