@@ -11,7 +11,8 @@ key, and the clock runs until the last anomaly output appears:
 - ``naive``: ``bench/naive_app.py``, one event at a time with the stock
   ``faust.contrib.opentelemetry`` sensor, exporting every span;
 - ``mantis/off``, ``mantis/shipped``, ``mantis/100%``: this project's worker with
-  tracing off, with ``config/sampling-strategy.json``, and with every span sampled.
+  tracing off, with ``config/sampling-strategy.json``, and with every span sampled;
+  ``mantis/off x2`` (not run by default): two workers in one consumer group.
 
 Traced contenders export OTLP/gRPC to a discard collector in this process.
 Latency (produce -> anomaly output, p50/p95/p99) is measured in a second, paced
@@ -153,9 +154,9 @@ class DiscardCollector(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
-def start_worker(app_module: str, broker: EmbeddedBroker, env: dict[str, str], log: Path) -> subprocess.Popen:
+def start_worker(app_module: str, broker: EmbeddedBroker, env: dict[str, str], log: Path, app_id: str = "") -> subprocess.Popen:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("MANTIS_", "OTEL_"))}
-    full.update(MANTIS_BROKER=broker.url, MANTIS_APP_ID=f"bench-{uuid.uuid4().hex[:6]}", MANTIS_WEB_PORT=str(free_port()),
+    full.update(MANTIS_BROKER=broker.url, MANTIS_APP_ID=app_id or f"bench-{uuid.uuid4().hex[:6]}", MANTIS_WEB_PORT=str(free_port()),
                 PYTHONPATH=str(ROOT), **env)
     return subprocess.Popen([sys.executable, "-m", "faust", "-A", app_module, "worker", "-l", "info", "--without-web"],
                             cwd=ROOT, env=full, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
@@ -228,10 +229,18 @@ async def run_one(contender: str, readings: list[dict], collector: DiscardCollec
                                     stdout=open(log, "wb"), stderr=subprocess.STDOUT)
             await wait_ready(proc, log)
             await asyncio.sleep(8)  # the relay's four groups join
+            procs = [proc]
         else:
             module = "bench.naive_app" if contender == "naive" else "mantis_stream"
-            proc = start_worker(module, broker, envs[contender], log)
-            await wait_ready(proc, log)
+            name, _, copies = contender.partition(" x")
+            app_id = f"bench-{uuid.uuid4().hex[:6]}"
+            logs = [log] + [workdir / f"worker-{i}.log" for i in range(1, int(copies or 1))]
+            procs = [start_worker(module, broker, envs[name], path, app_id) for path in logs]
+            for p, path in zip(procs, logs):
+                await wait_ready(p, path)
+            if len(procs) > 1:  # every worker recovered after the last rebalance, with its share of partitions
+                await asyncio.sleep(10)
+            proc = procs[0]
         try:
             expected = expected_outputs(readings, contender)
             duration = soak or 0.0
@@ -258,7 +267,8 @@ async def run_one(contender: str, readings: list[dict], collector: DiscardCollec
                     "readings_per_s": len(readings) / (last - start) if done >= expected else float("nan"),
                     "p50": lat[0], "p95": lat[1], "p99": lat[2], "rss_mib": rss_mib(proc.pid), "rss_series": rss}
         finally:
-            stop(proc)
+            for p in procs:
+                stop(p)
 
 
 def table(rows: list[dict], title: str) -> str:
