@@ -7,7 +7,9 @@ detector: 1.6 s of a 14 s run (8,000 scalar readings, tracing off) went to
 generation-2 collections.  The worker therefore freezes what exists once it is
 set up (modules, Faust, OpenTelemetry: never garbage) and collects the young
 generation every ``YOUNG_THRESHOLD`` allocations; cycles are still collected,
-only less often.
+only less often.  Higher thresholds saved more time but let garbage pile up
+between full collections: with (50,000, 20, 20) the RSS of a 10-minute soak
+grew 183 -> 243 MiB; with (10,000, 10, 10) it levels off (~199 MiB after 90 s).
 """
 
 from __future__ import annotations
@@ -15,14 +17,12 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-#: Allocations between young-generation collections (CPython's default: 700).
-YOUNG_THRESHOLD = 50_000
-#: Young (resp. middle) collections between collections of the next generation (default: 10).
-OLDER_THRESHOLD = 20
+#: Allocations between young-generation collections (CPython's default: 700; the older generations keep theirs).
+YOUNG_THRESHOLD = 10_000
 
 
 def tune_garbage_collector(sender: Any = None, **kwargs: Any) -> None:
     """Freeze the objects alive now and collect less often; a signal receiver for ``app.on_worker_init``."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(YOUNG_THRESHOLD, OLDER_THRESHOLD, OLDER_THRESHOLD)
+    gc.set_threshold(YOUNG_THRESHOLD)
