@@ -62,7 +62,7 @@ class TableBackedCache(Generic[T]):
         self.flush()  # Faust flushes the producer right after this signal
 
     async def _on_timer(self) -> None:
-        self._write(self._due(time.monotonic()))
+        self._write_due()
 
     def get(self, key: str) -> T:
         obj = self._live.get(key)
@@ -75,7 +75,7 @@ class TableBackedCache(Generic[T]):
     def save(self, last_event_by_key: Iterable[tuple[str, EventT]]) -> None:
         """Mark each touched key changed by its last event; write those not written for ``checkpoint_seconds``."""
         self._dirty.update(last_event_by_key)
-        self._write(self._due(time.monotonic()))
+        self._write_due()
 
     def flush(self) -> int:
         """Write every changed key now; returns how many."""
@@ -83,9 +83,10 @@ class TableBackedCache(Generic[T]):
         self._write(keys)
         return len(keys)
 
-    def _due(self, now: float) -> list[str]:
-        horizon = now - self.checkpoint_seconds
-        return [key for key in self._dirty if self._written.get(key, float("-inf")) <= horizon]
+    def _write_due(self) -> None:
+        """Write the changed keys not written for ``checkpoint_seconds``."""
+        horizon = time.monotonic() - self.checkpoint_seconds
+        self._write([key for key in self._dirty if self._written.get(key, float("-inf")) <= horizon])
 
     def _write(self, keys: Iterable[str]) -> None:
         """Each key in the scope of its last event, so it lands in that event's changelog partition."""
