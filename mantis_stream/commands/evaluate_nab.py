@@ -14,6 +14,7 @@ import csv
 import os
 from pathlib import Path
 
+import click
 from faust.cli import argument, option
 
 from ..app import app
@@ -22,7 +23,7 @@ from ..models.anomaly import NAB_DETECT_DEFAULTS
 
 
 @app.command(
-    argument("root", default="../shared/data/nab", required=False),
+    argument("root", type=click.Path(exists=True, file_okay=False)),
     option("--workers", type=int, default=os.cpu_count() or 1, show_default=True, help="Processes (one file each)."),
     option("--results", default=None, help="Also write NAB-style result CSVs under this directory."),
 )

@@ -8,9 +8,9 @@ the RUL the agents publish can be compared with ``evaluate-rul`` on the same row
 
 Usage::
 
-    mantis-stream replay --format cmapss ../shared/data/cmapss/train_FD001.txt
-    mantis-stream replay --format femto --speed 10 ../shared/data/femto/Learning_set/Bearing1_2
-    mantis-stream replay --format nab ../shared/data/nab/data/realKnownCause/*.csv
+    mantis-stream replay --format cmapss CMAPSS/train_FD001.txt
+    mantis-stream replay --format femto --speed 10 FEMTO/Learning_set/Bearing1_2
+    mantis-stream replay --format nab NAB/data/realTraffic/*.csv
 
 Shapes (the conversions are in ``datasets.cmapss`` / ``datasets.femto`` and
 :func:`nab_row_to_reading`): C-MAPSS rows as ``channels`` with ``cycle``

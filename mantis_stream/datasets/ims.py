@@ -17,7 +17,7 @@ Usage
 
     From a shell (prints the alarms of every bearing)::
 
-        python -m mantis_stream.datasets.ims ../shared/data/ims/ims_test1_mean_abs.csv
+        python -m mantis_stream.datasets.ims IMS/ims_test1_mean_abs.csv
 
 Notes
     Known outcomes (NASA/IMS readme): test 1 ended with an inner-race defect in

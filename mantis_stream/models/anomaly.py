@@ -405,7 +405,7 @@ SERIES_DEFAULTS: dict[str, float | int] = {
 }
 
 #: What ``detect --format nab`` passes to :func:`detect_series` (chosen on the NAB
-#: subset in ``../shared/data/nab``; see docs/models-anomaly.md).
+#: development subset of NAB; see docs/models-anomaly.md).
 NAB_DETECT_DEFAULTS: dict[str, float | int] = {"hold": 200, "window": 30}
 
 
