@@ -19,6 +19,7 @@ from ..models.reading import InvalidReading, Reading, parse_reading
 from .. import tracing
 from ._batch import Outbox, partition_for
 from ._events import event_scope
+from ._replay import batches
 
 STAGE = "preprocessing"
 
@@ -28,7 +29,7 @@ install_broker_wait(app, settings.broker, settings.broker_wait)
 
 @app.agent(readings_topic, name="preprocess")
 async def preprocess(stream):  # type: ignore[no-untyped-def]
-    async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+    async for events in batches(stream, STAGE):
         valid: list[tuple[Reading, EventT]] = []
         for event in events:
             with event_scope(event):
@@ -50,15 +51,15 @@ async def preprocess(stream):  # type: ignore[no-untyped-def]
                             span.set_status(Status(StatusCode.ERROR, str(safe)))
                             raise
                         span.set_attributes(tracing.span_attributes(asset_id=reading.asset_id, sensor_id=reading.sensor_id))
-                except InvalidReading as exc:
+                except Exception as exc:  # noqa: BLE001 - InvalidReading, or anything else this input provokes
                     await send_dead_letter(event, STAGE, exc)
                     continue
                 valid.append((reading, event))
         # Unkeyed producers spread a sensor's readings over partitions and Kafka keeps
         # no order across partitions: within a batch, pass them on in time order.
         valid.sort(key=lambda pair: pair[0].ts)
-        out = Outbox(readings_keyed_topic)
+        out = Outbox(readings_keyed_topic, STAGE)
         for reading, event in valid:
             with event_scope(event):
-                out.add(partition_for(reading.asset_id), reading.to_message())
+                out.add(partition_for(reading.asset_id), reading.to_message(), event)
         await out.flush()
