@@ -20,8 +20,9 @@ Usage::
     async for events in batches(stream, STAGE):
         ...  # as with stream.take_events(settings.batch_size, within=settings.batch_within)
 
-``MANTIS_TEST_FAULT=<agent>:<text>[,...]`` (tests only) makes the named agent
-crash once on the first batch holding a message whose value contains ``text``.
+``MANTIS_TEST_FAULT=<agent>:<text>[:<times>][,...]`` (tests only) makes the
+named agent crash on a batch holding a message whose value contains ``text``,
+the first ``times`` times (default 1) it is handed one.
 """
 
 from __future__ import annotations
@@ -70,11 +71,12 @@ class _Feed:
 _feeds: weakref.WeakKeyDictionary[StreamT, _Feed] = weakref.WeakKeyDictionary()
 
 
-def _faults() -> dict[str, list[bytes]]:
-    out: dict[str, list[bytes]] = {}
+def _faults() -> dict[str, dict[bytes, int]]:
+    out: dict[str, dict[bytes, int]] = {}
     for spec in filter(None, os.environ.get("MANTIS_TEST_FAULT", "").split(",")):
-        agent, _, text = spec.partition(":")
-        out.setdefault(agent, []).append(text.encode())
+        agent, _, rest = spec.partition(":")
+        text, _, times = rest.partition(":")
+        out.setdefault(agent, {})[text.encode()] = int(times or 1)
     return out
 
 
@@ -82,9 +84,10 @@ _FAULTS = _faults()
 
 
 def _inject_fault(agent: str, events: Sequence[EventT]) -> None:
-    for text in _FAULTS.get(agent, ()):
-        if any(isinstance(e.message.value, bytes) and text in e.message.value for e in events):
-            _FAULTS[agent].remove(text)
+    faults = _FAULTS.get(agent, {})
+    for text, left in faults.items():
+        if left and any(isinstance(e.message.value, bytes) and text in e.message.value for e in events):
+            faults[text] = left - 1
             raise InjectedFault(f"{agent}: crash injected by MANTIS_TEST_FAULT on {text!r}")
 
 
@@ -129,6 +132,7 @@ async def batches(stream: StreamT, stage: str) -> AsyncIterator[list[EventT]]:
                 f"the {agent} agent crashed {batch.crashes} times on this message alone (see the worker log)"))
         else:
             feed.in_flight = batch
+            _inject_fault(agent, batch.events)
             yield batch.events
             feed.in_flight = None
         _release(batch.events)
