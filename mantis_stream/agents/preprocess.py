@@ -9,9 +9,12 @@ per partition and batch, each reading with its own trace context: see
 
 from __future__ import annotations
 
+import logging
+
 from faust.types import EventT
 from opentelemetry.trace import Status, StatusCode
 
+from .. import metrics
 from ..app import app, readings_keyed_topic, readings_topic, settings
 from ..errors import send_dead_letter, span_safe
 from ..kafka import install_broker_wait
@@ -22,9 +25,24 @@ from ._events import event_scope
 from ._replay import batches
 
 STAGE = "preprocessing"
+#: Distinct unknown field names warned about; later ones are only counted.
+MAX_WARNED_FIELDS = 256
+log = logging.getLogger(__name__)
+_warned_fields: set[str] = set()
 
 # The worker waits (and says so) for a broker that is not up yet instead of dying.
 install_broker_wait(app, settings.broker, settings.broker_wait)
+
+
+def report_unknown_fields(reading: Reading) -> None:
+    """Count a reading's fields the format does not define, and warn once per name: a misspelt ``unti`` is ignored."""
+    metrics.count_unknown_fields(app, reading.unknown_count)
+    new = [name for name in reading.unknown_fields if name not in _warned_fields]
+    if new and len(_warned_fields) < MAX_WARNED_FIELDS:
+        _warned_fields.update(new)
+        log.warning("%s: a reading of %s/%s has field(s) the format does not define, ignored: %s "
+                    "(warned once per name; all are counted in mantis_reading_unknown_fields_total)",
+                    STAGE, reading.asset_id, reading.sensor_id, ", ".join(map(repr, new)))
 
 
 @app.agent(readings_topic, name="preprocess")
@@ -55,6 +73,8 @@ async def preprocess(stream):  # type: ignore[no-untyped-def]
                     await send_dead_letter(event, STAGE, exc)
                     continue
                 valid.append((reading, event))
+                if reading.unknown_count:
+                    report_unknown_fields(reading)
         # Unkeyed producers spread a sensor's readings over partitions and Kafka keeps
         # no order across partitions: within a batch, pass them on in time order.
         valid.sort(key=lambda pair: pair[0].ts)
