@@ -90,7 +90,7 @@ def burst(tag: str) -> tuple[list[tuple[str, bytes | None, bytes | None]], dict[
 
 
 async def send_to_partition_0(bootstrap: str, inputs: list[tuple[str, bytes | None, bytes | None]]) -> dict[str, int]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=16 * 1024 * 1024)
     await producer.start()
     try:
         futures = [await producer.send(names.READINGS, value, key=key, partition=0) for _, key, value in inputs]
@@ -165,3 +165,35 @@ async def test_a_hostile_burst_on_one_partition_loses_nothing_and_crashes_nothin
         assert f"over the limit of {LIMIT}" in over[name], over[name]
     # the worker's own records are not capped by the input limit: model checkpoints above 4096 bytes were written
     assert await largest_record(broker.bootstrap, f"{worker.app_id}-anomaly-detectors-changelog") > LIMIT
+
+
+async def test_a_reading_larger_than_the_fetch_size_neither_stalls_its_partition_nor_hides_the_next(broker, start_worker) -> None:
+    """The field report's sequence, at the default limits: a 5.8 MB reading, then a non-UTF-8 one and a bare Infinity.
+
+    5.8 MB is over the consumer's fetch size per partition (``limits.consumer_max_fetch_size``);
+    the broker still returns it whole (Kafka >= 0.10.1, Tansu), alone.
+    """
+    from mantis_stream.settings import Settings
+
+    worker = await start_worker()
+    tag = f"BIG{uuid.uuid4().hex[:6]}"
+    huge = b'{"asset_id":"%s","sensor_id":"S","ts":1790000000,"sample_rate_hz":1,"values":[' % tag.encode() + b"0," * 2_900_000 + b"0]}"
+    assert len(huge) > limits.consumer_max_fetch_size(Settings())
+    after = [b"\xff\xfe\x00garbage", b'{"asset_id":"%s","sensor_id":"S","ts":1790000000,"value":Infinity}' % tag.encode()]
+    good = [orjson.dumps({"asset_id": tag, "sensor_id": f"OK{i}", "ts": 1_790_000_000 + i, "value": 1.0}) for i in range(3)]
+    inputs = [("huge", None, huge), ("not utf-8", None, after[0]), ("Infinity", None, after[1])]
+    inputs += [(f"good {i}", None, v) for i, v in enumerate(good)]
+    offsets = await send_to_partition_0(broker.bootstrap, inputs)
+    bad = {offsets["huge"], offsets["not utf-8"], offsets["Infinity"]}
+
+    def done(found: dict) -> bool:
+        letters = {v["source"]["offset"] for v, _, _ in found[names.DEAD_LETTERS]
+                   if v["source"]["topic"] == names.READINGS and v["source"]["partition"] == 0}
+        return bad <= letters and len([v for v, _, _ in found[names.ANOMALIES] if v["asset_id"] == tag]) >= 3
+
+    found = await collect(broker.bootstrap, (names.ANOMALIES, names.DEAD_LETTERS), done, timeout=120)
+    [letter] = [v for v, _, _ in found[names.DEAD_LETTERS] if v["source"]["offset"] == offsets["huge"]
+                and v["source"]["topic"] == names.READINGS and v["source"]["partition"] == 0]
+    assert letter["payload_bytes"] == len(huge) and letter["payload_truncated"] is True
+    assert len(letter["payload"]) == 65_536 and letter["payload_sha256"] == hashlib.sha256(huge).hexdigest()
+    assert "Restarting dead" not in worker.log() and worker.proc.poll() is None
