@@ -9,7 +9,7 @@ from __future__ import annotations
 import faust
 
 from . import codecs  # noqa: F401  (registers the "orjson" codec)
-from . import metrics, tracing
+from . import limits, metrics, tracing
 from .recovery import hold_deliveries_until_seek, read_highwaters_from_fetch
 from .runtime import tune_garbage_collector
 from . import topics as names
@@ -17,6 +17,7 @@ from .kafka import LOCAL_FETCH_MAX_WAIT_MS, broker_credentials, broker_urls, lim
 from .settings import Settings
 
 settings = Settings.from_env()
+limits.check(settings)
 
 _LOG_FORMAT = "[%(asctime)s] [%(process)s] [%(levelname)s] [trace_id=%(trace_id)s span_id=%(span_id)s] {}%(message)s %(extra)s"
 #: Faust's own log set-up, with the trace and span ids of the current span on every line.
@@ -43,9 +44,9 @@ app = faust.App(
     web_port=settings.web_port,
     web_in_thread=False,
     logging_config=LOGGING,
-    producer_max_request_size=settings.max_message_bytes * 2,
+    producer_max_request_size=limits.producer_max_request_size(settings),
     producer_linger=0.005,  # a few ms of batching: far fewer produce requests per record
-    consumer_max_fetch_size=settings.max_message_bytes * 4,
+    consumer_max_fetch_size=limits.consumer_max_fetch_size(settings),
     **profile_options(settings.broker_profile),
 )
 hold_deliveries_until_seek()  # before any agent runs: see recovery.py

@@ -121,6 +121,9 @@ class MetricsSensor(Sensor):
         self.events_out = Counter("mantis_events_out", "Messages a stage produced", ["stage", "topic"], registry=r)
         self.dead_letters = Counter("mantis_dead_letters", "Dead letters written, by the stage that wrote them",
                                     ["stage"], registry=r)
+        self.unknown_fields = Counter(
+            "mantis_reading_unknown_fields", "Fields of accepted readings that the reading format does not define (ignored)",
+            registry=r)
         self.send_errors = Counter("mantis_send_errors", "Messages the producer failed to send", ["topic"], registry=r)
         self.latency = Histogram(
             "mantis_stage_latency_seconds",
@@ -299,6 +302,13 @@ class MetricsSensor(Sensor):
             self.send_errors.labels(str(state) if isinstance(state, str) else "unknown").inc()
         except Exception:  # pragma: no cover
             pass
+
+
+def count_unknown_fields(app: Any, count: int) -> None:
+    """Count fields of an accepted reading that the reading format does not define."""
+    for sensor in app.sensors:
+        if isinstance(sensor, MetricsSensor):
+            sensor.unknown_fields.inc(count)
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -142,6 +142,8 @@ class Settings:
     #: Largest accepted raw message (bytes) and waveform chunk (samples).
     max_message_bytes: int = 1_048_576
     max_waveform_samples: int = 65_536
+    #: Bytes of the original payload a dead letter keeps (its length and SHA-256 always).
+    dead_letter_payload_bytes: int = 65_536
     #: Work-order rules.
     rul_threshold_cycles: float = 30.0
     rul_threshold_seconds: float = 3600.0
@@ -185,6 +187,7 @@ class Settings:
             checkpoint_seconds=_env_float("MANTIS_CHECKPOINT_SECONDS", cls.checkpoint_seconds),
             max_message_bytes=_env_int("MANTIS_MAX_MESSAGE_BYTES", cls.max_message_bytes),
             max_waveform_samples=_env_int("MANTIS_MAX_WAVEFORM_SAMPLES", cls.max_waveform_samples),
+            dead_letter_payload_bytes=_env_int("MANTIS_DEAD_LETTER_PAYLOAD_BYTES", cls.dead_letter_payload_bytes),
             rul_threshold_cycles=_env_float("MANTIS_RUL_THRESHOLD_CYCLES", cls.rul_threshold_cycles),
             rul_threshold_seconds=_env_float("MANTIS_RUL_THRESHOLD_SECONDS", cls.rul_threshold_seconds),
             anomaly_persistence=_env_int("MANTIS_ANOMALY_PERSISTENCE", cls.anomaly_persistence),

@@ -49,15 +49,12 @@ def test_partition_is_kafkas_keyed_partition() -> None:
         assert partition_for(asset, 4) == partitioner(asset.encode(), [0, 1, 2, 3], [0, 1, 2, 3])
 
 
-async def test_outbox_one_message_per_partition_bounded_in_size(sent) -> None:
-    object.__setattr__(_batch.settings, "max_message_bytes", 400)
-    try:
-        out = Outbox(assessments_topic)
-        for i in range(6):
-            out.add(i % 2, {"i": i, "pad": "x" * 100})
-        await out.flush()
-    finally:
-        object.__setattr__(_batch.settings, "max_message_bytes", Settings.max_message_bytes)
+async def test_outbox_one_message_per_partition_bounded_in_size(sent, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_batch, "WORKER_RECORD_BYTES", 400)
+    out = Outbox(assessments_topic, "test")
+    for i in range(6):
+        out.add(i % 2, {"i": i, "pad": "x" * 100}, None)
+    await out.flush()
     messages = [(kw["partition"], orjson.loads(kw["value"])) for t, kw in sent if t == names.ASSESSMENTS]
     assert all(len(kw["value"]) <= 400 for _, kw in sent)
     by_partition: dict[int, list[int]] = {}
@@ -65,7 +62,7 @@ async def test_outbox_one_message_per_partition_bounded_in_size(sent) -> None:
         by_partition.setdefault(partition, []).extend(item["value"]["i"] for item in body["items"])
     assert by_partition == {0: [0, 2, 4], 1: [1, 3, 5]}  # every record once, in order, on its partition
     assert len(messages) > 2  # split to respect the size bound
-    out_again = Outbox(assessments_topic)
+    out_again = Outbox(assessments_topic, "test")
     await out_again.flush()  # nothing queued: nothing sent
     assert len([t for t, _ in sent if t == names.ASSESSMENTS]) == len(messages)
 

@@ -10,19 +10,21 @@ per record, for users and the sinks.
 
 Usage::
 
-    async for events in stream.take_events(n, within=t):
+    async for events in batches(stream, STAGE):        # agents._replay
         items = await open_items(STAGE, events)        # records, each with its process span
-        out = Outbox(frames_topic)
+        out = Outbox(frames_topic, STAGE)
         for item in items:
             with item_scope(item):
-                out.add(item.partition, frame)     # under the record's trace
+                out.add(item.partition, frame, item)   # under the record's trace
         await out.flush()                          # one message per partition
         close_items(items)
 
 Notes:
 - A batch keeps its partition: per-asset state (tables) and the records of an
   asset stay on one partition from the first hop on (:func:`partition_for`).
-- A message is at most ``max_message_bytes`` (a larger single record goes alone).
+- A message is at most ``limits.WORKER_RECORD_BYTES`` (a larger single record goes alone),
+  whatever the input limit.  A record whose message the producer refuses becomes
+  the dead letter of the record (or reading) it came from; the rest go on.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from opentelemetry import context as otel_context
 from .. import tracing
 from ..app import app, settings
 from ..codecs import dumps
-from ..errors import message_source, send_dead_letter
+from ..errors import message_source, send_dead_letter, send_item_dead_letter
+from ..limits import WORKER_RECORD_BYTES
 from ..tracing.context import EventTrace
 
 ITEMS = b'{"items":['
@@ -97,7 +100,7 @@ async def open_items(stage: str, events: Sequence[EventT]) -> list[Item]:
         message = event.message
         try:
             items = items_of(event)
-        except InvalidBatch as exc:
+        except Exception as exc:  # noqa: BLE001 - not a batch, or not one this pipeline can read
             await send_dead_letter(event, stage, exc)
             continue
         for item in items:
@@ -126,33 +129,63 @@ class Outbox:
     """Records for one batched topic, gathered per partition, sent as one message each."""
 
     topic: TopicT
-    _pending: dict[int, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    stage: str
+    _pending: dict[int, list[tuple[bytes, Item | EventT]]] = field(default_factory=lambda: defaultdict(list))
 
-    def add(self, partition: int, value: dict[str, Any]) -> None:
-        """Queue ``value`` for ``partition``, carrying the current record's trace context."""
+    def add(self, partition: int, value: dict[str, Any], origin: Item | EventT) -> None:
+        """Queue ``value`` for ``partition``, carrying the current record's trace context.
+
+        ``origin`` (the record or the consumed message it came from) is what
+        becomes a dead letter if the producer refuses it.
+        """
         entry = dumps({"value": value, "trace": tracing.outgoing_carrier()})
-        self._pending[partition].append(entry)
+        self._pending[partition].append((entry, origin))
 
     async def flush(self) -> None:
         """Send what is queued, outside any trace (a batch belongs to none)."""
+        failed: set[int] = set()
         token = otel_context.attach(otel_context.Context())
         try:
             for partition, entries in self._pending.items():
-                for chunk in _chunks(entries, settings.max_message_bytes):
-                    await self.topic.send(partition=partition, value=ITEMS + b",".join(chunk) + b"]}")
+                for chunk in _chunks(entries, WORKER_RECORD_BYTES):
+                    try:
+                        await self._send(partition, [entry for entry, _ in chunk])
+                    except Exception as exc:  # noqa: BLE001 - find the record(s) the producer refuses
+                        for entry, origin in chunk:
+                            error = exc
+                            if len(chunk) > 1:
+                                try:
+                                    await self._send(partition, [entry])
+                                    continue
+                                except Exception as alone:  # noqa: BLE001
+                                    error = alone
+                            if id(origin) not in failed:
+                                failed.add(id(origin))
+                                await self._dead_letter(origin, error)
         finally:
             otel_context.detach(token)
         self._pending.clear()
 
+    async def _send(self, partition: int, entries: list[bytes]) -> None:
+        await self.topic.send(partition=partition, value=ITEMS + b",".join(entries) + b"]}")
 
-def _chunks(entries: list[bytes], limit: int) -> Iterator[list[bytes]]:
-    chunk: list[bytes] = []
+    async def _dead_letter(self, origin: Item | EventT, exc: BaseException) -> None:
+        if isinstance(origin, Item):
+            with item_scope(origin):
+                await send_item_dead_letter(origin, self.stage, exc)
+        else:
+            await send_dead_letter(origin, self.stage, exc)
+
+
+def _chunks(entries: list[tuple[bytes, Any]], limit: int) -> Iterator[list[tuple[bytes, Any]]]:
+    chunk: list[tuple[bytes, Any]] = []
     size = len(ITEMS) + 2
-    for entry in entries:
+    for pair in entries:
+        entry = pair[0]
         if chunk and size + len(entry) + 1 > limit:
             yield chunk
             chunk, size = [], len(ITEMS) + 2
-        chunk.append(entry)
+        chunk.append(pair)
         size += len(entry) + 1
     if chunk:
         yield chunk

@@ -14,15 +14,13 @@ import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any
 
 from faust.streams import _current_event
 from faust.types import EventT
 
 from .. import tracing
-
-T = TypeVar("T")
-
+from ..errors import send_item_dead_letter
 
 @contextmanager
 def event_scope(event: EventT) -> Iterator[None]:
@@ -39,9 +37,19 @@ def asset_key(asset_id: str) -> bytes:
     return asset_id.encode()
 
 
-def group_by(things: Sequence[T], key: Callable[[T], str]) -> dict[str, list[T]]:
-    """A batch's events or records by state key, each group in arrival order."""
-    groups: dict[str, list[T]] = defaultdict(list)
-    for thing in things:
-        groups[key(thing)].append(thing)
+async def group_items(stage: str, items: Sequence[Any], key: Callable[[Any], str]) -> dict[str, list[Any]]:
+    """A batch's records (``_batch.Item``) by state key; a record whose key cannot be read is a dead letter."""
+    groups: dict[str, list[Any]] = defaultdict(list)
+    for item in items:
+        try:
+            groups[key(item)].append(item)
+        except Exception as exc:  # noqa: BLE001 - e.g. a record without asset_id written by another producer
+            await dead_letter_all(stage, [item], exc)
     return groups
+
+
+async def dead_letter_all(stage: str, items: Sequence[Any], exc: BaseException) -> None:
+    """Each record's dead letter, under its own trace."""
+    for item in items:
+        with tracing.use_item(item.trace, item.carrier):
+            await send_item_dead_letter(item, stage, exc)

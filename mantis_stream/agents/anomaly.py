@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from .. import tracing
-from ..app import anomalies_topic, app, assessments_topic, feature_batches_topic, settings
+from ..app import anomalies_topic, app, assessments_topic, feature_batches_topic
 from ..errors import send_item_dead_letter
 from ..models import records
 from ..models.anomaly import AnomalyDetector
 from ._batch import Outbox, close_items, item_scope, open_items
-from ._events import asset_key, group_by
+from ._events import asset_key, dead_letter_all, group_items
+from ._replay import batches
 from ._state import TableBackedCache, bytes_table
 
 STAGE = "anomaly-detection"
@@ -33,12 +34,18 @@ def detector_key(message: dict[str, Any]) -> str:
 
 @app.agent(feature_batches_topic, name="anomaly")
 async def anomaly(stream):  # type: ignore[no-untyped-def]
-    async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+    async for events in batches(stream, STAGE):
         items = await open_items(STAGE, events)
-        out = Outbox(assessments_topic)
-        by_key = group_by(items, lambda item: detector_key(item.value))
+        out = Outbox(assessments_topic, STAGE)
+        by_key = await group_items(STAGE, items, lambda item: detector_key(item.value))
+        touched: list[tuple[str, Any]] = []
         for key, key_items in by_key.items():
-            detector = detectors.get(key)
+            try:
+                detector = detectors.get(key)
+            except Exception as exc:  # noqa: BLE001 - a model state that cannot be loaded: its records cannot be scored
+                await dead_letter_all(STAGE, key_items, exc)
+                continue
+            touched.append((key, key_items[-1].event))
             for item in key_items:
                 message = item.value
                 with item_scope(item):
@@ -53,15 +60,15 @@ async def anomaly(stream):  # type: ignore[no-untyped-def]
                                 "prediction.result": "anomaly" if result.is_anomaly else "normal",
                                 "prediction.score": result.score,
                             })
-                    except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
+                        result_message = records.anomaly_message(
+                            message, result.score, result.threshold, result.is_anomaly,
+                            {"name": detector.name, "version": detector.version}, result.warm,
+                        )
+                        await anomalies_topic.send(key=asset_key(message["asset_id"]), value=result_message)
+                    except Exception as exc:  # noqa: BLE001 - a bad record (or a refused send) must not stop the stage
                         await send_item_dead_letter(item, STAGE, exc)
                         continue
-                    result_message = records.anomaly_message(
-                        message, result.score, result.threshold, result.is_anomaly,
-                        {"name": detector.name, "version": detector.version}, result.warm,
-                    )
-                    await anomalies_topic.send(key=asset_key(message["asset_id"]), value=result_message)
-                    out.add(item.partition, result_message)
+                    out.add(item.partition, result_message, item)
         await out.flush()
         close_items(items)
-        detectors.save((key, key_items[-1].event) for key, key_items in by_key.items())
+        detectors.save(touched)

@@ -16,13 +16,14 @@ import numpy as np
 import orjson
 
 from .. import tracing
-from ..app import app, feature_batches_topic, features_topic, frames_topic, settings
+from ..app import app, feature_batches_topic, features_topic, frames_topic
 from ..dsp.spectral import waveform_features
 from ..dsp.stats import window_features_many
 from ..errors import send_item_dead_letter
 from ..models import records
 from ._batch import Outbox, close_items, item_scope, open_items
 from ._events import asset_key
+from ._replay import batches
 
 STAGE = "feature-extraction"
 
@@ -56,7 +57,7 @@ def compute_features(frames: list[dict[str, Any]]) -> list[dict[str, float]]:
 
 @app.agent(frames_topic, name="features")
 async def features(stream):  # type: ignore[no-untyped-def]
-    async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+    async for events in batches(stream, STAGE):
         items = await open_items(STAGE, events)
         frames = [item.value for item in items]
         try:
@@ -71,17 +72,21 @@ async def features(stream):  # type: ignore[no-untyped-def]
                     with item_scope(item):
                         await send_item_dead_letter(item, STAGE, exc)
                     results.append(None)
-        out = Outbox(feature_batches_topic)
+        out = Outbox(feature_batches_topic, STAGE)
         for item, frame, feats in zip(items, frames, results):
             if feats is None:  # already a dead letter
                 continue
             with item_scope(item):
-                with tracing.stage_tracer(STAGE).start_as_current_span(
-                    "extract_features",
-                    attributes=tracing.span_attributes(asset_id=frame["asset_id"], sensor_id=frame["sensor_id"], **{"features.count": len(feats)}),
-                ):
-                    message = records.features_message(frame, feats)
-                    await features_topic.send(key=asset_key(frame["asset_id"]), value=message)
-                    out.add(item.partition, message)
+                try:
+                    with tracing.stage_tracer(STAGE).start_as_current_span(
+                        "extract_features",
+                        attributes=tracing.span_attributes(asset_id=frame["asset_id"], sensor_id=frame["sensor_id"], **{"features.count": len(feats)}),
+                    ):
+                        message = records.features_message(frame, feats)
+                        await features_topic.send(key=asset_key(frame["asset_id"]), value=message)
+                except Exception as exc:  # noqa: BLE001 - a record whose output cannot be made or sent
+                    await send_item_dead_letter(item, STAGE, exc)
+                    continue
+                out.add(item.partition, message, item)
         await out.flush()
         close_items(items)

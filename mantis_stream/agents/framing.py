@@ -23,6 +23,7 @@ from ..models import records
 from ..models.reading import InvalidReading
 from ._batch import Outbox, close_items, item_scope, open_items
 from ._events import event_scope
+from ._replay import batches
 from ._state import bytes_table
 
 STAGE = "preprocessing"
@@ -103,9 +104,9 @@ def frame_one(reading: dict[str, Any], state: bytes | None) -> tuple[list[dict[s
 
 @app.agent(readings_keyed_topic, name="frame")
 async def frame(stream):  # type: ignore[no-untyped-def]
-    async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+    async for events in batches(stream, STAGE):
         items = await open_items(STAGE, events)
-        out = Outbox(frames_topic)
+        out = Outbox(frames_topic, STAGE)
         touched: dict[str, tuple[bytes, Any]] = {}  # sensor -> (state, its event), written once per batch
         for item in items:
             reading = item.value
@@ -125,7 +126,7 @@ async def frame(stream):  # type: ignore[no-untyped-def]
                     await send_item_dead_letter(item, STAGE, exc)
                     continue
                 for frame_ in frames:
-                    out.add(item.partition, frame_)
+                    out.add(item.partition, frame_, item)
         await out.flush()
         close_items(items)
         for key, (state, event) in touched.items():

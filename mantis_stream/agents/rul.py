@@ -11,12 +11,13 @@ import os
 from typing import Any
 
 from .. import tracing
-from ..app import app, assessments_topic, feature_batches_topic, rul_topic, settings
+from ..app import app, assessments_topic, feature_batches_topic, rul_topic
 from ..errors import send_item_dead_letter
 from ..models import records
 from ..models.rul import RulModel, RulTracker
 from ._batch import Outbox, close_items, item_scope, open_items
-from ._events import asset_key, group_by
+from ._events import asset_key, dead_letter_all, group_items
+from ._replay import batches
 from ._state import TableBackedCache, bytes_table
 
 STAGE = "rul-prediction"
@@ -56,12 +57,18 @@ def time_of(message: dict[str, Any]) -> float:
 
 @app.agent(feature_batches_topic, name="rul")
 async def rul(stream):  # type: ignore[no-untyped-def]
-    async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+    async for events in batches(stream, STAGE):
         items = await open_items(STAGE, events)
-        out = Outbox(assessments_topic)
-        by_key = group_by(items, lambda item: tracker_key(item.value))
+        out = Outbox(assessments_topic, STAGE)
+        by_key = await group_items(STAGE, items, lambda item: tracker_key(item.value))
+        touched: list[tuple[str, Any]] = []
         for key, key_items in by_key.items():
-            tracker = trackers.get(key)
+            try:
+                tracker = trackers.get(key)
+            except Exception as exc:  # noqa: BLE001 - a tracker state that cannot be loaded: its records cannot be used
+                await dead_letter_all(STAGE, key_items, exc)
+                continue
+            touched.append((key, key_items[-1].event))
             for item in key_items:
                 message = item.value
                 with item_scope(item):
@@ -74,17 +81,17 @@ async def rul(stream):  # type: ignore[no-untyped-def]
                             span.set_attributes({"model.name": MODEL.name, "model.version": MODEL.version})
                             if estimate is not None:
                                 span.set_attributes({"prediction.result": estimate.rul, "rul.unit": estimate.unit})
-                    except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
+                        if estimate is None:  # too little history yet: the features are the output
+                            continue
+                        result_message = records.rul_message(
+                            message, estimate.rul, estimate.unit, estimate.lower, estimate.upper, estimate.health_index,
+                            {"name": MODEL.name, "version": MODEL.version},
+                        )
+                        await rul_topic.send(key=asset_key(message["asset_id"]), value=result_message)
+                    except Exception as exc:  # noqa: BLE001 - a bad record (or a refused send) must not stop the stage
                         await send_item_dead_letter(item, STAGE, exc)
                         continue
-                    if estimate is None:  # too little history yet: the features are the output
-                        continue
-                    result_message = records.rul_message(
-                        message, estimate.rul, estimate.unit, estimate.lower, estimate.upper, estimate.health_index,
-                        {"name": MODEL.name, "version": MODEL.version},
-                    )
-                    await rul_topic.send(key=asset_key(message["asset_id"]), value=result_message)
-                    out.add(item.partition, result_message)
+                    out.add(item.partition, result_message, item)
         await out.flush()
         close_items(items)
-        trackers.save((key, key_items[-1].event) for key, key_items in by_key.items())
+        trackers.save(touched)

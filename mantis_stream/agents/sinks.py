@@ -70,6 +70,8 @@ async def to_records(events: Sequence[Any], sink_name: str) -> list[Record]:
             out.append(from_message(event.message.topic, event.value, event_trace_id(event)))
         except InvalidMessage as exc:
             await send_dead_letter(event, STAGE, InvalidMessage(exc.field, f"{exc.reason} ({sink_name} sink)"))
+        except Exception as exc:  # noqa: BLE001 - a message the sinks cannot read must not stop them
+            await send_dead_letter(event, STAGE, exc)
     return out
 
 

@@ -22,6 +22,11 @@ TS_MAX = 7_258_118_400.0
 MAX_ID_LENGTH = 128
 MAX_CHANNELS = 256
 MAX_META_KEYS = 64
+#: The fields a reading may have; others are ignored and reported (a misspelt ``unti`` must not vanish unseen).
+FIELDS = frozenset(("asset_id", "sensor_id", "ts", "value", "values", "sample_rate_hz", "channels",
+                    "unit", "kind", "cycle", "seq", "meta"))
+#: Unknown field names kept per reading (each cut to MAX_ID_LENGTH characters).
+MAX_UNKNOWN_NAMES = 8
 
 
 class InvalidReading(ValueError):
@@ -48,6 +53,9 @@ class Reading:
     cycle: int | None = None
     seq: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: How many fields the format does not define the reading had, and the first names.
+    unknown_count: int = 0
+    unknown_fields: tuple[str, ...] = ()
 
     def to_message(self) -> dict[str, Any]:
         """The validated reading as an internal message (numbers normalised)."""
@@ -205,6 +213,10 @@ def validate_reading(obj: Any, *, max_samples: int = 65_536) -> Reading:
         seq=_optional_int(obj, "seq"),
         meta=meta,
     )
+    if len(obj) > len(FIELDS.intersection(obj)):
+        unknown = [name for name in obj if name not in FIELDS]
+        reading.unknown_count = len(unknown)
+        reading.unknown_fields = tuple(name[:MAX_ID_LENGTH] for name in unknown[:MAX_UNKNOWN_NAMES])
     if shapes[0] == "value":
         reading.value = _finite_number(obj, "value")
     elif shapes[0] == "values":
