@@ -1,4 +1,4 @@
-# The mantis-stream worker: slim, non-root, health-checked on the web server's /health.
+# The mantis-stream worker: slim, non-root, health-checked on /health (readiness: 503 without a broker or partitions).
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \

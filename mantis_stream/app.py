@@ -11,7 +11,7 @@ import faust
 from . import codecs  # noqa: F401  (registers the "orjson" codec)
 from . import limits, metrics, tracing
 from .recovery import hold_deliveries_until_seek, read_highwaters_from_fetch
-from .runtime import tune_garbage_collector
+from .runtime import bound_stop_time, run_start_checks, tune_garbage_collector
 from . import topics as names
 from .kafka import LOCAL_FETCH_MAX_WAIT_MS, broker_credentials, broker_urls, limit_fetch_wait, profile_options
 from .settings import Settings
@@ -49,6 +49,7 @@ app = faust.App(
     consumer_max_fetch_size=limits.consumer_max_fetch_size(settings),
     **profile_options(settings.broker_profile),
 )
+app.on_worker_init.connect(run_start_checks, weak=False)  # before the agents' broker wait: see runtime.py
 hold_deliveries_until_seek()  # before any agent runs: see recovery.py
 if settings.broker_profile == "local":
     limit_fetch_wait(LOCAL_FETCH_MAX_WAIT_MS)  # Tansu holds every fetch for its whole wait
@@ -56,6 +57,7 @@ if settings.broker_profile == "local":
 tracing.install(app, settings)
 metrics.install(app, settings)  # Prometheus: sensor + GET /metrics
 app.on_worker_init.connect(tune_garbage_collector, weak=False)  # worker processes only: see runtime.py
+bound_stop_time(settings.stop_timeout)
 
 
 def _topic(name: str, *, raw: bool = False) -> faust.TopicT:

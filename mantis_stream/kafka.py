@@ -48,10 +48,8 @@ def wait_for_broker(broker: str, timeout: float, *, probe: Callable[[str, int], 
     ("Unable to bootstrap"), so a worker started before its broker (compose,
     Kubernetes, a broker restart) used to die.  This retries with a capped
     back-off, logging every attempt, and exits clearly after ``timeout``
-    seconds (``MANTIS_BROKER_WAIT``; 0 disables the wait).
+    seconds (``MANTIS_BROKER_WAIT``; 0: one try, and a clear exit when no broker answers).
     """
-    if timeout <= 0:
-        return 0.0
     servers = []
     for hostport in bootstrap_servers(broker):
         host, _, port = hostport.rpartition(":")
@@ -71,6 +69,9 @@ def wait_for_broker(broker: str, timeout: float, *, probe: Callable[[str, int], 
             reasons.append(f"{host}:{port} ({reason})")
         waited = clock() - start
         if waited >= timeout:
+            if timeout <= 0:
+                raise SystemExit(f"mantis-stream: no Kafka broker answered at {', '.join(reasons)} "
+                                 "(MANTIS_BROKER_WAIT=0: no waiting); start the broker or check MANTIS_BROKER")
             raise SystemExit(f"mantis-stream: no Kafka broker answered at {', '.join(reasons)} within {timeout:.0f} s "
                              "(MANTIS_BROKER_WAIT); giving up")
         delay = min(delay, max(0.1, timeout - waited))
@@ -81,20 +82,11 @@ def wait_for_broker(broker: str, timeout: float, *, probe: Callable[[str, int], 
 
 
 def install_broker_wait(app: Any, broker: str, timeout: float) -> None:
-    """Wait for the broker before ``worker`` starts (not before other CLI commands)."""
+    """Wait for the broker when ``worker`` starts, after its start checks (not before other CLI commands)."""
+    from .runtime import run_start_checks, wait_at_worker_start
 
-    def _before_worker(sender: Any = None, **kwargs: Any) -> None:
-        try:
-            import click
-
-            ctx = click.get_current_context(silent=True)
-        except ImportError:  # pragma: no cover
-            ctx = None
-        if ctx is None or ctx.info_name != "worker":
-            return
-        wait_for_broker(broker, timeout)
-
-    app.on_worker_init.connect(_before_worker, weak=False)
+    wait_at_worker_start(lambda: wait_for_broker(broker, timeout))
+    app.on_worker_init.connect(run_start_checks, weak=False)
 
 
 def profile_options(profile: str) -> dict[str, Any]:
@@ -134,30 +126,65 @@ def limit_fetch_wait(max_wait_ms: int) -> None:
     AIOKafkaConsumerThread._create_worker_consumer = _create  # type: ignore[method-assign]
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """TLS context from ``MANTIS_KAFKA_SSL_*``; a file that cannot be read stops in one line."""
+    files = {name: os.environ.get(name) or None for name in
+             ("MANTIS_KAFKA_SSL_CAFILE", "MANTIS_KAFKA_SSL_CERTFILE", "MANTIS_KAFKA_SSL_KEYFILE")}
+    for name, path in files.items():
+        if path is not None and not os.path.isfile(path):
+            raise SystemExit(f"mantis-stream: {name}={path!r}: no such file")
+    try:
+        context = ssl.create_default_context(cafile=files["MANTIS_KAFKA_SSL_CAFILE"])
+        if files["MANTIS_KAFKA_SSL_CERTFILE"]:
+            context.load_cert_chain(files["MANTIS_KAFKA_SSL_CERTFILE"], files["MANTIS_KAFKA_SSL_KEYFILE"])
+    except (ssl.SSLError, OSError) as exc:
+        raise SystemExit(f"mantis-stream: MANTIS_KAFKA_SSL_*: cannot load the certificates ({exc})") from None
+    return context
+
+
 def broker_credentials() -> Any:
-    """Kafka TLS and SASL from ``MANTIS_KAFKA_*`` variables (None: plaintext).
+    """Kafka TLS and SASL from ``MANTIS_KAFKA_*`` variables (None: plaintext), as Faust takes them.
 
     ``MANTIS_KAFKA_SECURITY_PROTOCOL``: ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``;
     ``MANTIS_KAFKA_SSL_CAFILE`` / ``_SSL_CERTFILE`` / ``_SSL_KEYFILE``;
     ``MANTIS_KAFKA_SASL_MECHANISM`` (``PLAIN``, ``SCRAM-SHA-256``, ``SCRAM-SHA-512``),
     ``MANTIS_KAFKA_SASL_USERNAME``, ``MANTIS_KAFKA_SASL_PASSWORD``.
+    A setting that cannot work stops in one line naming the variable.
     """
     protocol = os.environ.get("MANTIS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        raise SystemExit(f"mantis-stream: MANTIS_KAFKA_SECURITY_PROTOCOL={protocol!r}: use one of {', '.join(SECURITY_PROTOCOLS)}")
     if protocol == "PLAINTEXT":
         return None
-    context = None
-    if protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(cafile=os.environ.get("MANTIS_KAFKA_SSL_CAFILE") or None)
-        certfile = os.environ.get("MANTIS_KAFKA_SSL_CERTFILE")
-        if certfile:
-            context.load_cert_chain(certfile, os.environ.get("MANTIS_KAFKA_SSL_KEYFILE") or None)
+    context = _ssl_context() if protocol.endswith("SSL") else None
     if protocol == "SSL":
         return SSLCredentials(context)
-    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
-        return SASLCredentials(
-            username=os.environ.get("MANTIS_KAFKA_SASL_USERNAME", ""),
-            password=os.environ.get("MANTIS_KAFKA_SASL_PASSWORD", ""),
-            mechanism=os.environ.get("MANTIS_KAFKA_SASL_MECHANISM", "PLAIN"),
-            ssl_context=context,
-        )
-    raise SystemExit(f"mantis-stream: MANTIS_KAFKA_SECURITY_PROTOCOL={protocol!r} is not supported")
+    mechanism = os.environ.get("MANTIS_KAFKA_SASL_MECHANISM", "PLAIN").upper()
+    if mechanism not in SASL_MECHANISMS:
+        raise SystemExit(f"mantis-stream: MANTIS_KAFKA_SASL_MECHANISM={mechanism!r}: use one of {', '.join(SASL_MECHANISMS)}")
+    if not os.environ.get("MANTIS_KAFKA_SASL_USERNAME"):
+        raise SystemExit(f"mantis-stream: MANTIS_KAFKA_SECURITY_PROTOCOL={protocol}: set MANTIS_KAFKA_SASL_USERNAME "
+                         "and MANTIS_KAFKA_SASL_PASSWORD")
+    return SASLCredentials(
+        username=os.environ["MANTIS_KAFKA_SASL_USERNAME"],
+        password=os.environ.get("MANTIS_KAFKA_SASL_PASSWORD", ""),
+        mechanism=mechanism,
+        ssl_context=context,
+    )
+
+
+def client_options(broker: str) -> dict[str, Any]:
+    """``bootstrap_servers`` and the security options for an aiokafka client the project makes.
+
+    Why one builder: the worker (through Faust) and every other client
+    (``produce``, ``replay``, ``demo``, the recovery's highwater probe) must
+    speak to the broker the same way; Faust's own mapping of the credentials
+    is used, so the options are exactly the worker's.
+    """
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    return {"bootstrap_servers": bootstrap_servers(broker), **credentials_to_aiokafka_auth(broker_credentials())}

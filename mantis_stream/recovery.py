@@ -15,7 +15,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.tables.recovery import Recovery
-from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth, server_list
+
+from .kafka import client_options
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +89,13 @@ def read_highwaters_from_fetch() -> None:
 async def _fetch_highwaters(app: Any, start: dict[Any, int], timeout: float = 5.0) -> dict[Any, int]:
     """The high watermark (next offset) of each partition as a fetch from ``start[tp]`` reports it."""
     conf = app.conf
-    transport = app.transport
     probe = AIOKafkaConsumer(
-        bootstrap_servers=server_list(transport.url, transport.default_port),
+        **client_options(",".join(str(url) for url in conf.broker)),
         client_id=f"{conf.broker_client_id}-highwaters",
         group_id=None,
         enable_auto_commit=False,
         fetch_max_wait_ms=100,
         request_timeout_ms=int(conf.broker_request_timeout * 1000.0),
-        **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
     )
     await probe.start()
     try:

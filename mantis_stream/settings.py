@@ -7,9 +7,10 @@ in one place keeps the names documented (README, INTERFACE.md) and testable.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
@@ -47,17 +48,89 @@ def _env_float(name: str, default: float) -> float:
         raise SystemExit(f"mantis-stream: {name}={raw!r} is not a number") from None
 
 
+#: Query keys (DSNs, URLs) whose values are secrets: asyncpg's ``password``/``sslpassword``, InfluxDB 1.x's ``p``.
+SECRET_QUERY_KEYS = frozenset({"password", "sslpassword", "p", "token", "secret", "api_key", "apikey"})
+_KEYVALUE_SECRET = re.compile(r"(?i)\b((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
+
+
 def mask_url(url: str | None) -> str | None:
-    """Return ``url`` with any password replaced by ``***`` (for logs and spans)."""
+    """Return ``url`` with every password replaced by ``***`` (for logs, spans and ``config``).
+
+    Masks the userinfo password up to the last ``@`` before the query (whatever
+    characters it holds, so a badly quoted password is hidden too), secret
+    query values (``?password=``, ``?sslpassword=``, ``?p=``) and, for a
+    string that is no URL (libpq's ``key=value`` form), ``password=...``.
+    """
     if not url:
         return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    # host[:port] as written (an unparsable port must not make masking fail)
-    hostinfo = parts.netloc.rpartition("@")[2]
-    netloc = f"{parts.username or ''}:***@{hostinfo}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    if "://" not in url:
+        return _KEYVALUE_SECRET.sub(lambda m: m.group(1) + "***", url)
+    scheme, _, rest = url.partition("://")
+    base, question, query = rest.partition("?")
+    userinfo, at, hostinfo = base.rpartition("@")
+    if at and ":" in userinfo:
+        base = f"{userinfo.partition(':')[0]}:***@{hostinfo}"
+    if question:
+        items = []
+        for item in query.split("&"):
+            key, eq, _ = item.partition("=")
+            items.append(f"{key}=***" if eq and key.strip().lower() in SECRET_QUERY_KEYS else item)
+        query = "&".join(items)
+    return f"{scheme}://{base}{question}{query}"
+
+
+#: ``MANTIS_BROKER`` schemes Faust's Kafka transport answers to.
+BROKER_SCHEMES = ("kafka", "aiokafka")
+
+
+def check_broker_url(broker: str) -> str | None:
+    """None when every comma-separated broker URL is ``[kafka://]host:port``, else what is wrong."""
+    for url in broker.split(","):
+        url = url.strip()
+        if not url:
+            return "an empty URL in the list"
+        try:
+            parts = urlsplit(url if "://" in url else f"kafka://{url}")
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            return f"{url!r}: {exc}"
+        if parts.scheme not in BROKER_SCHEMES:
+            return f"scheme {parts.scheme!r}: use kafka://host:port"
+        if not parts.hostname:
+            return f"{url!r}: no host"
+    return None
+
+
+def check_postgres_dsn(dsn: str) -> str | None:
+    """None when asyncpg could use ``dsn``, else what is wrong (never echoing the password).
+
+    asyncpg takes URLs only (``postgresql://`` or ``postgres://``, the
+    password in the userinfo or in ``?password=``); libpq's ``key=value`` form
+    is refused here rather than by asyncpg at the first write.
+    """
+    if "://" not in dsn:
+        if "=" in dsn:
+            return "the key=value form is not accepted (asyncpg takes URLs): use postgresql://user:password@host:port/database"
+        return "expected postgresql://user:password@host:port/database"
+    try:
+        parts = urlsplit(dsn)
+    except ValueError as exc:
+        return f"cannot be parsed ({str(exc).replace(dsn, mask_url(dsn) or '')})"
+    try:
+        parse_qs(parts.query, strict_parsing=bool(parts.query))
+    except ValueError:
+        return "its query cannot be parsed (use ?key=value&key=value)"
+    if parts.scheme not in ("postgresql", "postgres"):
+        return f"scheme {parts.scheme!r}: use postgresql://"
+    hostspec = parts.netloc.rpartition("@")[2]
+    if not hostspec and "host=" not in parts.query:
+        return "no host (postgresql://user:password@host:port/database)"
+    for item in filter(None, hostspec.split(",")):  # asyncpg takes several host[:port], comma-separated
+        port = item.rpartition("]")[2] if item.startswith("[") else item
+        port = port.rpartition(":")[2] if ":" in port else ""
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            return f"port {port!r} is not a number from 1 to 65535"
+    return None
 
 
 def broker_is_local(broker: str) -> bool:
@@ -125,8 +198,8 @@ class Settings:
     #: ``local`` (short session timeouts, for Tansu) or ``production`` (Kafka defaults).
     broker_profile: str = "local"
     partitions: int = 4
-    postgres_dsn: str | None = None
-    influxdb_url: str | None = None
+    postgres_dsn: str | None = field(default=None, repr=False)
+    influxdb_url: str | None = field(default=None, repr=False)
     sampling_strategies: Path = CONFIG_DIR / "sampling-strategy.json"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
@@ -148,10 +221,12 @@ class Settings:
     rul_threshold_cycles: float = 30.0
     rul_threshold_seconds: float = 3600.0
     anomaly_persistence: int = 5
-    #: Seconds the worker waits for an unreachable broker at start-up (0: no wait).
+    #: Seconds the worker waits for an unreachable broker at start-up (0: one try, no wait).
     broker_wait: float = 300.0
     #: Bearer token the HTTP ingest requires (off when unset).
-    ingest_token: str | None = None
+    ingest_token: str | None = field(default=None, repr=False)
+    #: Longest a stop (SIGTERM) may take before the worker exits anyway (a broker gone keeps Faust waiting).
+    stop_timeout: float = 20.0
     services: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SERVICES))
     #: Spans also written here as OTLP JSON lines (``mantis-stream trace``); read by tracing.setup.
     trace_file: str | None = None
@@ -170,7 +245,9 @@ class Settings:
             override = os.environ.get("MANTIS_SERVICE_" + stage.upper().replace("-", "_"))
             if override:
                 services[stage] = override
-        return cls(
+        if (problem := check_broker_url(broker)) is not None:
+            raise SystemExit(f"mantis-stream: MANTIS_BROKER={broker!r}: {problem}")
+        made = cls(
             broker=broker,
             app_id=os.environ.get("MANTIS_APP_ID", cls.app_id),
             broker_profile=profile,
@@ -193,10 +270,30 @@ class Settings:
             anomaly_persistence=_env_int("MANTIS_ANOMALY_PERSISTENCE", cls.anomaly_persistence),
             broker_wait=_env_float("MANTIS_BROKER_WAIT", cls.broker_wait),
             ingest_token=os.environ.get("MANTIS_INGEST_TOKEN") or None,
+            stop_timeout=_env_float("MANTIS_STOP_TIMEOUT", cls.stop_timeout),
             services=services,
             trace_file=os.environ.get("MANTIS_TRACE_FILE") or None,
             config_file=os.environ.get("MANTIS_CONFIG_FILE") or None,
         )
+        made.check_ranges()
+        return made
+
+    def check_ranges(self) -> None:
+        """Stop in one line on a count or duration no worker can run with (naming the variable)."""
+        at_least = {
+            "MANTIS_PARTITIONS": (self.partitions, 1), "MANTIS_BATCH_SIZE": (self.batch_size, 1),
+            "MANTIS_FRAME_SIZE": (self.frame_size, 2), "MANTIS_SCALAR_WINDOW": (self.scalar_window, 1),
+            "MANTIS_MAX_WAVEFORM_SAMPLES": (self.max_waveform_samples, 1),
+            "MANTIS_ANOMALY_PERSISTENCE": (self.anomaly_persistence, 1),
+            "MANTIS_BATCH_WITHIN": (self.batch_within, 0), "MANTIS_CHECKPOINT_SECONDS": (self.checkpoint_seconds, 0),
+            "MANTIS_BROKER_WAIT": (self.broker_wait, 0), "MANTIS_STOP_TIMEOUT": (self.stop_timeout, 1),
+            "MANTIS_WEB_PORT": (self.web_port, 0),
+        }
+        for name, (value, low) in at_least.items():
+            if not value >= low:  # NaN too
+                raise SystemExit(f"mantis-stream: {name}={value}: must be at least {low}")
+        if self.web_port > 65535:
+            raise SystemExit(f"mantis-stream: MANTIS_WEB_PORT={self.web_port}: must be at most 65535")
 
     def masked(self) -> dict[str, object]:
         """The effective settings with secrets masked, for logs and ``config``."""

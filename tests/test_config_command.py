@@ -72,7 +72,7 @@ def test_bad_dsn_is_one_line_naming_the_variable():
     out = run_config(env={"MANTIS_POSTGRES_DSN": "postgresql://mantis:s3cret-pw@db:54x2/mantis", "OTEL_TRACES_EXPORTER": "none"})
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
-        "mantis-stream config: MANTIS_POSTGRES_DSN: cannot be parsed (Port could not be cast to integer value as '54x2')"
+        "mantis-stream config: MANTIS_POSTGRES_DSN: port '54x2' is not a number from 1 to 65535"
     ]
     assert "postgres_dsn=postgresql://mantis:***@db:54x2/mantis" in out.stdout
     assert "s3cret-pw" not in out.stdout + out.stderr
@@ -101,7 +101,10 @@ def test_mask_helpers():
 @pytest.mark.parametrize("dsn, ok", [
     ("postgresql://mantis:pw@localhost:5432/mantis", True),
     ("postgres://mantis@db/mantis", True),
-    ("host=db dbname=mantis user=mantis", True),
+    ("postgresql://u@127.0.0.1:1/db?password=pw", True),
+    ("postgresql:///mantis?host=/run/postgresql&password=pw", True),
+    ("host=db dbname=mantis user=mantis", False),  # libpq's key=value form: asyncpg refuses it
+    ("postgresql://u@h/db?password", False),
     ("mysql://u:p@h/d", False),
     ("postgresql:///mantis", False),
     ("localhost:5432", False),

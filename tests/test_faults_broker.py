@@ -61,8 +61,12 @@ def test_wait_for_broker_tries_every_url_and_gives_up_clearly() -> None:
     assert clock.now <= 10.0 + 1e-9, "the wait is bounded by the timeout"
 
 
-def test_wait_disabled_returns_at_once() -> None:
-    assert wait_for_broker("kafka://127.0.0.1:1", 0, probe=lambda h, p: "refused") == 0.0
+def test_no_wait_tries_once_then_stops_in_one_line() -> None:
+    clock = FakeClock()
+    assert wait_for_broker("kafka://127.0.0.1:1", 0, probe=lambda h, p: None, sleep=clock.sleep, clock=clock) == 0.0
+    with pytest.raises(SystemExit, match=r"no Kafka broker answered at 127.0.0.1:1 \(refused\) \(MANTIS_BROKER_WAIT=0"):
+        wait_for_broker("kafka://127.0.0.1:1", 0, probe=lambda h, p: "refused", sleep=clock.sleep, clock=clock)
+    assert clock.sleeps == []
 
 
 async def test_worker_started_before_the_broker_waits_then_processes(tmp_path: Path) -> None:

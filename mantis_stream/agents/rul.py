@@ -7,6 +7,7 @@ updates a degradation model extrapolated to failure, with bounds.  The unit is
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -15,6 +16,7 @@ from ..app import app, assessments_topic, feature_batches_topic, rul_topic
 from ..errors import send_item_dead_letter
 from ..models import records
 from ..models.rul import RulModel, RulTracker
+from ..runtime import check_at_worker_start
 from ._batch import Outbox, close_items, item_scope, open_items
 from ._events import asset_key, dead_letter_all, group_items
 from ._replay import batches
@@ -22,7 +24,28 @@ from ._state import TableBackedCache, bytes_table
 
 STAGE = "rul-prediction"
 
-MODEL = RulModel.load(os.environ["MANTIS_RUL_MODEL"]) if os.environ.get("MANTIS_RUL_MODEL") else RulModel.default()
+
+@functools.cache
+def model() -> RulModel:
+    """``MANTIS_RUL_MODEL``, else the shipped model; read on first use, not at import.
+
+    Why: every command imports the agents; a missing or malformed file must
+    stop the worker (or the agent) in one line, never ``--help`` or ``config``.
+    """
+    path = os.environ.get("MANTIS_RUL_MODEL")
+    if not path:
+        return RulModel.default()
+    try:
+        return RulModel.load(path)
+    except OSError as exc:
+        raise SystemExit(f"mantis-stream: MANTIS_RUL_MODEL={path!r}: cannot read it ({exc.strerror or exc})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SystemExit(f"mantis-stream: MANTIS_RUL_MODEL={path!r}: not a RUL model file ({type(exc).__name__}: "
+                         f"{str(exc)[:120]})") from None
+
+
+check_at_worker_start(model)
+
 UNIT_BY_PREFIX = {"c": "cycles", "s": "seconds"}
 
 tracker_table = bytes_table("rul-trackers")
@@ -35,11 +58,11 @@ def _life_prior(unit: str) -> bool:
 
 def _new(key: str) -> RulTracker:
     unit = UNIT_BY_PREFIX[key[0]]
-    return RulTracker(MODEL, unit=unit, life_prior=_life_prior(unit))
+    return RulTracker(model(), unit=unit, life_prior=_life_prior(unit))
 
 
 def _load(key: str, raw: bytes) -> RulTracker:
-    return RulTracker.from_bytes(raw, MODEL, life_prior=_life_prior(UNIT_BY_PREFIX[key[0]]))
+    return RulTracker.from_bytes(raw, model(), life_prior=_life_prior(UNIT_BY_PREFIX[key[0]]))
 
 
 trackers: TableBackedCache[RulTracker] = TableBackedCache(tracker_table, new=_new, load=_load, dump=RulTracker.to_bytes)
@@ -59,6 +82,7 @@ def time_of(message: dict[str, Any]) -> float:
 async def rul(stream):  # type: ignore[no-untyped-def]
     async for events in batches(stream, STAGE):
         items = await open_items(STAGE, events)
+        used = model()
         out = Outbox(assessments_topic, STAGE)
         by_key = await group_items(STAGE, items, lambda item: tracker_key(item.value))
         touched: list[tuple[str, Any]] = []
@@ -78,14 +102,14 @@ async def rul(stream):  # type: ignore[no-untyped-def]
                             attributes=tracing.span_attributes(asset_id=message["asset_id"], sensor_id=message["sensor_id"]),
                         ) as span:
                             estimate = tracker.update(time_of(message), message["features"])
-                            span.set_attributes({"model.name": MODEL.name, "model.version": MODEL.version})
+                            span.set_attributes({"model.name": used.name, "model.version": used.version})
                             if estimate is not None:
                                 span.set_attributes({"prediction.result": estimate.rul, "rul.unit": estimate.unit})
                         if estimate is None:  # too little history yet: the features are the output
                             continue
                         result_message = records.rul_message(
                             message, estimate.rul, estimate.unit, estimate.lower, estimate.upper, estimate.health_index,
-                            {"name": MODEL.name, "version": MODEL.version},
+                            {"name": used.name, "version": used.version},
                         )
                         await rul_topic.send(key=asset_key(message["asset_id"]), value=result_message)
                     except Exception as exc:  # noqa: BLE001 - a bad record (or a refused send) must not stop the stage

@@ -37,7 +37,9 @@ from .. import topics as names
 from .. import tracing
 from ..app import app, settings
 from ..errors import send_dead_letter
-from ..settings import mask_url
+from ..runtime import check_at_worker_start
+from ..settings import check_postgres_dsn, mask_url
+from ..sinks.buffer import BufferedSink
 from ..sinks.influx import InfluxSink, InfluxTarget
 from ..sinks.postgres import PostgresSink
 from ..sinks.records import InvalidMessage, Record, from_message, trace_id_from_headers
@@ -93,6 +95,10 @@ async def store(sink: Any, events: Sequence[Any], sink_name: str, span_name: str
             await sink.write(records)
 
 
+#: The sinks running in this worker, by name (``/health`` reports their state).
+SINKS: dict[str, BufferedSink[Any]] = {}
+
+
 def _reject(sink_name: str):  # type: ignore[no-untyped-def]
     def on_reject(row: Any, exc: BaseException) -> None:
         log.error("%s sink: the database refused a row, dropped: %s: %r", sink_name, exc, row)
@@ -113,6 +119,12 @@ async def log_sinks() -> None:
         log.info("storage: InfluxDB sink off (MANTIS_INFLUXDB_URL unset)")
 
 
+@check_at_worker_start
+def refuse_bad_dsn() -> None:
+    """Stop ``worker`` in one line on a DSN asyncpg would refuse (``config`` names it too)."""
+    if settings.postgres_dsn and (problem := check_postgres_dsn(settings.postgres_dsn)):
+        raise SystemExit(f"mantis-stream: MANTIS_POSTGRES_DSN: {problem}")
+
 if settings.postgres_dsn:
     postgres_source = app.topic(*POSTGRES_TOPICS, value_serializer="orjson", key_serializer="raw")
 
@@ -121,6 +133,7 @@ if settings.postgres_dsn:
         sink = PostgresSink(
             settings.postgres_dsn, tracer=tracing.stage_tracer(STAGE), on_reject=_reject("postgres"),
         )
+        SINKS["postgres"] = sink
         await sink.start()
         try:
             async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
@@ -140,6 +153,7 @@ if settings.influxdb_url:
     @app.agent(influx_source, name="sink-influx")
     async def sink_influx(stream):  # type: ignore[no-untyped-def]
         sink = InfluxSink(settings.influxdb_url, tracer=tracing.stage_tracer(STAGE), on_reject=_reject("influx"))
+        SINKS["influx"] = sink
         await sink.start()
         try:
             async for events in stream.take_events(settings.batch_size, within=settings.batch_within):

@@ -32,7 +32,8 @@ from urllib.parse import urlsplit
 from faust.cli import option
 
 from ..app import app, settings
-from ..settings import Settings, mask_url
+from ..settings import Settings, check_broker_url, check_postgres_dsn, mask_url
+from ._oneline import one_line_errors
 
 MASK = "***"
 #: Variable-name parts whose values are secrets.
@@ -69,27 +70,6 @@ def environment(env: dict[str, str] | None = None) -> dict[str, str]:
     return {k: mask_env(k, v) for k, v in sorted(env.items()) if k.startswith(EXTRA_PREFIXES)}
 
 
-def check_postgres_dsn(dsn: str) -> str | None:
-    """None when asyncpg could use ``dsn``, else what is wrong (never echoing the password)."""
-    if "://" not in dsn:
-        if "=" in dsn:  # libpq keyword/value form: host=... dbname=...
-            bad = [w for w in dsn.split() if "=" not in w]
-            return f"{bad[0]!r} is not key=value" if bad else None
-        return "expected postgresql://user:password@host:port/database"
-    try:
-        parts = urlsplit(dsn)
-        port = parts.port
-    except ValueError as exc:
-        return f"cannot be parsed ({str(exc).replace(dsn, mask_url(dsn) or '')})"
-    if parts.scheme not in ("postgresql", "postgres"):
-        return f"scheme {parts.scheme!r}: use postgresql://"
-    if not parts.hostname and "host=" not in parts.query:
-        return "no host (postgresql://user:password@host:port/database)"
-    if port == 0:
-        return "port 0"
-    return None
-
-
 def check_influx_url(url: str) -> str | None:
     try:
         parts = urlsplit(url)
@@ -105,26 +85,11 @@ def check_influx_url(url: str) -> str | None:
     return None
 
 
-def check_broker(broker: str) -> str | None:
-    for url in broker.split(","):
-        url = url.strip()
-        if not url:
-            return "an empty URL in the list"
-        try:
-            parts = urlsplit(url if "://" in url else f"kafka://{url}")
-            parts.port  # noqa: B018
-        except ValueError as exc:
-            return f"{url!r}: {exc}"
-        if not parts.hostname:
-            return f"{url!r}: no host"
-    return None
-
-
 def problems(s: Settings, env: dict[str, str] | None = None) -> list[str]:
     """What is already known to be wrong, one line each, naming the variable."""
     env = dict(os.environ if env is None else env)
     out = []
-    if (msg := check_broker(s.broker)) is not None:
+    if (msg := check_broker_url(s.broker)) is not None:
         out.append(f"MANTIS_BROKER: {msg}")
     if s.postgres_dsn and (msg := check_postgres_dsn(s.postgres_dsn)) is not None:
         out.append(f"MANTIS_POSTGRES_DSN: {msg}")
@@ -173,6 +138,7 @@ def render_lines(data: dict[str, Any]) -> str:
 @app.command(
     option("--json", "as_json", is_flag=True, default=False, help="One JSON object instead of name=value lines."),
 )
+@one_line_errors
 async def config(self: object, as_json: bool) -> None:
     """Print the effective configuration (settings and OTEL_* variables), secrets masked."""
     data = effective(settings)

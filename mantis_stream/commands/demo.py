@@ -1,7 +1,10 @@
 """``mantis-stream demo``: broker (embedded when none answers), worker, plant, live view.
 
-Ctrl-C (or ``--duration``) stops the plant, the worker and the embedded broker,
-in that order, leaving no process behind.
+Ctrl-C, closing the terminal (SIGHUP), SIGTERM or ``--duration`` stop the
+plant, the worker and the embedded broker, in that order, leaving no process
+behind (the children also get SIGTERM if the demo itself is killed).  Everything
+the demo writes (the worker's log, its spans, Faust's data) goes to one folder,
+``mantis-demo/`` (``--dir``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
@@ -20,13 +24,24 @@ from faust.cli import option
 
 from .. import topics as names
 from ..app import app, settings
-from ..demo.broker import EmbeddedBroker, broker_reachable, free_port
+from ..demo import DEMO_DIR
+from ..demo.broker import EmbeddedBroker, broker_reachable, die_with_parent, free_port
 from ..demo.plant import Plant
 from ..demo.view import DemoView
-from ..kafka import bootstrap_servers
+from ..kafka import client_options
+from ._oneline import one_line_errors
 
 TICK = 0.1
 VIEW_TOPICS = (names.ANOMALIES, names.RUL, names.WORK_ORDERS, names.DEAD_LETTERS)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def say(message: str) -> None:
+    """A line on stderr; the terminal may be gone (SIGHUP), which must not stop the clean-up."""
+    try:
+        print(f"mantis-stream demo: {message}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def start_embedded_broker() -> EmbeddedBroker:
@@ -37,25 +52,32 @@ def start_embedded_broker() -> EmbeddedBroker:
     return broker
 
 
-def start_worker(broker_url: str) -> subprocess.Popen[bytes]:
+def start_worker(broker_url: str, folder: Path, web_port: int, embedded: bool) -> subprocess.Popen[bytes]:
+    """The worker, in ``folder`` (its log, spans and Faust data land there)."""
     env = dict(os.environ)
+    if embedded:  # the embedded broker speaks plaintext: Kafka security settings are for another broker
+        env = {k: v for k, v in env.items() if not k.startswith("MANTIS_KAFKA_")}
     env.update(
         MANTIS_BROKER=broker_url,
         MANTIS_APP_ID=os.environ.get("MANTIS_APP_ID", f"mantis-demo-{int(time.time())}"),
-        MANTIS_WEB_PORT=str(free_port()),
+        MANTIS_WEB_PORT=str(web_port),
         MANTIS_RUL_THRESHOLD_SECONDS=os.environ.get("MANTIS_RUL_THRESHOLD_SECONDS", "60"),
         MANTIS_RUL_THRESHOLD_CYCLES=os.environ.get("MANTIS_RUL_THRESHOLD_CYCLES", "30"),
         OTEL_TRACES_EXPORTER=os.environ.get("OTEL_TRACES_EXPORTER", "none"),
-        MANTIS_TRACE_FILE=os.environ.get("MANTIS_TRACE_FILE", "mantis-traces.jsonl"),  # mantis-stream trace list|show
+        MANTIS_TRACE_FILE=str(Path(os.environ.get("MANTIS_TRACE_FILE") or folder / "mantis-traces.jsonl").resolve()),
     )
-    log = open(os.environ.get("MANTIS_DEMO_LOG", "mantis-demo-worker.log"), "ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "mantis_stream", "worker", "-l", "info"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    log = open(folder / "mantis-demo-worker.log", "ab")  # noqa: SIM115 - the child owns it
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mantis_stream", "worker", "-l", "info"],
+            cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=die_with_parent,
+        )
+    finally:
+        log.close()
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
@@ -96,39 +118,57 @@ async def run_view(consumer: AIOKafkaConsumer, stop: asyncio.Event, header: str)
 @app.command(
     option("--duration", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C)."),
     option("--speed", type=float, default=1.0, show_default=True, help="Plant ageing speed-up."),
+    option("--dir", "folder", default=DEMO_DIR, show_default=True, help="Folder for the worker's log, spans and data."),
 )
-async def demo(self: object, duration: float | None, speed: float) -> None:
+@one_line_errors
+async def demo(self: object, duration: float | None, speed: float, folder: str) -> None:
     """Run the whole pipeline on a simulated plant and show it live."""
-    broker = None if broker_reachable(settings.broker) else start_embedded_broker()
-    broker_url = broker.url if broker else settings.broker
-    bootstrap = bootstrap_servers(broker_url)
-    worker = start_worker(broker_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    consumer = AIOKafkaConsumer(*VIEW_TOPICS, bootstrap_servers=bootstrap, auto_offset_reset="latest",
-                                group_id=None, enable_auto_commit=False)
-    header = f"broker {'embedded Tansu ' if broker else ''}{broker_url}  worker pid {worker.pid}"
+    where = Path(folder)
+    where.mkdir(parents=True, exist_ok=True)
+    broker: EmbeddedBroker | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    producer = consumer = None
     try:
+        if broker_reachable(settings.broker):
+            broker_url, options = settings.broker, client_options(settings.broker)
+            say(f"using the broker already running at {broker_url} (not started by this demo, so it keeps running "
+                "after it, with its topics and any older messages on them)")
+        else:
+            broker = start_embedded_broker()
+            broker_url, options = broker.url, {"bootstrap_servers": [broker.bootstrap]}
+            say(f"started the embedded Tansu broker at {broker_url} (pid {broker.pid})")
+        web_port = free_port()
+        worker = start_worker(broker_url, where, web_port, embedded=broker is not None)
+        say(f"worker pid {worker.pid}, web server http://127.0.0.1:{web_port} (/health, /metrics, /api/v1/ingest); "
+            f"its log, spans and data in {where}/")
+        producer = AIOKafkaProducer(**options, linger_ms=5)
+        consumer = AIOKafkaConsumer(*VIEW_TOPICS, **options, auto_offset_reset="latest",
+                                    group_id=None, enable_auto_commit=False)
+        header = (f"broker {'embedded Tansu ' if broker else '(not started by the demo) '}{broker_url}  "
+                  f"worker pid {worker.pid}  web http://127.0.0.1:{web_port}")
         await producer.start()
         await consumer.start()
         tasks = [asyncio.create_task(run_plant(producer, stop, speed)), asyncio.create_task(run_view(consumer, stop, header))]
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait([waiter, *tasks], timeout=duration, return_when=asyncio.FIRST_COMPLETED)
         stop.set()
-        for task in tasks:
-            if task.done() and task.exception():
-                raise task.exception()  # type: ignore[misc]
         await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            if not task.cancelled() and task.exception() and not isinstance(task.exception(), OSError):
+                raise task.exception()  # type: ignore[misc]
     finally:
-        print("\nstopping: plant, worker, broker ...", file=sys.stderr)
-        await producer.stop()
-        await consumer.stop()
-        await loop.run_in_executor(None, stop_process, worker)
-        if broker:
+        say("stopping: plant, worker, broker ...")
+        for client in (producer, consumer):
+            if client is not None:
+                await client.stop()
+        if worker is not None:
+            await loop.run_in_executor(None, stop_process, worker)
+        if broker is not None:
             broker.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
-        print("stopped.", file=sys.stderr)
+        say("stopped.")

@@ -19,12 +19,14 @@ from faust.cli import argument, option
 from ..app import app
 from ..datasets.nab import read_nab_rows, write_scores_csv
 from ..models.anomaly import NAB_DETECT_DEFAULTS, detect_series
+from ._oneline import one_line_errors
 
 
 @app.command(
     option("--format", "fmt", type=click.Choice(["nab"]), default="nab", show_default=True, help="Input format."),
     argument("path", type=click.Path(exists=True, dir_okay=False, allow_dash=True)),
 )
+@one_line_errors
 async def detect(self: object, fmt: str, path: str) -> None:
     """Score every row of a NAB-style CSV (timestamp,value) with the anomaly detector."""
     try:

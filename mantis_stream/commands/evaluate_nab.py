@@ -20,15 +20,25 @@ from faust.cli import argument, option
 from ..app import app
 from ..evaluation.nab import SCOREBOARD, format_table, run_detector, score_corpus
 from ..models.anomaly import NAB_DETECT_DEFAULTS
+from ._oneline import CommandError, one_line_errors
+
+#: The labels file every NAB tree holds.
+LABELS = "labels/combined_windows.json"
 
 
 @app.command(
-    argument("root", type=click.Path(exists=True, file_okay=False)),
+    argument("root", default=None, required=False),
     option("--workers", type=int, default=os.cpu_count() or 1, show_default=True, help="Processes (one file each)."),
     option("--results", default=None, help="Also write NAB-style result CSVs under this directory."),
 )
-async def evaluate_nab(self: object, root: str, workers: int, results: str | None) -> None:
+@one_line_errors
+async def evaluate_nab(self: object, root: str | None, workers: int, results: str | None) -> None:
     """NAB standard-profile score of the anomaly detector, per category and overall."""
+    if root is None:
+        raise CommandError("give the NAB folder (the one holding data/ and labels/), e.g. "
+                           "mantis-stream evaluate-nab ~/data/NAB")
+    if not (Path(root) / LABELS).is_file():
+        raise CommandError(f"{root}: not a NAB folder (no {LABELS}); give the one holding data/ and labels/")
     files, scores = run_detector(root, workers=workers, **NAB_DETECT_DEFAULTS)
     cs = score_corpus(files, scores)
     print(format_table(cs))

@@ -36,12 +36,12 @@ from typing import Any
 
 import click
 import orjson
-from aiokafka import AIOKafkaProducer
 from faust.cli import argument, option
 
 from .. import topics as names
 from ..app import app, settings
-from ..kafka import bootstrap_servers
+from ._oneline import one_line_errors
+from .produce import start_producer
 
 IN_FLIGHT = 500
 
@@ -110,16 +110,13 @@ def parse_start(value: str | None) -> float | None:
     option("--start", "start", default=None, help="ts of the first row, Unix seconds or 'now' (C-MAPSS, FEMTO; default 2026-01-01T00:00:00Z)."),
     argument("paths", nargs=-1, required=True),
 )
+@one_line_errors
 async def replay(self: object, fmt: str, speed: float | None, topic: str, start: str | None, paths: tuple[str, ...]) -> None:
     """Produce a data set's rows to mantis.readings as readings."""
     if speed is not None and speed <= 0:
         raise click.BadParameter("must be positive", param_hint="--speed")
     readings = readings_for(fmt, paths, parse_start(start))
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers(settings.broker), linger_ms=5,
-        max_request_size=settings.max_message_bytes * 2,
-    )
-    await producer.start()
+    producer = await start_producer(linger_ms=5, max_request_size=settings.max_message_bytes * 2)
     sent = 0
     t_wall0 = time.monotonic()
     ts0: float | None = None

@@ -32,6 +32,7 @@ from ..app import app
 from ..datasets import cmapss
 from ..evaluation.rul import score_cmapss
 from ..models.rul import RulModel, fit_cmapss, run_tracker
+from ._oneline import one_line_errors
 
 FORMATS = click.Choice(["cmapss", "femto"])
 
@@ -55,7 +56,7 @@ def load_model(path: str | None) -> RulModel:
         return RulModel.default()
     try:
         return RulModel.load(path)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise click.UsageError(f"cannot read RUL model {path}: {exc}") from None
 
 
@@ -98,6 +99,7 @@ def train(fmt: str, paths: tuple[str, ...], base: RulModel, *, quick: bool = Fal
     option("--quick", is_flag=True, default=False, help="Few small networks, few epochs (tests, smoke runs)."),
     argument("paths", nargs=-1, required=True),
 )
+@one_line_errors
 async def train_rul(self: object, fmt: str, out: str, base: str | None, quick: bool, paths: tuple[str, ...]) -> None:
     """Fit the RUL model on run-to-failure histories and write MODEL."""
     model = train(fmt, paths, RulModel.load(base) if base else RulModel.default(), quick=quick)
@@ -111,6 +113,7 @@ async def train_rul(self: object, fmt: str, out: str, base: str | None, quick: b
     argument("test_file"),
     argument("truth_file"),
 )
+@one_line_errors
 async def evaluate_rul(self: object, fmt: str, model_path: str | None, test_file: str, truth_file: str) -> None:
     """Score the model on a C-MAPSS test file: one JSON line {rmse, score, units}."""
     model = load_model(model_path)
@@ -126,6 +129,7 @@ async def evaluate_rul(self: object, fmt: str, model_path: str | None, test_file
     option("--model", "model_path", default=None, help="Model file (default: $MANTIS_RUL_MODEL, else the shipped model)."),
     argument("paths", nargs=-1, required=True),
 )
+@one_line_errors
 async def predict_rul(self: object, fmt: str, model_path: str | None, paths: tuple[str, ...]) -> None:
     """RUL at the end of each history: one JSON line per bearing folder (or C-MAPSS unit)."""
     model = load_model(model_path)

@@ -47,9 +47,11 @@ import click
 from faust.cli import argument, option
 
 from ..app import app
+from ..demo import DEMO_DIR
 from ..tracing.filelog import SpanRecord, read_spans
+from ._oneline import one_line_errors
 
-DEFAULT_FILE = "mantis-traces.jsonl"
+DEFAULT_FILE = f"{DEMO_DIR}/mantis-traces.jsonl"  # where the demo writes its spans
 CRITICAL_MARK = "*"
 ERROR_MARK = "!"
 
@@ -255,11 +257,12 @@ def _fail(message: str) -> None:
 @app.command(
     argument("action", type=click.Choice(["show", "list"])),
     argument("trace_id", required=False),
-    option("--file", "path", default=None, help="OTLP JSON-lines file [default: $MANTIS_TRACE_FILE or mantis-traces.jsonl]."),
+    option("--file", "path", default=None, help="OTLP JSON-lines file [default: $MANTIS_TRACE_FILE or the demo's mantis-demo/mantis-traces.jsonl]."),
     option("--limit", type=int, default=20, show_default=True, help="list: how many traces."),
     option("--width", type=int, default=None, help="show: columns (default: the terminal's)."),
     option("--color/--no-color", default=None, help="Colors (default: when stdout is a terminal)."),
 )
+@one_line_errors
 async def trace(self: object, action: str, trace_id: str | None, path: str | None, limit: int,
                 width: int | None, color: bool | None) -> None:
     """Show a trace as a waterfall (show TRACE_ID) or list recent traces (list), from the trace file."""

