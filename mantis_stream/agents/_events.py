@@ -22,6 +22,7 @@ from faust.types import EventT
 from .. import tracing
 from ..errors import send_item_dead_letter
 
+
 @contextmanager
 def event_scope(event: EventT) -> Iterator[None]:
     token = _current_event.set(weakref.ref(event))

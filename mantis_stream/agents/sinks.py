@@ -18,8 +18,10 @@ Notes:
 - While a database is down the write waits (retry with backoff, bounded
   buffer) and the agent stops taking new batches; Kafka holds the rest.
 - ``take_events`` acks in a ``finally``, even when the body is cancelled by a
-  shutdown mid-outage; :func:`_held` keeps an extra reference on each message
-  until its write succeeded, so such a batch is not committed and is read again.
+  shutdown mid-outage; :func:`._replay.batches` keeps an extra reference on each
+  message until the body is done with its batch, so such a batch is not
+  committed and is read again (and a batch an agent crashed on is written by
+  the restarted agent).
 - A message the sinks cannot store (missing field, bad timestamp) becomes a
   dead letter (stage ``storage``); the batch goes on without it.
 """
@@ -27,8 +29,7 @@ Notes:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -43,6 +44,7 @@ from ..sinks.buffer import BufferedSink
 from ..sinks.influx import InfluxSink, InfluxTarget
 from ..sinks.postgres import PostgresSink
 from ..sinks.records import InvalidMessage, Record, from_message, trace_id_from_headers
+from ._replay import batches
 
 STAGE = "storage"
 log = logging.getLogger(__name__)
@@ -77,22 +79,10 @@ async def to_records(events: Sequence[Any], sink_name: str) -> list[Record]:
     return out
 
 
-@contextmanager
-def _held(events: Sequence[Any]) -> Iterator[None]:
-    """Keep each message un-acked unless the block completes (see the module notes)."""
-    messages = [e.message for e in events if hasattr(e.message, "incref")]
-    for m in messages:
-        m.incref()
-    yield  # not in try/finally on purpose: on an exception the extra reference stays
-    for m in messages:
-        m.decref()
-
-
 async def store(sink: Any, events: Sequence[Any], sink_name: str, span_name: str) -> None:
     records = await to_records(events, sink_name)
-    with _held(events):
-        with tracing.batch_span(STAGE, span_name, events):
-            await sink.write(records)
+    with tracing.batch_span(STAGE, span_name, events):
+        await sink.write(records)
 
 
 #: The sinks running in this worker, by name (``/health`` reports their state).
@@ -136,7 +126,7 @@ if settings.postgres_dsn:
         SINKS["postgres"] = sink
         await sink.start()
         try:
-            async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            async for events in batches(stream, STAGE):
                 await store(sink, events, "postgres", "store postgresql")
         finally:
             await sink.close()
@@ -156,7 +146,7 @@ if settings.influxdb_url:
         SINKS["influx"] = sink
         await sink.start()
         try:
-            async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            async for events in batches(stream, STAGE):
                 await store(sink, events, "influx", "store influxdb")
         finally:
             await sink.close()
