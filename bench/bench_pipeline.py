@@ -12,7 +12,11 @@ key, and the clock runs until the last anomaly output appears:
   ``faust.contrib.opentelemetry`` sensor, exporting every span;
 - ``mantis/off``, ``mantis/shipped``, ``mantis/100%``: this project's worker with
   tracing off, with ``config/sampling-strategy.json``, and with every span sampled;
-  ``mantis/off x2`` (not run by default): two workers in one consumer group.
+  ``mantis/off x2``, ``mantis/off x4`` (not run by default): N workers in one consumer group,
+  started by ``mantis-stream workers N`` as a user would;
+- ``quix/river``, ``quix/mantis-detector`` (not run by default; scalar readings only;
+  ``pip install -e .[bench]``): ``bench/quix_app.py``, the same job on Quix Streams with
+  river's ``StandardScaler | HalfSpaceTrees`` or with mantis-stream's ``AnomalyDetector``.
 
 Traced contenders export OTLP/gRPC to a discard collector in this process.
 Latency (produce -> anomaly output, p50/p95/p99) is measured in a second, paced
@@ -70,9 +74,12 @@ def make_readings(kind: str, n: int, rng: np.random.Generator, chunk: int = CHUN
 
 
 def expected_outputs(readings: list[dict], contender: str = "mantis") -> int:
-    """Anomaly messages the readings must yield: one per window, one per complete frame (the relay: one per reading)."""
+    """Anomaly messages the readings must yield: one per window, one per complete frame (the relay: one per reading;
+    the Quix peer handles scalar readings only)."""
     if contender == "relay":
         return len(readings)
+    if contender.startswith("quix/"):
+        return sum("value" in r for r in readings)
     samples: dict[str, int] = {}
     count = 0
     for r in readings:
@@ -162,6 +169,19 @@ def start_worker(app_module: str, broker: EmbeddedBroker, env: dict[str, str], l
                             cwd=ROOT, env=full, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
 
+QUIX_DETECTORS = {"quix/river": "river", "quix/mantis-detector": "mantis"}
+
+
+def start_quix(contender: str, broker: EmbeddedBroker, workdir: Path, log: Path) -> subprocess.Popen:
+    """``bench/quix_app.py`` with the contender's detector, its state store in ``workdir``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MANTIS_", "OTEL_"))}
+    env.update(PYTHONPATH=str(ROOT), OTEL_SDK_DISABLED="true", OTEL_TRACES_EXPORTER="none")
+    return subprocess.Popen([sys.executable, str(ROOT / "bench" / "quix_app.py"), broker.bootstrap,
+                             f"bench-quix-{uuid.uuid4().hex[:6]}", str(workdir / "state"),
+                             "--detector", QUIX_DETECTORS[contender]],
+                            cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+
 async def wait_ready(proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
     deadline = time.time() + timeout
     while "Ready" not in log.read_text(errors="replace"):
@@ -229,6 +249,10 @@ async def run_one(contender: str, readings: list[dict], collector: DiscardCollec
                                     stdout=open(log, "wb"), stderr=subprocess.STDOUT)
             await wait_ready(proc, log)
             await asyncio.sleep(8)  # the relay's four groups join
+            procs = [proc]
+        elif contender.startswith("quix/"):
+            proc = start_quix(contender, broker, workdir, log)
+            await wait_ready(proc, log)
             procs = [proc]
         else:
             module = "bench.naive_app" if contender == "naive" else "mantis_stream"
