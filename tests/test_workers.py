@@ -108,3 +108,14 @@ async def test_two_workers_share_the_partitions_and_process_a_burst(broker, tmp_
         code = sup.wait(timeout=60)
     assert code == 0, log_path.read_text()[-4000:]
     assert not any(alive(p) for p in pids), "a worker outlived the supervisor"
+
+
+def test_a_worker_that_exits_stops_the_set_with_its_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MANTIS_BROKER_PROFILE", "nonsense")  # every worker refuses to start, with exit code 1
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", str(ROOT)))
+    from mantis_stream.supervisor import supervise
+
+    started = time.monotonic()
+    assert supervise(2, web_port=7000, datadir=tmp_path / "data", stop_timeout=10) == 1
+    assert time.monotonic() - started < 120
+    assert (tmp_path / "data").is_dir()
