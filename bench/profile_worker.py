@@ -6,7 +6,7 @@ Starts an embedded broker and one worker (tracing off), attaches ``py-spy
 record`` to it, produces ``--n`` unkeyed scalar readings over 50 assets as fast
 as possible and stops sampling when the last anomaly output is out.  Prints the
 share of the worker's on-CPU samples spent inside each layer (inclusive: a
-sample inside ``take_events`` that is also inside a sensor counts for both) and
+sample inside ``Topic.send`` that is also inside a sensor counts for both) and
 the functions with the most samples of their own.  Needs ``py-spy``
 (``pip install py-spy``); the raw collapsed stacks are kept for flame graphs.
 """
@@ -31,21 +31,22 @@ from bench_pipeline import ASSETS, drain, expected_outputs, make_readings, produ
 from mantis_stream import topics as names  # noqa: E402
 from mantis_stream.demo.broker import EmbeddedBroker  # noqa: E402
 
-#: Layer -> predicate on one frame ``"function (path:line)"`` of a collapsed stack.
+#: Layer -> marks; a sample counts for a layer when one of its frames (``"Qual.name (path:line)"``) contains a mark.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "sensors (faust.sensors, mantis metrics + tracing sensors)": (
+    "sensors (faust.sensors delegate, Monitor, mantis metrics + tracing sensors)": (
         "faust/sensors/", "mantis_stream/metrics.py", "mantis_stream/tracing/sensor.py"),
-    "acks (Consumer.ack / on_message_out / commit bookkeeping)": (
-        "ack (faust/transport/consumer.py", "_on_message_out", "on_message_out (faust",
-        "_acked_index", "track_message (faust"),
-    "stream iterator (Stream.__aiter__ / _py_aiter / Conductor)": (
-        "_py_aiter (faust/streams.py", "__aiter__ (faust/streams.py", "faust/transport/conductor.py",
-        "faust/channels.py"),
-    "take_events (Stream.take_events)": ("take_events (faust/streams.py",),
-    "Topic.send / producer (faust + aiokafka producer)": (
-        "send (faust/topics.py", "publish_message (faust/topics.py", "faust/transport/producer.py",
-        "faust/transport/drivers/aiokafka.py:", "aiokafka/producer/"),
-    "aiokafka consumer (fetch, decode)": ("aiokafka/consumer/",),
+    "acks and commits (Stream/Event/Message.ack, Consumer.ack, commit)": (
+        "Stream.ack (", "Event.ack (", "Message.ack (", "Consumer.ack (", "on_final_ack (", "Consumer.commit (",
+        "Consumer._commit", "Consumer.force_commit ("),
+    "input path (Consumer._drain_messages -> Conductor -> Channel -> Stream iterator)": (
+        "Consumer._drain_messages (", "Conductor._compile_message_handler", "Stream._c_aiter (", "Stream._py_aiter (",
+        "Stream.__aiter__ (", "Channel.__anext__ (", "Stream._passive_drainer (", "App.create_event ("),
+    "take_events (Stream.take_events)": ("Stream.take_events (",),
+    "aiokafka fetch (Fetcher, aiokafka consumer)": ("Fetcher._fetcher (faust", "aiokafka/consumer/"),
+    "Topic.send (Channel._send_now, publish_message, producer, aiokafka sender)": (
+        "Topic.send (", "Channel._send_now (", "Topic.publish_message (", "Channel.as_future_message (",
+        "faust/transport/producer.py", "Producer.send (faust", "aiokafka/producer/"),
+    "  of which aiokafka's produce requests on the socket (Sender._send_produce_req)": ("Sender._send_produce_req (",),
     "pipeline code (mantis_stream.agents, dsp, models)": (
         "mantis_stream/agents/", "mantis_stream/dsp/", "mantis_stream/models/"),
 }
@@ -64,10 +65,15 @@ def breakdown(stacks: list[tuple[list[str], int]]) -> tuple[int, dict[str, int],
     total = sum(n for _, n in stacks)
     per_layer = dict.fromkeys(LAYERS, 0)
     self_time: collections.Counter = collections.Counter()
+    per_layer["none of the above (event loop, timers, other services)"] = 0
     for frames, n in stacks:
+        hit = False
         for layer, marks in LAYERS.items():
             if any(m in f for f in frames for m in marks):
                 per_layer[layer] += n
+                hit = True
+        if not hit:
+            per_layer["none of the above (event loop, timers, other services)"] += n
         self_time[frames[-1]] += n
     return total, per_layer, self_time
 
@@ -102,12 +108,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--stacks", type=Path, default=None, help="analyse this collapsed-stack file instead of running")
     args = parser.parse_args()
+    if args.stacks:
+        report(args.stacks)
+        return
     spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if spy is None:
         raise SystemExit("profile_worker: py-spy is not installed (pip install py-spy)")
     out_dir = Path(tempfile.mkdtemp(prefix="mantis-profile-"))
-    raw = asyncio.run(run(spy, args.n, args.rate, out_dir))
+    report(asyncio.run(run(spy, args.n, args.rate, out_dir)))
+
+
+def report(raw: Path) -> None:
     total, per_layer, self_time = breakdown(load_stacks(raw))
     print(f"\non-CPU samples: {total} (collapsed stacks: {raw})")
     for layer, count in per_layer.items():
