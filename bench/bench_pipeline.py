@@ -362,13 +362,14 @@ async def main() -> None:
                              "baseline/100%%, baseline/off xN in --contenders) from a temporary worktree")
     args = parser.parse_args()
     contenders = args.contenders.split(",")
-    baseline = baseline_worktree(args.baseline_rev) if args.baseline_rev else None
-    if baseline and not any(c.startswith("baseline/") for c in contenders):
+    if args.baseline_rev and not any(c.startswith("baseline/") for c in contenders):
         contenders.append("baseline/off")
     collector = DiscardCollector()
     collector.server.start()
     rng = np.random.default_rng(1)
+    baseline = None
     try:
+        baseline = baseline_worktree(args.baseline_rev) if args.baseline_rev else None
         for kind in args.kinds.split(","):
             readings = make_readings(kind, args.n, rng, args.chunk)
             rows = []

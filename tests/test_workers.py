@@ -51,8 +51,8 @@ def free_port_pair() -> int:
 def readings_partitions(port: int) -> set[int]:
     """Partitions of mantis.readings this worker is assigned, from its consumer-lag metric."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return {int(m.group(1)) for m in re.finditer(r'mantis_consumer_lag\{[^}]*partition="(\d+)"[^}]*topic="mantis\.readings"', text)} | \
-        {int(m.group(1)) for m in re.finditer(r'mantis_consumer_lag\{[^}]*topic="mantis\.readings"[^}]*partition="(\d+)"', text)}
+    labels = [dict(re.findall(r'(\w+)="([^"]*)"', line)) for line in text.splitlines() if line.startswith("mantis_consumer_lag{")]
+    return {int(la["partition"]) for la in labels if la.get("topic") == names.READINGS}
 
 
 def alive(pid: int) -> bool:
