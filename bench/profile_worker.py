@@ -8,7 +8,7 @@ as possible and stops sampling when the last anomaly output is out.  Prints the
 share of the worker's on-CPU samples spent inside each layer (inclusive: a
 sample inside ``Topic.send`` that is also inside a sensor counts for both) and
 the functions with the most samples of their own.  Needs ``py-spy``
-(``pip install py-spy``); the raw collapsed stacks are kept for flame graphs.
+(``pip install -e .[bench]``); the raw collapsed stacks are kept for flame graphs.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def main() -> None:
         return
     spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if spy is None:
-        raise SystemExit("profile_worker: py-spy is not installed (pip install py-spy)")
+        raise SystemExit("profile_worker: py-spy is not installed (pip install -e .[bench])")
     out_dir = Path(tempfile.mkdtemp(prefix="mantis-profile-"))
     report(asyncio.run(run(spy, args.n, args.rate, out_dir)))
 
