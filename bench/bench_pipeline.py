@@ -1,6 +1,7 @@
 """Pipeline throughput and latency, side by side with a raw relay and a naive Faust peer.
 
     python bench/bench_pipeline.py [--n 20000] [--kinds scalar,waveform,mixed] [--chunk 1024] [--soak 600]
+        [--contenders "relay,naive,mantis/off,mantis/off x2,quix/river"] [--baseline-rev REV]
 
 For each kind of input (scalar readings, waveform chunks, a mix) and each
 contender, a fresh embedded broker is started, N readings are produced with no
@@ -12,7 +13,16 @@ key, and the clock runs until the last anomaly output appears:
   ``faust.contrib.opentelemetry`` sensor, exporting every span;
 - ``mantis/off``, ``mantis/shipped``, ``mantis/100%``: this project's worker with
   tracing off, with ``config/sampling-strategy.json``, and with every span sampled;
-  ``mantis/off x2`` (not run by default): two workers in one consumer group.
+  ``mantis/off x2``, ``mantis/off x4`` (not run by default): N workers in one consumer group,
+  started by ``mantis-stream workers N`` as a user would;
+- ``quix/river``, ``quix/mantis-detector`` (not run by default; scalar readings only;
+  ``pip install -e .[bench]``): ``bench/quix_app.py``, the same job on Quix Streams with
+  river's ``StandardScaler | HalfSpaceTrees`` or with mantis-stream's ``AnomalyDetector``.
+
+``--baseline-rev REV`` adds ``baseline/off`` (or the ``baseline/...`` contenders named in
+``--contenders``, e.g. ``baseline/off x2``): the worker of git revision REV, run from a
+temporary ``git worktree`` with ``PYTHONPATH`` pointing at it, so a change is measured
+against the code before it in the same run.
 
 Traced contenders export OTLP/gRPC to a discard collector in this process.
 Latency (produce -> anomaly output, p50/p95/p99) is measured in a second, paced
@@ -70,9 +80,12 @@ def make_readings(kind: str, n: int, rng: np.random.Generator, chunk: int = CHUN
 
 
 def expected_outputs(readings: list[dict], contender: str = "mantis") -> int:
-    """Anomaly messages the readings must yield: one per window, one per complete frame (the relay: one per reading)."""
+    """Anomaly messages the readings must yield: one per window, one per complete frame (the relay: one per reading;
+    the Quix peer handles scalar readings only)."""
     if contender == "relay":
         return len(readings)
+    if contender.startswith("quix/"):
+        return sum("value" in r for r in readings)
     samples: dict[str, int] = {}
     count = 0
     for r in readings:
@@ -154,17 +167,43 @@ class DiscardCollector(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
-def start_worker(app_module: str, broker: EmbeddedBroker, env: dict[str, str], log: Path, app_id: str = "") -> subprocess.Popen:
+def worker_env(broker: EmbeddedBroker, env: dict[str, str], app_id: str, root: Path) -> dict[str, str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("MANTIS_", "OTEL_"))}
     full.update(MANTIS_BROKER=broker.url, MANTIS_APP_ID=app_id or f"bench-{uuid.uuid4().hex[:6]}", MANTIS_WEB_PORT=str(free_port()),
-                PYTHONPATH=str(ROOT), **env)
+                PYTHONPATH=str(root), **env)
+    return full
+
+
+def start_worker(app_module: str, broker: EmbeddedBroker, env: dict[str, str], log: Path, app_id: str = "",
+                 root: Path = ROOT) -> subprocess.Popen:
+    """One worker of ``app_module``, importing the code under ``root`` (this checkout, or a baseline revision)."""
     return subprocess.Popen([sys.executable, "-m", "faust", "-A", app_module, "worker", "-l", "info", "--without-web"],
-                            cwd=ROOT, env=full, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+                            cwd=root, env=worker_env(broker, env, app_id, root), stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
 
-async def wait_ready(proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+def start_workers(n: int, broker: EmbeddedBroker, env: dict[str, str], log: Path, app_id: str, root: Path) -> subprocess.Popen:
+    """``mantis-stream workers N``, as a user would scale out on one machine."""
+    return subprocess.Popen([sys.executable, "-m", "mantis_stream", "workers", str(n), "--without-web"],
+                            cwd=root, env=worker_env(broker, env, app_id, root), stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+
+QUIX_DETECTORS = {"quix/river": "river", "quix/mantis-detector": "mantis"}
+
+
+def start_quix(contender: str, broker: EmbeddedBroker, workdir: Path, log: Path) -> subprocess.Popen:
+    """``bench/quix_app.py`` with the contender's detector, its state store in ``workdir``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MANTIS_", "OTEL_"))}
+    env.update(PYTHONPATH=str(ROOT), OTEL_SDK_DISABLED="true", OTEL_TRACES_EXPORTER="none")
+    return subprocess.Popen([sys.executable, str(ROOT / "bench" / "quix_app.py"), broker.bootstrap,
+                             f"bench-quix-{uuid.uuid4().hex[:6]}", str(workdir / "state"),
+                             "--detector", QUIX_DETECTORS[contender]],
+                            cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+
+async def wait_ready(proc: subprocess.Popen, log: Path, timeout: float = 90.0, count: int = 1) -> None:
+    """Until ``log`` says ``Ready`` ``count`` times (once per worker)."""
     deadline = time.time() + timeout
-    while "Ready" not in log.read_text(errors="replace"):
+    while log.read_text(errors="replace").count("Ready") < count:
         if proc.poll() is not None or time.time() > deadline:
             raise RuntimeError(f"worker not ready:\n{log.read_text(errors='replace')[-3000:]}")
         await asyncio.sleep(0.2)
@@ -180,9 +219,16 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+    """RSS of ``pid``; of its children instead when it is the ``workers`` supervisor (their sum)."""
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        if children and "workers" in Path(f"/proc/{pid}/cmdline").read_text():
+            return sum(rss_mib(c) for c in children)
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return float("nan")
 
 
@@ -209,7 +255,7 @@ asyncio.run(main())
 
 
 async def run_one(contender: str, readings: list[dict], collector: DiscardCollector, rate: float | None = None,
-                  soak: float = 0.0) -> dict:
+                  soak: float = 0.0, baseline: Path | None = None) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="mantis-bench-"))
     log = workdir / "worker.log"
     otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
@@ -230,15 +276,29 @@ async def run_one(contender: str, readings: list[dict], collector: DiscardCollec
             await wait_ready(proc, log)
             await asyncio.sleep(8)  # the relay's four groups join
             procs = [proc]
+        elif contender.startswith("quix/"):
+            proc = start_quix(contender, broker, workdir, log)
+            await wait_ready(proc, log)
+            procs = [proc]
         else:
             module = "bench.naive_app" if contender == "naive" else "mantis_stream"
             name, _, copies = contender.partition(" x")
+            n = int(copies or 1)
+            root = ROOT
+            if name.startswith("baseline/"):
+                if baseline is None:
+                    raise SystemExit(f"{contender}: needs --baseline-rev")
+                root, name = baseline, "mantis/" + name.removeprefix("baseline/")
             app_id = f"bench-{uuid.uuid4().hex[:6]}"
-            logs = [log] + [workdir / f"worker-{i}.log" for i in range(1, int(copies or 1))]
-            procs = [start_worker(module, broker, envs[name], path, app_id) for path in logs]
-            for p, path in zip(procs, logs):
-                await wait_ready(p, path)
-            if len(procs) > 1:  # every worker recovered after the last rebalance, with its share of partitions
+            if n > 1 and module == "mantis_stream" and (root / "mantis_stream" / "supervisor.py").exists():
+                procs = [start_workers(n, broker, envs[name], log, app_id, root)]
+                await wait_ready(procs[0], log, count=n)
+            else:
+                logs = [log] + [workdir / f"worker-{i}.log" for i in range(1, n)]
+                procs = [start_worker(module, broker, envs[name], path, app_id, root) for path in logs]
+                for p, path in zip(procs, logs):
+                    await wait_ready(p, path)
+            if n > 1:  # every worker recovered after the last rebalance, with its share of partitions
                 await asyncio.sleep(10)
             proc = procs[0]
         try:
@@ -271,10 +331,21 @@ async def run_one(contender: str, readings: list[dict], collector: DiscardCollec
                 stop(p)
 
 
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def baseline_worktree(rev: str) -> Path:
+    """A detached worktree of ``rev`` in a temporary directory (removed at the end of the run)."""
+    path = Path(tempfile.mkdtemp(prefix="mantis-baseline-")) / "tree"
+    git("worktree", "add", "--detach", str(path), rev)
+    return path
+
+
 def table(rows: list[dict], title: str) -> str:
-    out = [title, f"{'contender':<16}{'readings':>10}{'outputs':>10}{'readings/s':>12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'RSS MiB':>9}"]
+    out = [title, f"{'contender':<22}{'readings':>10}{'outputs':>10}{'readings/s':>12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'RSS MiB':>9}"]
     for r in rows:
-        out.append(f"{r['contender']:<16}{r['readings']:>10}{r['outputs']:>10}{r['readings_per_s']:>12.0f}"
+        out.append(f"{r['contender']:<22}{r['readings']:>10}{r['outputs']:>10}{r['readings_per_s']:>12.0f}"
                    f"{r['p50'] * 1e3:>9.0f}{r['p95'] * 1e3:>9.0f}{r['p99'] * 1e3:>9.0f}{r['rss_mib']:>9.0f}")
     return "\n".join(out)
 
@@ -286,16 +357,24 @@ async def main() -> None:
     parser.add_argument("--contenders", default="relay,naive,mantis/off,mantis/shipped,mantis/100%")
     parser.add_argument("--chunk", type=int, default=CHUNK, help="samples per waveform chunk")
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of soak at half the peak rate (0: none)")
+    parser.add_argument("--baseline-rev", default=None, metavar="REV",
+                        help="also run git revision REV of mantis-stream (contender baseline/off, or baseline/shipped, "
+                             "baseline/100%%, baseline/off xN in --contenders) from a temporary worktree")
     args = parser.parse_args()
+    contenders = args.contenders.split(",")
+    if args.baseline_rev and not any(c.startswith("baseline/") for c in contenders):
+        contenders.append("baseline/off")
     collector = DiscardCollector()
     collector.server.start()
     rng = np.random.default_rng(1)
+    baseline = None
     try:
+        baseline = baseline_worktree(args.baseline_rev) if args.baseline_rev else None
         for kind in args.kinds.split(","):
             readings = make_readings(kind, args.n, rng, args.chunk)
             rows = []
-            for contender in args.contenders.split(","):
-                rows.append(await run_one(contender, [dict(r) for r in readings], collector))
+            for contender in contenders:
+                rows.append(await run_one(contender, [dict(r) for r in readings], collector, baseline=baseline))
                 print(f"  {kind} {contender}: {rows[-1]['readings_per_s']:.0f} readings/s", file=sys.stderr, flush=True)
             print(table(rows, f"\n{kind}: {args.n} readings, {ASSETS} assets, peak rate (produce as fast as possible)"))
             if kind != "scalar":
@@ -315,8 +394,12 @@ async def main() -> None:
             print(table([soak], f"\nsoak: {args.soak:.0f} s of mixed readings at {peak / 2:.0f} readings/s"))
             print("RSS MiB over time: " + ", ".join(f"{t:.0f}s={m:.0f}" for t, m in soak["rss_series"]))
         print(f"\nspans received by the discard collector: {collector.spans}")
+        if baseline:
+            print(f"baseline: {args.baseline_rev} = {git('rev-parse', '--short', args.baseline_rev)}")
     finally:
         collector.server.stop(0)
+        if baseline:
+            git("worktree", "remove", "--force", str(baseline))
 
 
 if __name__ == "__main__":

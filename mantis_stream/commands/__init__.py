@@ -2,3 +2,4 @@
 
 from . import demo, detect, evaluate_nab, produce, replay, rul, work_orders  # noqa: F401
 from . import config, trace  # noqa: F401  (observability: mantis-stream config / trace show|list)
+from . import workers  # noqa: F401  (mantis-stream workers N: several worker processes, one group)
