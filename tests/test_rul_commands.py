@@ -99,7 +99,7 @@ def test_train_and_predict_femto(workdir: Path, cmapss_model: Path, tmp_path: Pa
     model = RulModel.load(workdir / "both.json")
     # the C-MAPSS part is kept from --from, the bearing part is new
     assert model.cmapss is not None
-    assert model.generic["seconds"].life_median is not None
+    assert model.generic["seconds"].horizon is not None
     # a held-out bearing cut at 60 % of its life: the remaining life is ~40 % of it
     cut = tmp_path / "Bearing3_1"
     cut.mkdir()

@@ -200,18 +200,20 @@ def test_stationary_scalar_noise_gives_no_rul_work_order(sigma: float, seed: int
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_stationary_vibration_rul_is_the_life_prior_only(seed: int) -> None:
-    """Healthy vibration RMS (log growth mode): noise never engages the trend. With a life
-    distribution the RUL is exactly the age prior; without one, beyond the horizon."""
+def test_stationary_vibration_is_beyond_the_horizon(seed: int) -> None:
+    """Healthy vibration RMS (log growth mode): noise never reaches the onset. A trained
+    model says "beyond the horizon" (its learnt horizon) whatever the age; without one,
+    ``max_rul``."""
     rng = np.random.default_rng(seed)
     rows = [(T0 + 0.2 * i, {"rms": 0.22 * math.exp(0.02 * rng.standard_normal())}) for i in range(5 * 3600 * 2)]
     trained = RulModel.default()
     p = trained.generic_params("seconds")
+    assert p.horizon is not None and p.horizon > 0
     tracker = RulTracker(trained, "seconds")
     for i, (t, feats) in enumerate(rows):
         est = tracker.update(t, feats)
         if i >= p.baseline_n - 1:
-            assert est is not None and est.rul == pytest.approx(p.residual_life(t - T0, p.life_q))
+            assert est is not None and est.rul == est.lower == p.horizon and est.upper == p.max_rul
     ests, orders = _work_orders(rows, RulModel())
     assert not orders and all(e.rul == GenericParams().max_rul for e in ests)
 
@@ -241,16 +243,18 @@ def test_degrading_scalar_gets_a_shrinking_rul_before_failure(seed: int) -> None
     assert orders and t_on < orders[0] < t_fail - 600.0, orders
 
 
-def test_tracker_state_version_1_is_migrated() -> None:
-    """A generic state stored by the previous layout (no spread, interval sum, trend flag) loads and runs on."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_tracker_state_of_older_layouts_is_migrated(version: int) -> None:
+    """Generic states stored by earlier layouts (1: no spread, interval sum, trend flag;
+    2: no onset nor slope sums) load and run on."""
     tracker = RulTracker(RulModel.default(), "seconds")
     rng = np.random.default_rng(0)
     rows = list(_scalar_windows(np.round(61.0 + 0.3 * rng.standard_normal(200), 2)))
     for t, f in rows[:100]:
         tracker.update(t, f)
     old = orjson.loads(tracker.to_bytes())
-    del old["s"][13:16]
-    old["v"] = 1
+    del old["s"][13 if version == 1 else 16 : 20]
+    old["v"] = version
     resumed = RulTracker.from_bytes(orjson.dumps(old), RulModel.default())
     assert len(resumed.state) == GenericHealth.HEAD
     assert all(resumed.update(t, f) is not None for t, f in rows[100:])
@@ -402,7 +406,7 @@ def test_shipped_default_model_is_trained() -> None:
     """models/data/rul-default.json ships with the package: C-MAPSS channels get the trained model."""
     model = RulModel.default()
     assert model.cmapss is not None and model.version.startswith("rul+")
-    assert model.generic["seconds"].life_median is not None
+    assert model.generic["seconds"].horizon is not None
     rows, _ = rul_synth.cmapss_rows(1, seed=3)
     tracker = RulTracker(model, "cycles")
     hist = _histories(rows)[0]
@@ -433,9 +437,10 @@ def test_streaming_agent_gives_a_healthy_vibration_no_life_prior() -> None:
     rows = [(T0 + 0.2 * i, {"rms": 0.22 * math.exp(0.02 * rng.standard_normal())}) for i in range(3600 * 5)]
     online = rul_agent._new("s\x1fPUMP-1\x1fVIB-1")
     p = online.model.generic_params("seconds")
-    assert p.life_median is not None  # the shipped model has a life distribution...
+    assert p.horizon is not None  # the shipped model has a horizon...
     ests = [online.update(t, feats) for t, feats in rows]
-    assert all(e.rul == p.max_rul for e in ests if e is not None)  # ...which the agent does not apply
+    # ...which the agent reports as "at least", not as a RUL a work order would act on
+    assert all(e.rul == e.upper == p.max_rul and e.lower == p.horizon for e in ests if e is not None)
     restored = rul_agent._load("s\x1fPUMP-1\x1fVIB-1", online.to_bytes())
     assert restored.update(rows[-1][0] + 1.0, rows[-1][1]).rul == p.max_rul
     assert rul_agent._new("c\x1fENGINE-1\x1fGAS").life_prior  # a cycle counter is the part's age

@@ -26,8 +26,10 @@ first message of the asset:
   ``health_index = rul / cap``.
 - anything else (vibration frame features ``rms``, ``kurtosis``, ...; scalar
   window statistics): :class:`~mantis_stream.models.health.GenericHealth`,
-  growth relative to the asset's own baseline, extrapolated to a failure
-  threshold learnt from run-to-failure bearings (``train-rul --format femto``).
+  growth relative to the asset's own baseline; for vibration RMS, onset
+  detection, then an exponential degradation model with a Bayesian slope
+  extrapolated to a failure threshold, all learnt from run-to-failure bearings
+  (``train-rul --format femto``); before onset, "beyond the horizon".
 
 Notes: numpy and scipy only; no Kafka, Faust or asyncio. Model files are JSON (about
 17 000 weights, 180 kB). ``RulModel.default()`` loads the shipped
@@ -54,8 +56,9 @@ __all__ = ["RulEstimate", "RulModel", "RulTracker", "MlpEnsemble", "DEFAULT_MODE
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "data" / "rul-default.json"
 FORMAT = "mantis-rul/1"
-#: Layout of RulTracker.to_bytes (2: generic state with baseline spread, interval sum, trend flag).
-STATE_VERSION = 2
+#: Layout of RulTracker.to_bytes (2: generic state with baseline spread, interval sum,
+#: trend flag; 3: with onset time, onset level and the Bayesian slope's sums).
+STATE_VERSION = 3
 
 
 @dataclass
@@ -422,7 +425,7 @@ class RulTracker:
     @classmethod
     def from_bytes(cls, data: bytes, model: RulModel, *, life_prior: bool = True) -> "RulTracker":
         d = orjson.loads(data)
-        if d.get("v") not in (1, STATE_VERSION):
+        if d.get("v") not in (1, 2, STATE_VERSION):
             raise ValueError(f"unknown RulTracker state version {d.get('v')!r}")
         tr = cls(model, d["u"], life_prior=life_prior)
         tr.mode = d["m"]
@@ -435,6 +438,8 @@ class RulTracker:
             tr._generic = GenericHealth(model.generic_params(tr.unit), tr.keys, bool(d["l"]), life_prior)
             if d["v"] == 1:  # version 1 had no baseline spread, interval sum nor trend flag: start them at 0
                 tr.state[13:13] = [0.0, 0.0, 0.0]
+            if d["v"] <= 2:  # no onset nor slope sums yet: a degrading flag re-detects its onset
+                tr.state[15:16] = [0.0, 0.0, 0.0, 0.0, 0.0]
         elif tr.mode == "cmapss":
             if model.cmapss is None or len(tr.state) != len(model.cmapss.featurizer.init_state()):
                 raise ValueError("tracker state does not match the model (different RUL model file?)")
@@ -666,75 +671,83 @@ def estimates_at_cuts(traj: Sequence[tuple[float, RulEstimate]], start: float, e
     return out
 
 
+def _channel_runs(model: RulModel, channels: Mapping[str, Sequence[tuple[float, Mapping[str, float]]]]) -> list[tuple[float | None, float | None, float | None]]:
+    """Per channel: (onset time, level at onset, last smoothed level) of a fresh tracker."""
+    out = []
+    for rows in channels.values():
+        tr = RulTracker(model, "seconds")
+        onset = on_level = level = None
+        for t, f in rows:
+            if tr.update(t, f) is None or tr._generic is None:
+                continue
+            level = tr._generic.level(tr.state)
+            if onset is None and tr.state[15]:
+                onset, on_level = float(tr.state[16]), float(tr.state[17])
+        out.append((onset, on_level, level))
+    return out
+
+
+def _phm2012_best(remaining: np.ndarray) -> float:
+    """The guess with the best mean PHM 2012 accuracy over these remaining lives."""
+    from ..evaluation.rul import phm2012_accuracy
+
+    grid = np.geomspace(max(remaining.min() * 0.2, 1.0), remaining.max(), 200)
+    scores = [phm2012_accuracy(remaining, np.full(remaining.shape, g)) for g in grid]
+    return float(grid[int(np.argmax(scores))])
+
+
 def fit_femto(
     bearings: Sequence[Bearing],
     *,
     fractions: Sequence[float] = CUT_FRACTIONS,
-    sigma_floors: Sequence[float] = (0.5, 0.7),
     progress: Callable[[str], None] | None = None,
 ) -> RulModel:
-    """Fit the generic indicator's parameters to run-to-failure bearings.
+    """Learn the bearing model from run-to-failure bearings (last frame = failure).
 
-    The failure threshold is learnt from the smoothed indicator at each
-    bearing's end; prior life, onset and a RUL scale are chosen by maximising
-    the PHM 2012 accuracy over the training bearings cut at ``fractions`` of
-    their lives (a small grid: few parameters, few bearings).
+    No search over parameters (six bearings would be overfitted): the failure
+    threshold is the median end-of-life level of the bearings' worse channel;
+    each bearing's onset is where the tracker first flags it; the slope prior
+    is the geometric mean of the bearings' (threshold - onset level) / (time
+    from onset to failure), with a standard deviation of the same size; the RUL
+    caps at the horizon: the PHM 2012-optimal guess over the bearings'
+    remaining lives before onset when cut at ``fractions`` of their lives.
     """
-    from ..evaluation.rul import phm2012_accuracy
-
     say = progress or (lambda m: None)
-    lives = []
-    for channels, end in bearings:
-        start = min(rows[0][0] for rows in channels.values() if rows)
-        lives.append(end - start)
-    lives_a = np.asarray(lives)
+    starts = [min(rows[0][0] for rows in channels.values() if rows) for channels, _ in bearings]
+    lives = np.array([end - s for (_, end), s in zip(bearings, starts)])
     base = GenericParams()
-    # threshold: the end-of-life level of the smoothed indicator; a bearing has
-    # failed when either sensor says so, so per bearing the higher channel counts
     probe = RulModel(generic={"seconds": base})
     finals = []
     for channels, _ in bearings:
-        levels = []
-        for rows in channels.values():
-            tr = RulTracker(probe, "seconds")
-            lvl = None
-            for t, f in rows:
-                if tr.update(t, f) is not None and tr._generic is not None:
-                    lvl = tr._generic.level(tr.state)
-            if lvl is not None:
-                levels.append(lvl)
-        if levels:
-            finals.append(max(levels))
-    finals_a = np.asarray(finals) if finals else np.array([base.threshold])
-    say(f"{len(bearings)} bearings, lives {', '.join(f'{x:.0f}' for x in lives_a)} s; end levels {np.round(finals_a, 2).tolist()}")
-    log_lives = np.log(lives_a)
-    spread = float(log_lives.std(ddof=1)) if len(lives_a) > 1 else 0.0
-    best = None
-    for thr in sorted({float(np.quantile(finals_a, q)) for q in (0.0, 0.5)}):
-        for onset_frac in (0.5, 0.75):
-            for sigma in sorted({max(spread, x) for x in sigma_floors}):
-                for life_q in (0.15, 0.3, 0.5):
-                    p = GenericParams(
-                        **{**base.to_json(), "threshold": thr, "onset": onset_frac * thr,
-                           "life_median": float(np.exp(log_lives.mean())), "life_sigma": sigma,
-                           "life_q": life_q, "max_rul": float(4.0 * lives_a.max())}
-                    )
-                    m = RulModel(generic={"seconds": p})
-                    pairs = []
-                    for (channels, end), life in zip(bearings, lives_a):
-                        traj = bearing_trajectory(m, channels)
-                        pairs += estimates_at_cuts(traj, end - life, end, fractions)
-                    if not pairs:
-                        continue
-                    acc = phm2012_accuracy([a for a, _ in pairs], [b for _, b in pairs])
-                    if best is None or acc > best[0]:
-                        best = (acc, p)
-    assert best is not None, "no bearing produced an estimate"
-    bp = best[1]
-    say(f"training PHM 2012 accuracy {best[0]:.3f}: threshold {bp.threshold:.2f}, onset {bp.onset:.2f}, life median {bp.life_median:.0f} s, sigma {bp.life_sigma:.2f}, quantile {bp.life_q}")
+        ends = [lv for _, _, lv in _channel_runs(probe, channels) if lv is not None]
+        if ends:
+            finals.append(max(ends))
+    threshold = float(np.median(finals)) if finals else base.threshold
+    params = GenericParams(**{**base.to_json(), "threshold": threshold})
+    probe = RulModel(generic={"seconds": params})
+    onset_ages, rates, phases = [], [], []
+    for (channels, end), start in zip(bearings, starts):
+        runs = [(t, y) for t, y, _ in _channel_runs(probe, channels) if t is not None]
+        if not runs:
+            onset_ages.append(end - start)
+            continue
+        t_on, y_on = min(runs)
+        onset_ages.append(t_on - start)
+        phases.append(end - t_on)
+        rates.append(max(threshold - y_on, 1e-3) / max(end - t_on, 1.0))
+    say(f"{len(bearings)} bearings, lives {', '.join(f'{x:.0f}' for x in lives)} s; threshold {threshold:.2f}; "
+        f"onset at {', '.join(f'{a / l:.0%}' for a, l in zip(onset_ages, lives))} of life")
+    if rates:
+        slope = float(np.exp(np.mean(np.log(rates))))
+        params.slope_prior, params.slope_prior_sd = slope, slope
+    # remaining lives before onset at the cut points of the evaluation protocol
+    pre = np.array([(1.0 - f) * life for life, age in zip(lives, onset_ages) for f in fractions if f * life < age])
+    params.horizon = _phm2012_best(pre if pre.size else lives)
+    params.max_rul = float(max(base.max_rul, 4.0 * lives.max()))
+    say(f"horizon {params.horizon:.0f} s, slope prior {params.slope_prior} /s, degradation phases {', '.join(f'{x:.0f}' for x in phases)} s")
     model = RulModel(
-        generic={"seconds": best[1], "cycles": RulModel().generic["cycles"]},
-        info={"trained_on_femto": len(bearings), "femto_train_accuracy": round(best[0], 4)},
+        generic={"seconds": params, "cycles": RulModel().generic["cycles"]},
+        info={"trained_on_femto": len(bearings)},
     )
     model.stamp("femto")
     return model
