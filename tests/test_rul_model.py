@@ -144,6 +144,34 @@ def test_generic_extrapolates_to_threshold() -> None:
     assert est.health_index == pytest.approx(0.5, abs=0.05)
 
 
+def test_bearing_beyond_the_horizon_then_bayesian_degradation() -> None:
+    """Vibration: healthy -> beyond the horizon and not degrading; after the onset the
+    exponential model's RUL follows the truth, the bounds hold it and tighten as frames
+    come in; the slope prior gives a RUL from the first degrading frames."""
+    prior = 1.0 / 1000.0
+    params = GenericParams(baseline_n=30, threshold=1.5, onset=0.3, slope_prior=prior, slope_prior_sd=prior, horizon=900.0, warning_min=200.0)
+    model = RulModel(generic={"seconds": params})
+    tracker = RulTracker(model, "seconds")
+    rng = np.random.default_rng(4)
+    t_on, rate, step = 4000.0, 1.0 / 2000.0, 8.0
+    fail = t_on + 1.5 / rate
+    out = []
+    for i in range(int(fail / step)):
+        t = i * step
+        level = rate * max(0.0, t - t_on)
+        est = tracker.update(T0 + t, {"rms": 0.3 * math.exp(level + 0.05 * rng.standard_normal())})
+        if est is not None:
+            out.append((t, est))
+    healthy = [e for t, e in out if t < t_on]
+    assert all(not e.degrading and e.rul == 900.0 and e.lower == 200.0 for e in healthy)
+    late = [(t, e) for t, e in out if t > t_on + 1000.0]
+    assert late and all(e.degrading for _, e in late)
+    for t, e in late[::10]:
+        assert e.lower <= fail - t <= e.upper or abs(e.rul - (fail - t)) < 0.25 * (fail - t), (t, e)
+    widths = [(e.upper - e.lower) / e.rul for _, e in late]
+    assert widths[-1] < 0.5 * widths[0]
+
+
 def test_scalar_window_features_use_drift() -> None:
     model = RulModel.default()
     tracker = RulTracker(model, "seconds")
@@ -202,18 +230,18 @@ def test_stationary_scalar_noise_gives_no_rul_work_order(sigma: float, seed: int
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_stationary_vibration_is_beyond_the_horizon(seed: int) -> None:
     """Healthy vibration RMS (log growth mode): noise never reaches the onset. A trained
-    model says "beyond the horizon" (its learnt horizon) whatever the age; without one,
-    ``max_rul``."""
+    model says "beyond the horizon" (its learnt horizon, at least the shortest warning
+    seen in training) whatever the age; without one, ``max_rul``."""
     rng = np.random.default_rng(seed)
     rows = [(T0 + 0.2 * i, {"rms": 0.22 * math.exp(0.02 * rng.standard_normal())}) for i in range(5 * 3600 * 2)]
     trained = RulModel.default()
     p = trained.generic_params("seconds")
-    assert p.horizon is not None and p.horizon > 0
+    assert p.horizon is not None and 0 < p.warning_min < p.horizon
     tracker = RulTracker(trained, "seconds")
     for i, (t, feats) in enumerate(rows):
         est = tracker.update(t, feats)
         if i >= p.baseline_n - 1:
-            assert est is not None and est.rul == est.lower == p.horizon and est.upper == p.max_rul
+            assert est is not None and est.rul == p.horizon and est.upper == p.max_rul and est.lower == p.warning_min
     ests, orders = _work_orders(rows, RulModel())
     assert not orders and all(e.rul == GenericParams().max_rul for e in ests)
 
@@ -243,18 +271,16 @@ def test_degrading_scalar_gets_a_shrinking_rul_before_failure(seed: int) -> None
     assert orders and t_on < orders[0] < t_fail - 600.0, orders
 
 
-@pytest.mark.parametrize("version", [1, 2])
-def test_tracker_state_of_older_layouts_is_migrated(version: int) -> None:
-    """Generic states stored by earlier layouts (1: no spread, interval sum, trend flag;
-    2: no onset nor slope sums) load and run on."""
+def test_tracker_state_version_1_is_migrated() -> None:
+    """A generic state stored by the previous layout (no spread, interval sum, trend flag) loads and runs on."""
     tracker = RulTracker(RulModel.default(), "seconds")
     rng = np.random.default_rng(0)
     rows = list(_scalar_windows(np.round(61.0 + 0.3 * rng.standard_normal(200), 2)))
     for t, f in rows[:100]:
         tracker.update(t, f)
     old = orjson.loads(tracker.to_bytes())
-    del old["s"][13 if version == 1 else 16 : 20]
-    old["v"] = version
+    del old["s"][13:16]
+    old["v"] = 1
     resumed = RulTracker.from_bytes(orjson.dumps(old), RulModel.default())
     assert len(resumed.state) == GenericHealth.HEAD
     assert all(resumed.update(t, f) is not None for t, f in rows[100:])
@@ -440,7 +466,7 @@ def test_streaming_agent_gives_a_healthy_vibration_no_life_prior() -> None:
     assert p.horizon is not None  # the shipped model has a horizon...
     ests = [online.update(t, feats) for t, feats in rows]
     # ...which the agent reports as "at least", not as a RUL a work order would act on
-    assert all(e.rul == e.upper == p.max_rul and e.lower == p.horizon for e in ests if e is not None)
+    assert all(e.rul == e.upper == p.max_rul and e.lower == p.warning_min for e in ests if e is not None)
     restored = rul_agent._load("s\x1fPUMP-1\x1fVIB-1", online.to_bytes())
     assert restored.update(rows[-1][0] + 1.0, rows[-1][1]).rul == p.max_rul
     assert rul_agent._new("c\x1fENGINE-1\x1fGAS").life_prior  # a cycle counter is the part's age

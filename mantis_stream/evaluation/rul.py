@@ -167,13 +167,15 @@ def cross_validate_cmapss(
     cap: float = 125.0,
     seed: int = 0,
     progress=None,
+    on_unit=None,
     **fit_kwargs,
 ) -> dict:
     """k-fold by unit: train on k-1 folds, cut each validation unit at random points.
 
     The estimate at a cut is the tracker's after the cut's last row (causal: the
     same as running it on the truncated rows). Truth is min(cycles left, cap).
-    Also reports the full-history-minus-one protocol-free numbers per fold.
+    ``on_unit(index, trajectory, cuts)``, when given, is called for each
+    validation unit with its out-of-fold estimates after every row.
     """
     from ..models.rul import fit_cmapss
 
@@ -187,6 +189,8 @@ def cross_validate_cmapss(
         t_f, p_f = [], []
         for i in val:
             traj = trajectory(model, "cycles", histories[i])
+            if on_unit is not None:
+                on_unit(i, traj, cuts[i])
             n = len(histories[i])
             for kept in cuts[i]:
                 est = traj[kept - 1]
@@ -223,8 +227,11 @@ def best_constant(actual: Sequence[float]) -> tuple[float, float]:
     return float(grid[i]), float(scores[i])
 
 
-def femto_leave_one_out_data(data, *, fractions: Sequence[float] | None = None, progress=None) -> dict:
-    """:func:`femto_leave_one_out` on computed features: ``{name: (channels, failure ts)}``."""
+def femto_leave_one_out_data(data, *, fractions: Sequence[float] | None = None, progress=None, on_bearing=None) -> dict:
+    """:func:`femto_leave_one_out` on computed features: ``{name: (channels, failure ts)}``.
+
+    ``on_bearing(name, trajectory, start, end)``, when given, is called after each
+    held-out bearing with its (ts, estimate) trajectory (``evaluate`` plots it)."""
     from ..models.rul import CUT_FRACTIONS, bearing_trajectory, estimates_at_cuts, fit_femto
 
     say = progress or (lambda m: None)
@@ -233,7 +240,10 @@ def femto_leave_one_out_data(data, *, fractions: Sequence[float] | None = None, 
     for name, (channels, end) in data.items():
         model = fit_femto([v for k, v in data.items() if k != name], fractions=fr, progress=say)
         start = min(rows[0][0] for rows in channels.values() if rows)
-        pairs = estimates_at_cuts(bearing_trajectory(model, channels), start, end, fr)
+        traj = bearing_trajectory(model, channels)
+        pairs = estimates_at_cuts(traj, start, end, fr)
+        if on_bearing is not None:
+            on_bearing(name, traj, start, end)
         a = [x for x, _ in pairs]
         p = [y for _, y in pairs]
         per[name] = {

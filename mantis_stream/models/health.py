@@ -202,14 +202,15 @@ class GenericParams:
     the log ratio rising linearly from the onset level, whose slope has a
     Gaussian prior (``slope_prior`` +- ``slope_prior_sd`` per unit of time, from
     the training bearings) updated by Bayesian linear regression on every
-    message since onset (forgetting time constant ``tau_fit``), capped at the
+    message (forgetting time constant ``tau_trend``), capped at the
     horizon (a degrading bearing does not outlive a healthy one). Before onset:
     beyond the horizon, ``horizon``: the PHM 2012-optimal guess over the training
     bearings' remaining lives while they had not reached onset (reported as
     the RUL when the age is the part's age, a run-to-failure test from new,
     else as the lower bound with ``max_rul`` as the RUL: online, "at least the
     horizon" must not open a work order). Without a trained horizon, and for
-    z-score drift, the RUL before onset is ``max_rul``.
+    z-score drift, the RUL before onset is ``max_rul``. ``warning_min``: the
+    shortest time from onset to failure in training, the lower bound before onset.
     """
 
     baseline_n: int = 30
@@ -220,8 +221,8 @@ class GenericParams:
     onset: float = 0.35
     slope_prior: float | None = None
     slope_prior_sd: float | None = None
-    tau_fit: float = 1800.0
     horizon: float | None = None
+    warning_min: float | None = None
     max_rul: float = 86_400.0
     min_rul: float = 0.0
     rul_scale: float = 1.0
@@ -243,6 +244,7 @@ class GenericEstimate:
     upper: float
     health_index: float
     level: float
+    degrading: bool = False
 
 
 @dataclass
@@ -252,7 +254,7 @@ class GenericHealth:
     State: a flat list of floats (plain Python floats: this runs once per
     vibration frame, where numpy's per-call overhead would dominate),
     ``[n, t0, t_last, b_sum, b_sq, w_l, l_sum, S0, Su, Suu, Sy, Suy, Syy, b_spread, Sdt,
-    degrading, t_on, y_on, Stt, Sty]`` plus, in multi-key mode, per-key baseline
+    degrading]`` plus, in multi-key mode, per-key baseline
     sums and squares. ``keys``: the feature(s) tracked, fixed at the first update.
 
     Onset: on a healthy asset the smoothed indicator wanders, and any upward
@@ -275,7 +277,7 @@ class GenericHealth:
     #: so the age-dependent horizon applies; else the RUL before onset is ``max_rul``.
     life_prior: bool = True
 
-    HEAD = 20
+    HEAD = 16
 
     @classmethod
     def for_features(cls, params: GenericParams, features: Mapping[str, float], life_prior: bool = True) -> "GenericHealth":
@@ -367,19 +369,21 @@ class GenericHealth:
         state[5] = a_s * state[5] + 1.0
         state[6] = a_s * state[6] + y
         level = state[6] / state[5]
-        # weighted linear trend of the smoothed level against time (relative ages)
+        # weighted linear trend against time (relative ages): of the smoothed level, or
+        # in log mode of the indicator itself (independent values, for the Bayesian slope)
+        v = y if self.log_mode else level
         a = math.exp(-dt / p.tau_trend) if p.tau_trend > 0 else 0.0
         s0, su, suu, sy, suy, syy = state[7:13]
         suu = a * (suu + 2.0 * dt * su + dt * dt * s0)
         su = a * (su + dt * s0)
         suy = a * (suy + dt * sy)
         s0 = a * s0 + 1.0
-        sy = a * sy + level
-        syy = a * syy + level * level
+        sy = a * sy + v
+        syy = a * syy + v * v
         state[7:13] = [s0, su, suu, sy, suy, syy]
         state[14] = a * state[14] + dt  # with S0: the mean interval between messages
         if self.log_mode:
-            return self._estimate_log(state, t, y, dt, level, thr, onset)
+            return self._estimate_log(state, level, thr, onset)
         return self._estimate(state, level, thr, onset)
 
     def level(self, state: list[float]) -> float | None:
@@ -397,7 +401,7 @@ class GenericHealth:
         s0, su, suu, sy, suy, syy = state[7:13]
         den = s0 * suu - su * su
         mean_dt = state[14] / s0 if s0 > 0 else 0.0
-        if p.tau_smooth <= 0:
+        if p.tau_smooth <= 0 or self.log_mode:
             kappa = 1.0
         elif mean_dt > 0:
             kappa = 1.0 / math.tanh(mean_dt / (2.0 * p.tau_smooth))
@@ -422,14 +426,14 @@ class GenericHealth:
             return slope, slope + q * se, slope - q * se, slope - q * se > 0
         return slope, math.inf, 0.0, False
 
-    def _finish(self, rul: float, lower: float, upper: float, level: float, thr: float) -> GenericEstimate:
+    def _finish(self, rul: float, lower: float, upper: float, level: float, thr: float, degrading: bool = False) -> GenericEstimate:
         p = self.params
         hi = min(1.0, max(0.0, 1.0 - max(level, 0.0) / thr))
         rul *= p.rul_scale
         rul = min(max(rul, p.min_rul), p.max_rul)
         lower = min(max(lower, p.min_rul), rul)
         upper = max(min(upper, p.max_rul), rul)
-        return GenericEstimate(rul, lower, upper, hi, level)
+        return GenericEstimate(rul, lower, upper, hi, level, degrading)
 
     def _estimate(self, state: list[float], level: float, thr: float, onset: float) -> GenericEstimate:
         """z-score drift: the weighted trend extrapolated to the threshold, else beyond the horizon."""
@@ -446,39 +450,34 @@ class GenericHealth:
                 rul = min(remaining / slope, p.max_rul)
                 lower = remaining / fast
                 upper = remaining / slow if slow > 0 else p.max_rul
-        return self._finish(rul, lower, upper, level, thr)
+        return self._finish(rul, lower, upper, level, thr, bool(state[15]))
 
-    def _estimate_log(self, state: list[float], t: float, y: float, dt: float, level: float, thr: float, onset: float) -> GenericEstimate:
-        """Log growth: beyond the horizon until onset, then the Bayesian exponential model."""
+    def _estimate_log(self, state: list[float], level: float, thr: float, onset: float) -> GenericEstimate:
+        """Log growth: beyond the horizon until onset, then the Bayesian exponential model.
+
+        The slope of the log indicator (weighted least squares over the last
+        ``tau_trend``) is combined with the trained Gaussian prior; the bearing is
+        degrading while the level is past the onset and the posterior slope's
+        lower bound is above zero (a step that settled is not a degradation).
+        """
         p = self.params
         if level >= thr:
-            return self._finish(p.min_rul, p.min_rul, p.min_rul, level, thr)
-        if not state[15] and level >= onset:
-            state[15], state[16], state[17], state[18], state[19] = 1.0, t, level, 0.0, 0.0
-        elif state[15] and level < 0.5 * onset:  # back to normal (hysteresis): the horizon again
-            state[15] = 0.0
-        if not state[15]:
-            horizon = p.horizon if p.horizon is not None else p.max_rul
-            return self._finish(horizon if self.life_prior else p.max_rul, horizon, p.max_rul, level, thr)
-        # anchored regression y - y_on = b (t - t_on), forgetting tau_fit, Gaussian prior on b
-        a = math.exp(-dt / p.tau_fit) if p.tau_fit > 0 else 0.0
-        u = t - state[16]
-        state[18] = a * state[18] + u * u
-        state[19] = a * state[19] + u * (y - state[17])
-        nbase = min(state[0], p.baseline_n)
-        m = state[3] / nbase
-        noise_var = max(state[4] / nbase - m * m, 1e-6)
-        b0 = p.slope_prior if p.slope_prior is not None else 0.0
+            state[15] = 1.0
+            return self._finish(p.min_rul, p.min_rul, p.min_rul, level, thr, True)
+        slope, se, _ = self._trend(state)
         prior_prec = 1.0 / p.slope_prior_sd**2 if p.slope_prior_sd else 0.0
-        prec = prior_prec + state[18] / noise_var
-        remaining = max(thr - level, 0.0)
-        cap = p.horizon if p.horizon is not None else p.max_rul
-        if prec <= 0:
-            return self._finish(cap, 0.0, cap, level, thr)
-        mean = (b0 * prior_prec + state[19] / noise_var) / prec
-        sd = 1.0 / math.sqrt(prec)
+        data_prec = 1.0 / se**2 if math.isfinite(se) and se > 0 else 0.0
+        prec = prior_prec + data_prec
+        mean = ((p.slope_prior or 0.0) * prior_prec + slope * data_prec) / prec if prec > 0 else 0.0
+        sd = 1.0 / math.sqrt(prec) if prec > 0 else math.inf
         fast, slow = mean + p.z_bounds * sd, mean - p.z_bounds * sd
-        rul = min(remaining / mean, cap) if mean > 0 else cap
-        lower = remaining / fast if fast > 0 else rul
-        upper = remaining / slow if slow > 0 else p.max_rul
-        return self._finish(rul, lower, upper, level, thr)
+        state[15] = 1.0 if level >= onset and slow > 0 else 0.0
+        horizon = p.horizon if p.horizon is not None else p.max_rul
+        if not state[15]:
+            lower = p.warning_min if p.warning_min is not None else horizon
+            return self._finish(horizon if self.life_prior else p.max_rul, lower, p.max_rul, level, thr)
+        # the fitted line's value now (the smoothed level lags a rising indicator)
+        s0, su, sy = state[7], state[8], state[10]
+        remaining = max(thr - (sy / s0 + mean * su / s0), 0.0)
+        rul = min(remaining / mean, horizon)
+        return self._finish(rul, remaining / fast, remaining / slow, level, thr, True)

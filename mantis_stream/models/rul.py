@@ -56,9 +56,8 @@ __all__ = ["RulEstimate", "RulModel", "RulTracker", "MlpEnsemble", "DEFAULT_MODE
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "data" / "rul-default.json"
 FORMAT = "mantis-rul/1"
-#: Layout of RulTracker.to_bytes (2: generic state with baseline spread, interval sum,
-#: trend flag; 3: with onset time, onset level and the Bayesian slope's sums).
-STATE_VERSION = 3
+#: Layout of RulTracker.to_bytes (2: generic state with baseline spread, interval sum, trend flag).
+STATE_VERSION = 2
 
 
 @dataclass
@@ -70,6 +69,8 @@ class RulEstimate:
     upper: float
     health_index: float
     unit: str  # "cycles" or "seconds"
+    #: past the onset with a rising trend (the RUL comes from the degradation model)
+    degrading: bool = False
 
 
 # --------------------------------------------------------------------------------------
@@ -403,7 +404,7 @@ class RulTracker:
         self._n += 1
         if est is None:
             return None
-        return RulEstimate(est.rul, est.lower, est.upper, est.health_index, self.unit)
+        return RulEstimate(est.rul, est.lower, est.upper, est.health_index, self.unit, est.degrading)
 
     # -- persistence ----------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -425,7 +426,7 @@ class RulTracker:
     @classmethod
     def from_bytes(cls, data: bytes, model: RulModel, *, life_prior: bool = True) -> "RulTracker":
         d = orjson.loads(data)
-        if d.get("v") not in (1, 2, STATE_VERSION):
+        if d.get("v") not in (1, STATE_VERSION):
             raise ValueError(f"unknown RulTracker state version {d.get('v')!r}")
         tr = cls(model, d["u"], life_prior=life_prior)
         tr.mode = d["m"]
@@ -438,8 +439,6 @@ class RulTracker:
             tr._generic = GenericHealth(model.generic_params(tr.unit), tr.keys, bool(d["l"]), life_prior)
             if d["v"] == 1:  # version 1 had no baseline spread, interval sum nor trend flag: start them at 0
                 tr.state[13:13] = [0.0, 0.0, 0.0]
-            if d["v"] <= 2:  # no onset nor slope sums yet: a degrading flag re-detects its onset
-                tr.state[15:16] = [0.0, 0.0, 0.0, 0.0, 0.0]
         elif tr.mode == "cmapss":
             if model.cmapss is None or len(tr.state) != len(model.cmapss.featurizer.init_state()):
                 raise ValueError("tracker state does not match the model (different RUL model file?)")
@@ -671,20 +670,11 @@ def estimates_at_cuts(traj: Sequence[tuple[float, RulEstimate]], start: float, e
     return out
 
 
-def _channel_runs(model: RulModel, channels: Mapping[str, Sequence[tuple[float, Mapping[str, float]]]]) -> list[tuple[float | None, float | None, float | None]]:
-    """Per channel: (onset time, level at onset, last smoothed level) of a fresh tracker."""
-    out = []
-    for rows in channels.values():
-        tr = RulTracker(model, "seconds")
-        onset = on_level = level = None
-        for t, f in rows:
-            if tr.update(t, f) is None or tr._generic is None:
-                continue
-            level = tr._generic.level(tr.state)
-            if onset is None and tr.state[15]:
-                onset, on_level = float(tr.state[16]), float(tr.state[17])
-        out.append((onset, on_level, level))
-    return out
+def _degrading_at(model: RulModel, channels: Mapping[str, Sequence[tuple[float, Mapping[str, float]]]]) -> tuple[list[tuple[float, RulEstimate]], float | None]:
+    """The bearing's trajectory and the first time either channel was degrading (None: never)."""
+    traj = bearing_trajectory(model, channels)
+    first = next((t for t, e in traj if e.degrading), None)
+    return traj, first
 
 
 def _phm2012_best(remaining: np.ndarray) -> float:
@@ -710,7 +700,8 @@ def fit_femto(
     is the geometric mean of the bearings' (threshold - onset level) / (time
     from onset to failure), with a standard deviation of the same size; the RUL
     caps at the horizon: the PHM 2012-optimal guess over the bearings'
-    remaining lives before onset when cut at ``fractions`` of their lives.
+    remaining lives before onset when cut at ``fractions`` of their lives; the
+    lower bound before onset is the shortest time from onset to failure.
     """
     say = progress or (lambda m: None)
     starts = [min(rows[0][0] for rows in channels.values() if rows) for channels, _ in bearings]
@@ -719,30 +710,47 @@ def fit_femto(
     probe = RulModel(generic={"seconds": base})
     finals = []
     for channels, _ in bearings:
-        ends = [lv for _, _, lv in _channel_runs(probe, channels) if lv is not None]
+        ends = []
+        for rows in channels.values():
+            tr = RulTracker(probe, "seconds")
+            for t, f in rows:
+                tr.update(t, f)
+            if tr._generic is not None and tr._generic.level(tr.state) is not None:
+                ends.append(tr._generic.level(tr.state))
         if ends:
             finals.append(max(ends))
     threshold = float(np.median(finals)) if finals else base.threshold
     params = GenericParams(**{**base.to_json(), "threshold": threshold})
     probe = RulModel(generic={"seconds": params})
     onset_ages, rates, phases = [], [], []
-    for (channels, end), start in zip(bearings, starts):
-        runs = [(t, y) for t, y, _ in _channel_runs(probe, channels) if t is not None]
-        if not runs:
-            onset_ages.append(end - start)
+    trajs = []
+    for (channels, end), start, life in zip(bearings, starts, lives):
+        traj, t_on = _degrading_at(probe, channels)
+        trajs.append(traj)
+        if t_on is None:
+            onset_ages.append(life)
             continue
-        t_on, y_on = min(runs)
         onset_ages.append(t_on - start)
         phases.append(end - t_on)
+        y_on = threshold * (1.0 - next(e for t, e in traj if t == t_on).health_index)
         rates.append(max(threshold - y_on, 1e-3) / max(end - t_on, 1.0))
     say(f"{len(bearings)} bearings, lives {', '.join(f'{x:.0f}' for x in lives)} s; threshold {threshold:.2f}; "
         f"onset at {', '.join(f'{a / l:.0%}' for a, l in zip(onset_ages, lives))} of life")
     if rates:
         slope = float(np.exp(np.mean(np.log(rates))))
         params.slope_prior, params.slope_prior_sd = slope, slope
-    # remaining lives before onset at the cut points of the evaluation protocol
-    pre = np.array([(1.0 - f) * life for life, age in zip(lives, onset_ages) for f in fractions if f * life < age])
-    params.horizon = _phm2012_best(pre if pre.size else lives)
+        trajs = [bearing_trajectory(RulModel(generic={"seconds": params}), channels) for channels, _ in bearings]
+    # remaining lives at the protocol's cuts where the bearing (with the prior) was not degrading
+    pre = []
+    for traj, start, life in zip(trajs, starts, lives):
+        times = np.array([t for t, _ in traj])
+        for f in fractions:
+            i = int(np.searchsorted(times, start + f * life, side="right")) - 1
+            if i >= 0 and not traj[i][1].degrading:
+                pre.append((1.0 - f) * life)
+    params.horizon = _phm2012_best(np.asarray(pre) if pre else lives)
+    warnings = [end - next(t for t, e in traj if e.degrading) for traj, (_, end) in zip(trajs, bearings) if any(e.degrading for _, e in traj)]
+    params.warning_min = float(min(warnings)) if warnings else None
     params.max_rul = float(max(base.max_rul, 4.0 * lives.max()))
     say(f"horizon {params.horizon:.0f} s, slope prior {params.slope_prior} /s, degradation phases {', '.join(f'{x:.0f}' for x in phases)} s")
     model = RulModel(
