@@ -17,7 +17,7 @@ table (Markdown, stdout) and writes one PNG per asset under ``--out``:
   alarms.
 - ``nab ROOT``: ``detect`` over a NAB tree (``evaluation.nab``), the normalised
   standard-profile score per category. PNG per file: the value, anomaly score and
-  threshold, labelled windows.
+  the corpus-optimised threshold, labelled windows.
 
 Plots need matplotlib (``pip install 'mantis-stream[plots]'``); without it the
 tables are still printed and the command says so.
@@ -239,19 +239,22 @@ def evaluate_nab(paths: Sequence[str], out: Path, plt: Any) -> str:
     tables = []
     for root in paths:
         files = load_corpus(root)
-        scores = []
+        series, scores = [], []
         with _bar(files, f"{root}: NAB files") as bar:
             for f in bar:
                 ts, values = read_nab_csv(Path(root) / "data" / f.name)
-                s = detect_series(values, **NAB_DETECT_DEFAULTS)
-                scores.append(s)
-                if plt is not None:
-                    x = np.array([parse_nab_time(t) for t in ts], dtype="datetime64[s]")
-                    wins = [(x[a], x[b]) for a, b in f.windows]
-                    plot_scores(plt, out / f"{_safe(f.name)}.png", f"{f.name} (yellow: labelled windows)", x, np.asarray(values, dtype=np.float64)[:, None],
-                                ["value"], np.asarray(s), 0.5, np.asarray(s) >= 0.5, "time", windows=wins)
+                series.append((ts, values))
+                scores.append(detect_series(values, **NAB_DETECT_DEFAULTS))
         cs = score_corpus(files, scores)
         tables.append(format_table(cs))
+        if plt is None:
+            continue
+        with _bar(list(zip(files, series, scores)), "pictures") as bar:
+            for f, (ts, values), s in bar:
+                x = np.array([parse_nab_time(t) for t in ts], dtype="datetime64[s]")
+                s = np.asarray(s)
+                plot_scores(plt, out / f"{_safe(f.name)}.png", f"{f.name} (yellow: labelled windows)", x, np.asarray(values, dtype=np.float64)[:, None],
+                            ["value"], s, cs.threshold, s >= cs.threshold, "time", windows=[(x[a], x[b]) for a, b in f.windows])
     return "\n\n".join(tables)
 
 
