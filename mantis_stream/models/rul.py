@@ -335,9 +335,10 @@ class RulTracker:
             raise ValueError(f"unit must be 'cycles' or 'seconds', got {unit!r}")
         self.model = model
         self.unit = unit
-        #: Use the model's life distribution with the time since the first message as
-        #: the part's age: right for a run-to-failure test, wrong for a plant observed
-        #: from some day on (the streaming agent turns it off for ``seconds``).
+        #: Whether the time since the first message is the part's age (a run-to-failure
+        #: test from new): then a bearing before onset reports the trained horizon as
+        #: its RUL; otherwise ``max_rul`` with the horizon as lower bound (the streaming
+        #: agent turns it off for ``seconds``: "at least the horizon" opens no work order).
         self.life_prior = life_prior
         self.mode: str | None = None
         self.keys: list[str] = []
