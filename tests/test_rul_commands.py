@@ -99,7 +99,7 @@ def test_train_and_predict_femto(workdir: Path, cmapss_model: Path, tmp_path: Pa
     model = RulModel.load(workdir / "both.json")
     # the C-MAPSS part is kept from --from, the bearing part is new
     assert model.cmapss is not None
-    assert model.generic["seconds"].life_median is not None
+    assert model.generic["seconds"].horizon is not None
     # a held-out bearing cut at 60 % of its life: the remaining life is ~40 % of it
     cut = tmp_path / "Bearing3_1"
     cut.mkdir()
@@ -183,6 +183,40 @@ def test_femto_files_past_midnight_keep_increasing_offsets(tmp_path: Path) -> No
     assert femto.bearing_meta(folder)["rpm"] == 1650.0
     readings = list(femto.iter_readings(folder, start_ts=1.8e9))
     assert [r["ts"] for r in readings] == [1.8e9, 1.8e9, 1.8e9 + 10, 1.8e9 + 10, 1.8e9 + 20, 1.8e9 + 20]
+
+
+def test_femto_bad_clock_stamp_is_placed_one_period_on(tmp_path: Path) -> None:
+    """A stamp hours before its neighbours (Bearing1_1 has two) is a bad clock, not a new day."""
+    folder = tmp_path / "Bearing1_9"
+    folder.mkdir()
+    for i, (h, m, s) in enumerate([(15, 32, 39), (15, 32, 49), (9, 38, 46), (15, 33, 9)]):
+        (folder / f"acc_{i + 1:05d}.csv").write_text("".join(f"{h},{m},{s},{k * 39.0:.1f},0.1,-0.2\n" for k in range(8)))
+    assert [f.offset_s for f in femto.iter_files(folder)] == [0.0, 10.0, 20.0, 30.0]
+
+
+def test_femto_npz_reads_as_the_csv_folder(workdir: Path, tmp_path: Path) -> None:
+    """The npz repacking (acc in milli-g, hmsu stamps, file names) gives the same features,
+    name, condition and end of life as the acc_*.csv folder it was made from."""
+    folder = workdir / "Bearing2_1"
+    files = femto.acc_files(folder)
+    rows = [np.loadtxt(f, delimiter=",") for f in files]
+    npz = tmp_path / "Bearing2_1.npz"
+    np.savez(
+        npz,
+        acc_milli_g=np.stack([np.rint(r[:, 4:6] * 1000).astype(np.int32) for r in rows]),
+        time_hmsu=np.stack([r[:, :4].astype(np.int32) for r in rows]),
+        files=np.array([f.name for f in files]),
+    )
+    assert femto.bearing_name(npz) == "Bearing2_1" and femto.bearing_meta(npz) == femto.bearing_meta(folder)
+    assert femto.life_end_ts(npz) == pytest.approx(femto.life_end_ts(folder), abs=1e-6)
+    a, b = femto.bearing_features(folder), femto.bearing_features(npz)
+    for ch in femto.CHANNELS:
+        assert [t for t, _ in a[ch]] == pytest.approx([t for t, _ in b[ch]], abs=1e-6)
+        assert [f["rms"] for _, f in a[ch]] == pytest.approx([f["rms"] for _, f in b[ch]], rel=1e-9)
+    (tmp_path / "bad.npz").write_bytes(npz.read_bytes())
+    np.savez(tmp_path / "bad.npz", acc_milli_g=np.zeros((2, 4, 2), np.int32))
+    with pytest.raises(ValueError, match="time_hmsu"):
+        list(femto.iter_files(tmp_path / "bad.npz"))
 
 
 @pytest.mark.broker

@@ -144,6 +144,34 @@ def test_generic_extrapolates_to_threshold() -> None:
     assert est.health_index == pytest.approx(0.5, abs=0.05)
 
 
+def test_bearing_beyond_the_horizon_then_bayesian_degradation() -> None:
+    """Vibration: healthy -> beyond the horizon and not degrading; after the onset the
+    exponential model's RUL follows the truth, the bounds hold it and tighten as frames
+    come in; the slope prior gives a RUL from the first degrading frames."""
+    prior = 1.0 / 1000.0
+    params = GenericParams(baseline_n=30, threshold=1.5, onset=0.3, slope_prior=prior, slope_prior_sd=prior, horizon=900.0, warning_min=200.0)
+    model = RulModel(generic={"seconds": params})
+    tracker = RulTracker(model, "seconds")
+    rng = np.random.default_rng(4)
+    t_on, rate, step = 4000.0, 1.0 / 2000.0, 8.0
+    fail = t_on + 1.5 / rate
+    out = []
+    for i in range(int(fail / step)):
+        t = i * step
+        level = rate * max(0.0, t - t_on)
+        est = tracker.update(T0 + t, {"rms": 0.3 * math.exp(level + 0.05 * rng.standard_normal())})
+        if est is not None:
+            out.append((t, est))
+    healthy = [e for t, e in out if t < t_on]
+    assert all(not e.degrading and e.rul == 900.0 and e.lower == 200.0 for e in healthy)
+    late = [(t, e) for t, e in out if t > t_on + 1000.0]
+    assert late and all(e.degrading for _, e in late)
+    for t, e in late[::10]:
+        assert e.lower <= fail - t <= e.upper or abs(e.rul - (fail - t)) < 0.25 * (fail - t), (t, e)
+    widths = [(e.upper - e.lower) / e.rul for _, e in late]
+    assert widths[-1] < 0.5 * widths[0]
+
+
 def test_scalar_window_features_use_drift() -> None:
     model = RulModel.default()
     tracker = RulTracker(model, "seconds")
@@ -200,18 +228,20 @@ def test_stationary_scalar_noise_gives_no_rul_work_order(sigma: float, seed: int
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_stationary_vibration_rul_is_the_life_prior_only(seed: int) -> None:
-    """Healthy vibration RMS (log growth mode): noise never engages the trend. With a life
-    distribution the RUL is exactly the age prior; without one, beyond the horizon."""
+def test_stationary_vibration_is_beyond_the_horizon(seed: int) -> None:
+    """Healthy vibration RMS (log growth mode): noise never reaches the onset. A trained
+    model says "beyond the horizon" (its learnt horizon, at least the shortest warning
+    seen in training) whatever the age; without one, ``max_rul``."""
     rng = np.random.default_rng(seed)
     rows = [(T0 + 0.2 * i, {"rms": 0.22 * math.exp(0.02 * rng.standard_normal())}) for i in range(5 * 3600 * 2)]
     trained = RulModel.default()
     p = trained.generic_params("seconds")
+    assert p.horizon is not None and 0 < p.warning_min < p.horizon
     tracker = RulTracker(trained, "seconds")
     for i, (t, feats) in enumerate(rows):
         est = tracker.update(t, feats)
         if i >= p.baseline_n - 1:
-            assert est is not None and est.rul == pytest.approx(p.residual_life(t - T0, p.life_q))
+            assert est is not None and est.rul == p.horizon and est.upper == p.max_rul and est.lower == p.warning_min
     ests, orders = _work_orders(rows, RulModel())
     assert not orders and all(e.rul == GenericParams().max_rul for e in ests)
 
@@ -402,7 +432,7 @@ def test_shipped_default_model_is_trained() -> None:
     """models/data/rul-default.json ships with the package: C-MAPSS channels get the trained model."""
     model = RulModel.default()
     assert model.cmapss is not None and model.version.startswith("rul+")
-    assert model.generic["seconds"].life_median is not None
+    assert model.generic["seconds"].horizon is not None
     rows, _ = rul_synth.cmapss_rows(1, seed=3)
     tracker = RulTracker(model, "cycles")
     hist = _histories(rows)[0]
@@ -433,9 +463,10 @@ def test_streaming_agent_gives_a_healthy_vibration_no_life_prior() -> None:
     rows = [(T0 + 0.2 * i, {"rms": 0.22 * math.exp(0.02 * rng.standard_normal())}) for i in range(3600 * 5)]
     online = rul_agent._new("s\x1fPUMP-1\x1fVIB-1")
     p = online.model.generic_params("seconds")
-    assert p.life_median is not None  # the shipped model has a life distribution...
+    assert p.horizon is not None  # the shipped model has a horizon...
     ests = [online.update(t, feats) for t, feats in rows]
-    assert all(e.rul == p.max_rul for e in ests if e is not None)  # ...which the agent does not apply
+    # ...which the agent reports as "at least", not as a RUL a work order would act on
+    assert all(e.rul == e.upper == p.max_rul and e.lower == p.warning_min for e in ests if e is not None)
     restored = rul_agent._load("s\x1fPUMP-1\x1fVIB-1", online.to_bytes())
     assert restored.update(rows[-1][0] + 1.0, rows[-1][1]).rul == p.max_rul
     assert rul_agent._new("c\x1fENGINE-1\x1fGAS").life_prior  # a cycle counter is the part's age

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import click
 import orjson
@@ -146,7 +145,7 @@ async def predict_rul(self: object, fmt: str, model_path: str | None, paths: tup
     for p in paths:
         _say(f"{p}: computing frame features")
         est = femto_estimate(model, femto.bearing_features(p))
-        _print_json(_line(Path(p).name, est, "seconds"))
+        _print_json(_line(femto.bearing_name(p), est, "seconds"))
 
 
 def _line(asset_id: str, est, unit: str) -> dict:

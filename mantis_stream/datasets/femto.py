@@ -18,6 +18,11 @@ readings and the offline framing live here, side by side:
   last sample) and calls ``dsp.spectral.waveform_features``.
 
 A learning bearing's last file is its end of life (vibration above 20 g).
+
+A bearing is a folder of acc files (the challenge's layout, what users have) or
+a ``BearingC_N.npz`` repacking of one (``acc_milli_g`` int32 (files, rows, 2)
+in g x 1000, ``time_hmsu`` int32 (files, rows, 4), ``files``): the same values,
+smaller; every function taking a folder takes either.
 """
 
 from __future__ import annotations
@@ -62,10 +67,16 @@ def acc_files(folder: str | Path) -> list[Path]:
     return files
 
 
+def bearing_name(folder: str | Path) -> str:
+    """The bearing's name: the folder name, or the npz file's stem."""
+    path = Path(folder)
+    return path.stem if path.suffix == ".npz" else path.name
+
+
 def bearing_meta(folder: str | Path) -> dict[str, Any]:
     """Shaft speed, load and geometry from the folder name (``BearingC_N``: condition C)."""
     meta: dict[str, Any] = dict(GEOMETRY)
-    m = _COND.search(Path(folder).name)
+    m = _COND.search(bearing_name(folder))
     if m and int(m.group(1)) in CONDITIONS:
         rpm, load = CONDITIONS[int(m.group(1))]
         meta.update({"rpm": rpm, "shaft_hz": rpm / 60.0, "load_n": load, "condition": int(m.group(1))})
@@ -83,15 +94,49 @@ def read_acc(path: str | Path) -> tuple[float, np.ndarray]:
     return h * 3600.0 + mi * 60.0 + s + us * 1e-6, arr[:, 4:6].copy()
 
 
+def _npz_files(path: Path) -> Iterator[tuple[Path, float, np.ndarray]]:
+    """(original file name, time of day of its first row, samples in g) per snapshot of an npz."""
+    with np.load(path) as data:
+        try:
+            acc, hmsu, names = data["acc_milli_g"], data["time_hmsu"], data["files"]
+        except KeyError as exc:
+            raise ValueError(f"{path}: missing array {exc} (need acc_milli_g, time_hmsu, files)") from None
+    if acc.ndim != 3 or acc.shape[2] != 2 or hmsu.shape[:2] != acc.shape[:2]:
+        raise ValueError(f"{path}: acc_milli_g must be (files, rows, 2) with time_hmsu (files, rows, 4)")
+    first = hmsu[:, 0, :].astype(np.float64)
+    tods = first[:, 0] * 3600.0 + first[:, 1] * 60.0 + first[:, 2] + first[:, 3] * 1e-6
+    for name, tod, samples in zip(names, tods, acc):
+        yield path / str(name), float(tod), samples.astype(np.float64) / 1000.0
+
+
+def _raw_files(folder: str | Path) -> Iterator[tuple[Path, float, np.ndarray]]:
+    path = Path(folder)
+    if path.suffix == ".npz":
+        yield from _npz_files(path)
+        return
+    for p in acc_files(path):
+        tod, samples = read_acc(p)
+        yield p, tod, samples
+
+
 def iter_files(folder: str | Path) -> Iterator[AccFile]:
-    """The folder's snapshots with offsets from the first (midnight wraps handled)."""
+    """The bearing's snapshots with offsets from the first.
+
+    A time more than half a day before the previous one wrapped past midnight;
+    any other step back is a bad stamp, placed one recording period on.
+    """
     first = prev = None
     day = 0.0
-    for path in acc_files(folder):
-        tod, samples = read_acc(path)
-        if prev is not None and tod + day < prev - 3600.0:
-            day += 86_400.0
+    step = 10.0
+    for path, tod, samples in _raw_files(folder):
         t = tod + day
+        if prev is not None and t < prev - 43_200.0:  # past midnight
+            day += 86_400.0
+            t += 86_400.0
+        elif prev is not None and t <= prev:  # a bad clock stamp (Bearing1_1 has two): one period on
+            t = prev + step
+        elif prev is not None:
+            step = t - prev
         if first is None:
             first = t
         prev = t
@@ -120,10 +165,10 @@ def file_to_readings(asset_id: str, offset_s: float, samples: np.ndarray, meta: 
 
 def iter_readings(folder: str | Path, *, start_ts: float = DEFAULT_START_TS) -> Iterator[dict[str, Any]]:
     """Every snapshot of a bearing folder as readings, in time order."""
-    folder = Path(folder)
     meta = bearing_meta(folder)
+    name = bearing_name(folder)
     for i, f in enumerate(iter_files(folder)):
-        yield from file_to_readings(folder.name, f.offset_s, f.samples, meta, start_ts=start_ts, seq=i)
+        yield from file_to_readings(name, f.offset_s, f.samples, meta, start_ts=start_ts, seq=i)
 
 
 def frame_features(
@@ -158,7 +203,6 @@ def frame_features(
 
 def bearing_features(folder: str | Path, *, frame_size: int = DEFAULT_FRAME_SIZE, start_ts: float = DEFAULT_START_TS) -> dict[str, list[tuple[float, dict[str, float]]]]:
     """Per channel (``acc_h``, ``acc_v``): the frame features of a whole folder."""
-    folder = Path(folder)
     meta = bearing_meta(folder)
     files = list(iter_files(folder))
     return {

@@ -167,13 +167,15 @@ def cross_validate_cmapss(
     cap: float = 125.0,
     seed: int = 0,
     progress=None,
+    on_unit=None,
     **fit_kwargs,
 ) -> dict:
     """k-fold by unit: train on k-1 folds, cut each validation unit at random points.
 
     The estimate at a cut is the tracker's after the cut's last row (causal: the
     same as running it on the truncated rows). Truth is min(cycles left, cap).
-    Also reports the full-history-minus-one protocol-free numbers per fold.
+    ``on_unit(index, trajectory, cuts)``, when given, is called for each
+    validation unit with its out-of-fold estimates after every row.
     """
     from ..models.rul import fit_cmapss
 
@@ -187,6 +189,8 @@ def cross_validate_cmapss(
         t_f, p_f = [], []
         for i in val:
             traj = trajectory(model, "cycles", histories[i])
+            if on_unit is not None:
+                on_unit(i, traj, cuts[i])
             n = len(histories[i])
             for kept in cuts[i]:
                 est = traj[kept - 1]
@@ -213,25 +217,33 @@ def cross_validate_cmapss(
     }
 
 
-def femto_leave_one_out(folders: Sequence[str], *, fractions: Sequence[float] | None = None, progress=None) -> dict:
-    """Leave one bearing out: fit on the others, score the held-out one cut at
-    ``fractions`` of its life with the PHM 2012 accuracy (mean over all cuts)."""
-    from pathlib import Path
+def best_constant(actual: Sequence[float]) -> tuple[float, float]:
+    """(guess, accuracy): the one RUL for every cut with the best PHM 2012 accuracy,
+    the floor a model must beat on the same cuts (found with hindsight)."""
+    a = np.asarray(actual, dtype=np.float64)
+    grid = np.geomspace(a.min() * 0.1, a.max(), 400)
+    scores = np.array([phm2012_accuracy(a, np.full(a.shape, g)) for g in grid])
+    i = int(np.argmax(scores))
+    return float(grid[i]), float(scores[i])
 
-    from ..datasets import femto
+
+def femto_leave_one_out_data(data, *, fractions: Sequence[float] | None = None, progress=None, on_bearing=None) -> dict:
+    """:func:`femto_leave_one_out` on computed features: ``{name: (channels, failure ts)}``.
+
+    ``on_bearing(name, trajectory, start, end)``, when given, is called after each
+    held-out bearing with its (ts, estimate) trajectory (``evaluate`` plots it)."""
     from ..models.rul import CUT_FRACTIONS, bearing_trajectory, estimates_at_cuts, fit_femto
 
     say = progress or (lambda m: None)
     fr = tuple(fractions or CUT_FRACTIONS)
-    data = {}
-    for f in folders:
-        say(f"{f}: computing frame features")
-        data[Path(f).name] = (femto.bearing_features(f), femto.life_end_ts(f))
     per, actual, pred = {}, [], []
     for name, (channels, end) in data.items():
         model = fit_femto([v for k, v in data.items() if k != name], fractions=fr, progress=say)
         start = min(rows[0][0] for rows in channels.values() if rows)
-        pairs = estimates_at_cuts(bearing_trajectory(model, channels), start, end, fr)
+        traj = bearing_trajectory(model, channels)
+        pairs = estimates_at_cuts(traj, start, end, fr)
+        if on_bearing is not None:
+            on_bearing(name, traj, start, end)
         a = [x for x, _ in pairs]
         p = [y for _, y in pairs]
         per[name] = {
@@ -241,7 +253,29 @@ def femto_leave_one_out(folders: Sequence[str], *, fractions: Sequence[float] | 
         actual += a
         pred += p
         say(f"{name}: accuracy {per[name]['accuracy']}")
-    return {"accuracy": phm2012_accuracy(actual, pred), "cuts": len(actual), "fractions": list(fr), "bearings": per}
+    guess, guess_acc = best_constant(actual)
+    return {
+        "accuracy": phm2012_accuracy(actual, pred),
+        "best_constant_s": round(guess, 1),
+        "best_constant_accuracy": guess_acc,
+        "cuts": len(actual),
+        "fractions": list(fr),
+        "bearings": per,
+    }
+
+
+def femto_leave_one_out(folders: Sequence[str], *, fractions: Sequence[float] | None = None, progress=None) -> dict:
+    """Leave one bearing out: fit on the others, score the held-out one cut at
+    ``fractions`` of its life with the PHM 2012 accuracy (mean over all cuts),
+    next to the best constant guess on the same cuts. Folders or ``.npz`` files."""
+    from ..datasets import femto
+
+    say = progress or (lambda m: None)
+    data = {}
+    for f in folders:
+        say(f"{f}: computing frame features")
+        data[femto.bearing_name(f)] = (femto.bearing_features(f), femto.life_end_ts(f))
+    return femto_leave_one_out_data(data, fractions=fractions, progress=say)
 
 
 def _main(argv: list[str] | None = None) -> None:

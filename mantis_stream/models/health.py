@@ -16,10 +16,13 @@ Two indicators:
   (:mod:`mantis_stream.models.rul`) maps these to RUL.
 - :class:`GenericHealth`: anything else (vibration frame features such as
   ``rms``/``kurtosis``, scalar window statistics). Growth of a severity feature
-  relative to the asset's own early baseline (log ratio, i.e. an exponential
-  degradation model on the raw feature), smoothed, with a weighted linear trend
-  extrapolated to a failure threshold once it is significant; bounds from the
-  trend's standard error, counted in independent values, not messages.
+  relative to the asset's own early baseline, smoothed. For vibration (log
+  ratio of RMS): onset detection (level and a significant trend), then an
+  exponential degradation model with a Bayesian slope (prior from the training
+  bearings) extrapolated to the failure threshold, bounds from its posterior;
+  before onset, "beyond the horizon". For scalar drift: a weighted linear trend
+  extrapolated once significant, bounds from its standard error counted in
+  independent values, not messages.
 
 Notes: trends use exponential forgetting with *relative* time (sums of ages,
 not of absolute times), so no cancellation grows with the asset's age.
@@ -32,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import ndtri, stdtrit
+from scipy.special import stdtrit
 
 # --------------------------------------------------------------------------------------
 # C-MAPSS-style multi-channel features
@@ -192,15 +195,22 @@ class GenericParams:
 
     Times are in the tracker's unit (seconds or cycles). ``threshold``: the
     indicator (log ratio to baseline, or z-score drift) at end of life;
-    ``onset``: level above which the asset counts as degrading (a significant
-    trend is then extrapolated); z-score modes use the same fraction of
-    ``threshold_z``. Before that, and as a ceiling after it, the RUL of the log
-    growth (what the life was learnt with) comes from the life distribution of
-    the training assets (lognormal, median ``life_median``, log-sd
-    ``life_sigma``): the ``life_q`` quantile of the remaining life *given
-    survival to the current age*, so an asset older than the typical life still
-    gets a positive, shrinking RUL. Without a life distribution, and for
-    z-score drift, the prior is ``max_rul``.
+    ``onset``: level above which the asset counts as degrading once its trend
+    is significant; z-score modes use the same fraction of ``threshold_z``.
+
+    Log growth (vibration RMS) after onset: an exponential degradation model,
+    the log ratio rising linearly from the onset level, whose slope has a
+    Gaussian prior (``slope_prior`` +- ``slope_prior_sd`` per unit of time, from
+    the training bearings) updated by Bayesian linear regression on every
+    message (forgetting time constant ``tau_trend``), capped at the
+    horizon (a degrading bearing does not outlive a healthy one). Before onset:
+    beyond the horizon, ``horizon``: the PHM 2012-optimal guess over the training
+    bearings' remaining lives while they had not reached onset (reported as
+    the RUL when the age is the part's age, a run-to-failure test from new,
+    else as the lower bound with ``max_rul`` as the RUL: online, "at least the
+    horizon" must not open a work order). Without a trained horizon, and for
+    z-score drift, the RUL before onset is ``max_rul``. ``warning_min``: the
+    shortest time from onset to failure in training, the lower bound before onset.
     """
 
     baseline_n: int = 30
@@ -209,23 +219,14 @@ class GenericParams:
     threshold: float = 1.6
     threshold_z: float = 8.0
     onset: float = 0.35
-    life_median: float | None = None
-    life_sigma: float = 0.5
-    life_q: float = 0.3
+    slope_prior: float | None = None
+    slope_prior_sd: float | None = None
+    horizon: float | None = None
+    warning_min: float | None = None
     max_rul: float = 86_400.0
     min_rul: float = 0.0
     rul_scale: float = 1.0
     z_bounds: float = 1.645
-
-    def residual_life(self, age: float, q: float) -> float:
-        """The q-quantile of the remaining life given the asset has reached ``age``."""
-        if self.life_median is None:
-            return self.max_rul
-        mu = math.log(self.life_median)
-        f_age = 0.5 * math.erfc(-(math.log(age) - mu) / (self.life_sigma * math.sqrt(2.0))) if age > 0 else 0.0
-        target = min(f_age + q * (1.0 - f_age), 1.0 - 1e-12)
-        life = math.exp(mu + self.life_sigma * float(ndtri(target)))
-        return max(life - age, 0.0)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -243,6 +244,7 @@ class GenericEstimate:
     upper: float
     health_index: float
     level: float
+    degrading: bool = False
 
 
 @dataclass
@@ -251,29 +253,28 @@ class GenericHealth:
 
     State: a flat list of floats (plain Python floats: this runs once per
     vibration frame, where numpy's per-call overhead would dominate),
-    ``[n, t0, t_last, b_sum, b_sq, w_l, l_sum, S0, Su, Suu, Sy, Suy, Syy, b_spread, Sdt, degrading]``
-    plus, in multi-key mode, per-key baseline sums and squares. ``keys``: the
-    feature(s) tracked, fixed at the first update.
+    ``[n, t0, t_last, b_sum, b_sq, w_l, l_sum, S0, Su, Suu, Sy, Suy, Syy, b_spread, Sdt,
+    degrading]`` plus, in multi-key mode, per-key baseline
+    sums and squares. ``keys``: the feature(s) tracked, fixed at the first update.
 
-    Why the RUL is not simply the trend extrapolated: on a healthy asset the
-    smoothed indicator wanders, and any upward wander extrapolates to a finite
-    RUL. So the trend is used only once the level has passed the onset *and*
-    the slope's lower confidence bound is above zero; its standard error counts
-    the independent information in the smoothed level (consecutive values of an
-    exponential smoother with time constant ``tau_smooth`` are nearly the same
-    number), not the number of messages. Once confirmed, the trend is kept
-    while its slope stays positive, even if the level dips under the onset
-    (hysteresis: a level hovering at the onset must not flip the RUL between
-    the trend and the prior, re-arming work orders). Otherwise the RUL is the
-    life prior (log growth: the trained life distribution) or, for indicators
-    without a trained life, ``max_rul``: no degradation seen, beyond the horizon.
+    Onset: on a healthy asset the smoothed indicator wanders, and any upward
+    wander extrapolates to a finite RUL. So the asset counts as degrading only
+    once the level has passed the onset *and* the slope's lower confidence bound
+    is above zero; its standard error counts the independent information in the
+    smoothed level (consecutive values of an exponential smoother with time
+    constant ``tau_smooth`` are nearly the same number), not the number of
+    messages. Log growth (vibration) then stays degrading (damage does not
+    heal) and runs the Bayesian exponential model of :class:`GenericParams`;
+    other modes keep the weighted trend while its slope stays positive
+    (hysteresis: a level hovering at the onset must not flip the RUL, re-arming
+    work orders). Before onset: beyond the horizon (see :class:`GenericParams`).
     """
 
     params: GenericParams
     keys: list[str] = field(default_factory=list)
     log_mode: bool = True
     #: Whether the tracker's age is the part's age (a run-to-failure test from new),
-    #: so the life distribution applies; else the prior is ``max_rul``.
+    #: so the age-dependent horizon applies; else the RUL before onset is ``max_rul``.
     life_prior: bool = True
 
     HEAD = 16
@@ -368,18 +369,22 @@ class GenericHealth:
         state[5] = a_s * state[5] + 1.0
         state[6] = a_s * state[6] + y
         level = state[6] / state[5]
-        # weighted linear trend of the smoothed level against time (relative ages)
+        # weighted linear trend against time (relative ages): of the smoothed level, or
+        # in log mode of the indicator itself (independent values, for the Bayesian slope)
+        v = y if self.log_mode else level
         a = math.exp(-dt / p.tau_trend) if p.tau_trend > 0 else 0.0
         s0, su, suu, sy, suy, syy = state[7:13]
         suu = a * (suu + 2.0 * dt * su + dt * dt * s0)
         su = a * (su + dt * s0)
         suy = a * (suy + dt * sy)
         s0 = a * s0 + 1.0
-        sy = a * sy + level
-        syy = a * syy + level * level
+        sy = a * sy + v
+        syy = a * syy + v * v
         state[7:13] = [s0, su, suu, sy, suy, syy]
         state[14] = a * state[14] + dt  # with S0: the mean interval between messages
-        return self._estimate(state, t - t0, level, thr, onset)
+        if self.log_mode:
+            return self._estimate_log(state, level, thr, onset)
+        return self._estimate(state, level, thr, onset)
 
     def level(self, state: list[float]) -> float | None:
         """The smoothed indicator (None before the baseline is complete)."""
@@ -396,7 +401,7 @@ class GenericHealth:
         s0, su, suu, sy, suy, syy = state[7:13]
         den = s0 * suu - su * su
         mean_dt = state[14] / s0 if s0 > 0 else 0.0
-        if p.tau_smooth <= 0:
+        if p.tau_smooth <= 0 or self.log_mode:
             kappa = 1.0
         elif mean_dt > 0:
             kappa = 1.0 / math.tanh(mean_dt / (2.0 * p.tau_smooth))
@@ -411,37 +416,68 @@ class GenericHealth:
         resid = max(var_y - slope * slope * var_u, 0.0)
         return slope, math.sqrt(resid / ((n_eff - 2.0) * var_u)), n_eff
 
-    def _estimate(self, state: list[float], age: float, level: float, thr: float, onset: float) -> GenericEstimate:
+    def _onset_test(self, state: list[float]) -> tuple[float, float, float, bool]:
+        """(slope, fast, slow, significant): the trend with its Student-t bounds."""
+        p = self.params
+        slope, se, n_eff = self._trend(state)
+        if slope > 0 and math.isfinite(se):
+            # Student-t quantile on the effective degrees of freedom, at the bounds' confidence
+            q = float(stdtrit(n_eff - 2.0, 0.5 * math.erfc(-p.z_bounds / math.sqrt(2.0))))
+            return slope, slope + q * se, slope - q * se, slope - q * se > 0
+        return slope, math.inf, 0.0, False
+
+    def _finish(self, rul: float, lower: float, upper: float, level: float, thr: float, degrading: bool = False) -> GenericEstimate:
         p = self.params
         hi = min(1.0, max(0.0, 1.0 - max(level, 0.0) / thr))
-        # prior: the remaining life of an asset of this age (training lives, learnt for
-        # the log growth of vibration), else no degradation seen: beyond the horizon
-        life = self.life_prior and self.log_mode and p.life_median is not None
-        if life:
-            prior = p.residual_life(age, p.life_q)
-            prior_lo, prior_hi = p.residual_life(age, 0.05), p.residual_life(age, 0.95)
-        else:
-            prior = prior_lo = prior_hi = p.max_rul
-        remaining = max(thr - level, 0.0)
-        rul, lower, upper = prior, prior_lo, prior_hi
-        if level >= thr:
-            rul, lower, upper = p.min_rul, p.min_rul, (max(prior_lo, p.min_rul) if life else p.min_rul)
-        elif level >= onset or state[15]:
-            slope, se, n_eff = self._trend(state)
-            if slope > 0 and math.isfinite(se):
-                # Student-t quantile on the effective degrees of freedom, at the bounds' confidence
-                q = float(stdtrit(n_eff - 2.0, 0.5 * math.erfc(-p.z_bounds / math.sqrt(2.0))))
-                fast, slow = slope + q * se, slope - q * se
-                # enter above the onset on a significant upward trend; stay while it is upward
-                state[15] = 1.0 if slow > 0 or state[15] else 0.0
-            else:
-                state[15] = 0.0
-            if state[15]:
-                rul = min(remaining / slope, prior)
-                lower = remaining / fast
-                upper = min(remaining / slow, prior_hi) if slow > 0 else prior_hi
         rul *= p.rul_scale
         rul = min(max(rul, p.min_rul), p.max_rul)
         lower = min(max(lower, p.min_rul), rul)
         upper = max(min(upper, p.max_rul), rul)
-        return GenericEstimate(rul, lower, upper, hi, level)
+        return GenericEstimate(rul, lower, upper, hi, level, degrading)
+
+    def _estimate(self, state: list[float], level: float, thr: float, onset: float) -> GenericEstimate:
+        """z-score drift: the weighted trend extrapolated to the threshold, else beyond the horizon."""
+        p = self.params
+        remaining = max(thr - level, 0.0)
+        rul = lower = upper = p.max_rul
+        if level >= thr:
+            rul = lower = upper = p.min_rul
+        elif level >= onset or state[15]:
+            slope, fast, slow, significant = self._onset_test(state)
+            # enter above the onset on a significant upward trend; stay while it is upward
+            state[15] = 1.0 if slope > 0 and (significant or state[15]) else 0.0
+            if state[15]:
+                rul = min(remaining / slope, p.max_rul)
+                lower = remaining / fast
+                upper = remaining / slow if slow > 0 else p.max_rul
+        return self._finish(rul, lower, upper, level, thr, bool(state[15]))
+
+    def _estimate_log(self, state: list[float], level: float, thr: float, onset: float) -> GenericEstimate:
+        """Log growth: beyond the horizon until onset, then the Bayesian exponential model.
+
+        The slope of the log indicator (weighted least squares over the last
+        ``tau_trend``) is combined with the trained Gaussian prior; the bearing is
+        degrading while the level is past the onset and the posterior slope's
+        lower bound is above zero (a step that settled is not a degradation).
+        """
+        p = self.params
+        if level >= thr:
+            state[15] = 1.0
+            return self._finish(p.min_rul, p.min_rul, p.min_rul, level, thr, True)
+        slope, se, _ = self._trend(state)
+        prior_prec = 1.0 / p.slope_prior_sd**2 if p.slope_prior_sd else 0.0
+        data_prec = 1.0 / se**2 if math.isfinite(se) and se > 0 else 0.0
+        prec = prior_prec + data_prec
+        mean = ((p.slope_prior or 0.0) * prior_prec + slope * data_prec) / prec if prec > 0 else 0.0
+        sd = 1.0 / math.sqrt(prec) if prec > 0 else math.inf
+        fast, slow = mean + p.z_bounds * sd, mean - p.z_bounds * sd
+        state[15] = 1.0 if level >= onset and slow > 0 else 0.0
+        horizon = p.horizon if p.horizon is not None else p.max_rul
+        if not state[15]:
+            lower = p.warning_min if p.warning_min is not None else horizon
+            return self._finish(horizon if self.life_prior else p.max_rul, lower, p.max_rul, level, thr)
+        # the fitted line's value now (the smoothed level lags a rising indicator)
+        s0, su, sy = state[7], state[8], state[10]
+        remaining = max(thr - (sy / s0 + mean * su / s0), 0.0)
+        rul = min(remaining / mean, horizon)
+        return self._finish(rul, remaining / fast, remaining / slow, level, thr, True)

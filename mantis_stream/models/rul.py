@@ -26,8 +26,10 @@ first message of the asset:
   ``health_index = rul / cap``.
 - anything else (vibration frame features ``rms``, ``kurtosis``, ...; scalar
   window statistics): :class:`~mantis_stream.models.health.GenericHealth`,
-  growth relative to the asset's own baseline, extrapolated to a failure
-  threshold learnt from run-to-failure bearings (``train-rul --format femto``).
+  growth relative to the asset's own baseline; for vibration RMS, onset
+  detection, then an exponential degradation model with a Bayesian slope
+  extrapolated to a failure threshold, all learnt from run-to-failure bearings
+  (``train-rul --format femto``); before onset, "beyond the horizon".
 
 Notes: numpy and scipy only; no Kafka, Faust or asyncio. Model files are JSON (about
 17 000 weights, 180 kB). ``RulModel.default()`` loads the shipped
@@ -67,6 +69,8 @@ class RulEstimate:
     upper: float
     health_index: float
     unit: str  # "cycles" or "seconds"
+    #: past the onset with a rising trend (the RUL comes from the degradation model)
+    degrading: bool = False
 
 
 # --------------------------------------------------------------------------------------
@@ -331,9 +335,10 @@ class RulTracker:
             raise ValueError(f"unit must be 'cycles' or 'seconds', got {unit!r}")
         self.model = model
         self.unit = unit
-        #: Use the model's life distribution with the time since the first message as
-        #: the part's age: right for a run-to-failure test, wrong for a plant observed
-        #: from some day on (the streaming agent turns it off for ``seconds``).
+        #: Whether the time since the first message is the part's age (a run-to-failure
+        #: test from new): then a bearing before onset reports the trained horizon as
+        #: its RUL; otherwise ``max_rul`` with the horizon as lower bound (the streaming
+        #: agent turns it off for ``seconds``: "at least the horizon" opens no work order).
         self.life_prior = life_prior
         self.mode: str | None = None
         self.keys: list[str] = []
@@ -400,7 +405,7 @@ class RulTracker:
         self._n += 1
         if est is None:
             return None
-        return RulEstimate(est.rul, est.lower, est.upper, est.health_index, self.unit)
+        return RulEstimate(est.rul, est.lower, est.upper, est.health_index, self.unit, est.degrading)
 
     # -- persistence ----------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -666,75 +671,92 @@ def estimates_at_cuts(traj: Sequence[tuple[float, RulEstimate]], start: float, e
     return out
 
 
+def _degrading_at(model: RulModel, channels: Mapping[str, Sequence[tuple[float, Mapping[str, float]]]]) -> tuple[list[tuple[float, RulEstimate]], float | None]:
+    """The bearing's trajectory and the first time either channel was degrading (None: never)."""
+    traj = bearing_trajectory(model, channels)
+    first = next((t for t, e in traj if e.degrading), None)
+    return traj, first
+
+
+def _phm2012_best(remaining: np.ndarray) -> float:
+    """The guess with the best mean PHM 2012 accuracy over these remaining lives."""
+    from ..evaluation.rul import phm2012_accuracy
+
+    grid = np.geomspace(max(remaining.min() * 0.2, 1.0), remaining.max(), 200)
+    scores = [phm2012_accuracy(remaining, np.full(remaining.shape, g)) for g in grid]
+    return float(grid[int(np.argmax(scores))])
+
+
 def fit_femto(
     bearings: Sequence[Bearing],
     *,
     fractions: Sequence[float] = CUT_FRACTIONS,
-    sigma_floors: Sequence[float] = (0.5, 0.7),
     progress: Callable[[str], None] | None = None,
 ) -> RulModel:
-    """Fit the generic indicator's parameters to run-to-failure bearings.
+    """Learn the bearing model from run-to-failure bearings (last frame = failure).
 
-    The failure threshold is learnt from the smoothed indicator at each
-    bearing's end; prior life, onset and a RUL scale are chosen by maximising
-    the PHM 2012 accuracy over the training bearings cut at ``fractions`` of
-    their lives (a small grid: few parameters, few bearings).
+    No search over parameters (six bearings would be overfitted): the failure
+    threshold is the median end-of-life level of the bearings' worse channel;
+    each bearing's onset is where the tracker first flags it; the slope prior
+    is the geometric mean of the bearings' (threshold - onset level) / (time
+    from onset to failure), with a standard deviation of the same size; the RUL
+    caps at the horizon: the PHM 2012-optimal guess over the bearings'
+    remaining lives before onset when cut at ``fractions`` of their lives; the
+    lower bound before onset is the shortest time from onset to failure.
     """
-    from ..evaluation.rul import phm2012_accuracy
-
     say = progress or (lambda m: None)
-    lives = []
-    for channels, end in bearings:
-        start = min(rows[0][0] for rows in channels.values() if rows)
-        lives.append(end - start)
-    lives_a = np.asarray(lives)
+    starts = [min(rows[0][0] for rows in channels.values() if rows) for channels, _ in bearings]
+    lives = np.array([end - s for (_, end), s in zip(bearings, starts)])
     base = GenericParams()
-    # threshold: the end-of-life level of the smoothed indicator; a bearing has
-    # failed when either sensor says so, so per bearing the higher channel counts
     probe = RulModel(generic={"seconds": base})
     finals = []
     for channels, _ in bearings:
-        levels = []
+        ends = []
         for rows in channels.values():
             tr = RulTracker(probe, "seconds")
-            lvl = None
             for t, f in rows:
-                if tr.update(t, f) is not None and tr._generic is not None:
-                    lvl = tr._generic.level(tr.state)
-            if lvl is not None:
-                levels.append(lvl)
-        if levels:
-            finals.append(max(levels))
-    finals_a = np.asarray(finals) if finals else np.array([base.threshold])
-    say(f"{len(bearings)} bearings, lives {', '.join(f'{x:.0f}' for x in lives_a)} s; end levels {np.round(finals_a, 2).tolist()}")
-    log_lives = np.log(lives_a)
-    spread = float(log_lives.std(ddof=1)) if len(lives_a) > 1 else 0.0
-    best = None
-    for thr in sorted({float(np.quantile(finals_a, q)) for q in (0.0, 0.5)}):
-        for onset_frac in (0.5, 0.75):
-            for sigma in sorted({max(spread, x) for x in sigma_floors}):
-                for life_q in (0.15, 0.3, 0.5):
-                    p = GenericParams(
-                        **{**base.to_json(), "threshold": thr, "onset": onset_frac * thr,
-                           "life_median": float(np.exp(log_lives.mean())), "life_sigma": sigma,
-                           "life_q": life_q, "max_rul": float(4.0 * lives_a.max())}
-                    )
-                    m = RulModel(generic={"seconds": p})
-                    pairs = []
-                    for (channels, end), life in zip(bearings, lives_a):
-                        traj = bearing_trajectory(m, channels)
-                        pairs += estimates_at_cuts(traj, end - life, end, fractions)
-                    if not pairs:
-                        continue
-                    acc = phm2012_accuracy([a for a, _ in pairs], [b for _, b in pairs])
-                    if best is None or acc > best[0]:
-                        best = (acc, p)
-    assert best is not None, "no bearing produced an estimate"
-    bp = best[1]
-    say(f"training PHM 2012 accuracy {best[0]:.3f}: threshold {bp.threshold:.2f}, onset {bp.onset:.2f}, life median {bp.life_median:.0f} s, sigma {bp.life_sigma:.2f}, quantile {bp.life_q}")
+                tr.update(t, f)
+            if tr._generic is not None and tr._generic.level(tr.state) is not None:
+                ends.append(tr._generic.level(tr.state))
+        if ends:
+            finals.append(max(ends))
+    threshold = float(np.median(finals)) if finals else base.threshold
+    params = GenericParams(**{**base.to_json(), "threshold": threshold})
+    probe = RulModel(generic={"seconds": params})
+    onset_ages, rates, phases = [], [], []
+    trajs = []
+    for (channels, end), start, life in zip(bearings, starts, lives):
+        traj, t_on = _degrading_at(probe, channels)
+        trajs.append(traj)
+        if t_on is None:
+            onset_ages.append(life)
+            continue
+        onset_ages.append(t_on - start)
+        phases.append(end - t_on)
+        y_on = threshold * (1.0 - next(e for t, e in traj if t == t_on).health_index)
+        rates.append(max(threshold - y_on, 1e-3) / max(end - t_on, 1.0))
+    say(f"{len(bearings)} bearings, lives {', '.join(f'{x:.0f}' for x in lives)} s; threshold {threshold:.2f}; "
+        f"onset at {', '.join(f'{a / l:.0%}' for a, l in zip(onset_ages, lives))} of life")
+    if rates:
+        slope = float(np.exp(np.mean(np.log(rates))))
+        params.slope_prior, params.slope_prior_sd = slope, slope
+        trajs = [bearing_trajectory(RulModel(generic={"seconds": params}), channels) for channels, _ in bearings]
+    # remaining lives at the protocol's cuts where the bearing (with the prior) was not degrading
+    pre = []
+    for traj, start, life in zip(trajs, starts, lives):
+        times = np.array([t for t, _ in traj])
+        for f in fractions:
+            i = int(np.searchsorted(times, start + f * life, side="right")) - 1
+            if i >= 0 and not traj[i][1].degrading:
+                pre.append((1.0 - f) * life)
+    params.horizon = _phm2012_best(np.asarray(pre) if pre else lives)
+    warnings = [end - next(t for t, e in traj if e.degrading) for traj, (_, end) in zip(trajs, bearings) if any(e.degrading for _, e in traj)]
+    params.warning_min = float(min(warnings)) if warnings else None
+    params.max_rul = float(max(base.max_rul, 4.0 * lives.max()))
+    say(f"horizon {params.horizon:.0f} s, slope prior {params.slope_prior} /s, degradation phases {', '.join(f'{x:.0f}' for x in phases)} s")
     model = RulModel(
-        generic={"seconds": best[1], "cycles": RulModel().generic["cycles"]},
-        info={"trained_on_femto": len(bearings), "femto_train_accuracy": round(best[0], 4)},
+        generic={"seconds": params, "cycles": RulModel().generic["cycles"]},
+        info={"trained_on_femto": len(bearings)},
     )
     model.stamp("femto")
     return model
