@@ -16,9 +16,8 @@ from pathlib import Path
 
 from faust.cli import argument, option
 
-from ..app import app
+from ..app import app, settings
 from ..evaluation.nab import SCOREBOARD, format_table, run_detector, score_corpus
-from ..models.anomaly import NAB_DETECT_DEFAULTS
 
 
 @app.command(
@@ -28,7 +27,7 @@ from ..models.anomaly import NAB_DETECT_DEFAULTS
 )
 async def evaluate_nab(self: object, root: str, workers: int, results: str | None) -> None:
     """NAB standard-profile score of the anomaly detector, per category and overall."""
-    files, scores = run_detector(root, workers=workers, **NAB_DETECT_DEFAULTS)
+    files, scores = run_detector(root, workers=workers, window=settings.scalar_window)
     cs = score_corpus(files, scores)
     print(format_table(cs))
     print()
