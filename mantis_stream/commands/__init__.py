@@ -1,4 +1,4 @@
 """CLI commands beside Faust's own (``mantis-stream --help`` lists them)."""
 
-from . import demo, detect, evaluate_nab, produce, replay, rul, work_orders  # noqa: F401
+from . import demo, detect, evaluate_nab, maintenance, produce, replay, rul, work_orders  # noqa: F401
 from . import config, trace  # noqa: F401  (observability: mantis-stream config / trace show|list)
