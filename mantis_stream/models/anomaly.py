@@ -1,6 +1,11 @@
-"""Online anomaly detector for one (asset, sensor): river Half-Space Trees, calibrated.
+"""Condition monitoring for one (asset, sensor): a protected healthy reference and a calibrated sudden-change detector.
 
-Why this exists
+:class:`ConditionMonitor` (at the end of this module) is what the anomaly
+agent, ``detect`` and the evaluations run, built from the one configuration
+below it: a :class:`HealthyReference` (commissioned, guarded, ISO-style alarm
+levels) and an :class:`AnomalyDetector`, described first.
+
+Why the sudden-change detector exists
     The anomaly stage keeps one detector per (asset, sensor) and must raise an
     alarm with *one* threshold for every asset, although a pump's raw scores and
     a bearing's raw scores live on different scales. River's Half-Space Trees
@@ -420,7 +425,7 @@ DANGER_SEVERITY = 4.0
 
 
 def feature_kind(name: str) -> str | None:
-    """How the reference judges ``name``: amplitude, power, upward, level (two-sided), or None (not judged)."""
+    """How the reference judges a rise of ``name``: as an amplitude, a power, in noise units (upward, level), or not (None)."""
     if name in AMPLITUDE_FEATURES:
         return "amplitude"
     if name in POWER_FEATURES:
@@ -462,7 +467,8 @@ class HealthyReference:
     to a new level during its first hours is judged against the settled level.
 
     Alarm levels, in the spirit of ISO 20816's zones: a feature's *severity* is
-    its departure over the alert margin, 1.0 at the alert level. Positive
+    its rise over the alert margin, 1.0 at the alert level (a fall is left to
+    the sudden-change detector: vibration and temperature faults rise). Positive
     amplitudes (and a positive scalar level) alert at ``alert_factor`` times the
     reference (powers at its square) *and* ``z_alert`` noise units away; other
     features at ``z_alert`` noise units. Severity ``DANGER_SEVERITY`` (4: twice the
