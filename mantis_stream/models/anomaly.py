@@ -652,6 +652,10 @@ class ConditionMonitor:
             level = "danger" if departures and departures[0].severity >= DANGER_SEVERITY else "alert"
         return MonitorResult(score, ALERT_SCORE, is_anomaly, warm, level, departures)
 
+    def process_many(self, xs: Iterable[Mapping[str, float]]) -> list[MonitorResult]:
+        """``process_one`` over ``xs`` in order."""
+        return [self.process_one(x) for x in xs]
+
     def _published(self, condition: float, surprise: float) -> float:
         """The surprise if it is an alert and beats the last ``ONSET_HOLD`` points, else the reference's part."""
         n = min(self._n_recent, ONSET_HOLD)
