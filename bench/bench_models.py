@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mantis_stream.dsp.framing import FrameAssembler  # noqa: E402
 from mantis_stream.dsp.spectral import waveform_features  # noqa: E402
-from mantis_stream.models.anomaly import AnomalyDetector  # noqa: E402
+from mantis_stream.models.anomaly import ConditionMonitor  # noqa: E402
 from mantis_stream.models.rul import RulModel, RulTracker  # noqa: E402
 
 FS = 20_000.0
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     frames = x[: n * b].reshape(b, n)
     feats = waveform_features(frames, FS, META)
 
-    warm = AnomalyDetector(seed=1)
+    warm = ConditionMonitor(seed=1)
     warm.process_many(waveform_features(signal(n * 600, seed=1).reshape(600, n), FS, META))
     state = warm.to_bytes()
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             waveform_features(f[None, :], FS, META)
         return b
 
-    det = AnomalyDetector.from_bytes(state)
+    det = ConditionMonitor.from_bytes(state)
 
     def anomaly_batched() -> int:
         return len(det.process_many(feats))
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         return b
 
     def anomaly_with_state() -> int:  # what the agent does per batch: load, score, save
-        d = AnomalyDetector.from_bytes(state)
+        d = ConditionMonitor.from_bytes(state)
         d.process_many(feats)
         d.to_bytes()
         return b

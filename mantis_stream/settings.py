@@ -23,6 +23,7 @@ DEFAULT_SERVICES: dict[str, str] = {
     "rul-prediction": "mantis-rul-prediction",
     "orchestrator": "mantis-orchestrator",
     "storage": "mantis-storage",
+    "maintenance": "mantis-maintenance",
 }
 
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")

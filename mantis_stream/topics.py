@@ -14,6 +14,8 @@ ANOMALIES = "mantis.anomalies"
 RUL = "mantis.rul"
 WORK_ORDERS = "mantis.work-orders"
 DEAD_LETTERS = "mantis.dead-letters"
+#: Maintenance events (``mantis-stream maintenance done ASSET``), keyed by asset.
+MAINTENANCE = "mantis.maintenance"
 
 #: Valid readings on the partition of their asset (the input has no key).
 READINGS_KEYED = "mantis.internal.readings-keyed"
@@ -27,7 +29,7 @@ ASSESSMENTS = "mantis.internal.assessments"
 #: Topics whose messages are batches of records, per partition of the asset.
 BATCHED = (READINGS_KEYED, FRAMES, FEATURE_BATCHES, ASSESSMENTS)
 
-ALL_TOPICS = (READINGS, *BATCHED, FEATURES, ANOMALIES, RUL, WORK_ORDERS, DEAD_LETTERS)
+ALL_TOPICS = (READINGS, *BATCHED, FEATURES, ANOMALIES, RUL, WORK_ORDERS, DEAD_LETTERS, MAINTENANCE)
 
 #: Agent name -> stage key (see ``settings.DEFAULT_SERVICES``); the tracing
 #: sensor uses it to pick the service a consumed message is reported under.
@@ -38,6 +40,8 @@ AGENT_STAGES: dict[str, str] = {
     "anomaly": "anomaly-detection",
     "rul": "rul-prediction",
     "orchestrator": "orchestrator",
+    "maintenance-anomaly": "anomaly-detection",
+    "maintenance-orders": "orchestrator",
     "sink-postgres": "storage",
     "sink-influx": "storage",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import pickle
 
 import numpy as np
 import pytest
@@ -108,11 +109,13 @@ def test_ims_scan_flags_a_step_persistently():
         lines.append(f"2004-03-{1 + i // 144:02d} {i % 144 // 6:02d}:{i % 6 * 10:02d}:00,{level + 0.002 * rng.normal()},{level + 0.002 * rng.normal()}")
     test = read_ims_csv(io.StringIO("\n".join(lines)))
     assert test.bearings() == {"Bearing 1": [0, 1]}
-    flags = [r.is_anomaly for r in scan_bearing(test, [0, 1])]
+    results = scan_bearing(test, [0, 1])
+    flags = [r.is_anomaly for r in results]
     first = first_persistent(flags, 5)
-    # detect's settings need ~1400 calibrated points before 0.9 is reachable (10 ** (0.9 * 3.5))
-    assert first is not None and 2004 <= first < 2020
+    assert first is not None and 2004 <= first < 2010
     assert sum(flags[:2000]) <= 5
+    assert all(flags[2004:]), "a sustained departure stays flagged for as long as it lasts"
+    assert results[-1].level == "danger" and results[-1].departures[0].factor > 2.0
     assert first_persistent([True, True, False, True, True, True], 3) == 5
     assert first_persistent([True, False] * 5, 2) is None
 
@@ -133,3 +136,89 @@ def test_planted_trees_are_the_trees_river_draws():
 
     assert shape(det._hst) == shape(ref)
     assert len({t for _, t in shape(ref) if t is not None}) > 10
+
+
+# -- the protected healthy reference and the condition monitor ----------------
+
+
+def _level(rng: np.random.Generator, level: float, n: int) -> list[dict[str, float]]:
+    return [{"rms": level * (1 + 0.01 * rng.standard_normal()), "kurtosis": 3.0 + 0.05 * rng.standard_normal()} for _ in range(n)]
+
+
+def test_reference_is_commissioned_after_the_run_in():
+    """A machine that settles to a new level during commissioning is judged against the settled level."""
+    from mantis_stream.models.anomaly import HealthyReference
+
+    rng = np.random.default_rng(1)
+    ref = HealthyReference(warmup=300)
+    for x in _level(rng, 1.0, 100) + _level(rng, 1.2, 200):  # run-in: the level settles 20 % higher
+        assert not ref.commissioned
+        ref.learn_one(x)
+    assert ref.commissioned and abs(ref.reference["rms"] - 1.2) < 0.01
+    assert ref.severity(_level(rng, 1.2, 1)[0]) < 0.5
+    assert ref.severity({"rms": 1.2 * 1.3, "kurtosis": 3.0}) > 1.0, "30 % above the settled level is past the 1.25 alert"
+
+
+def test_slow_degradation_is_not_absorbed_and_sudden_changes_are_caught():
+    from mantis_stream.models.anomaly import ConditionMonitor
+
+    rng = np.random.default_rng(2)
+    m = ConditionMonitor(seed=1)
+    results = [m.process_one(x) for x in _level(rng, 1.0, 1500)]
+    assert results[299].warm is False and results[300].warm is True
+    assert sum(r.is_anomaly for r in results[300:]) <= 3, "healthy: (almost) no alert"
+    # a degradation slower than any memory: +60 % over 3000 points (0.02 % per point, well inside the noise)
+    ramp = [m.process_one({"rms": (1.0 + 0.6 * i / 3000) * (1 + 0.01 * rng.standard_normal()),
+                           "kurtosis": 3.0 + 0.05 * rng.standard_normal()}) for i in range(3000)]
+    first = next(i for i, r in enumerate(ramp) if r.is_anomaly)
+    # alert at 1.25x the reference; normal points may have moved it by at most half the margin (12.5 %)
+    assert 1250 <= first < 2100, first
+    assert m.reference.reference["rms"] <= 1.0 * (1 + 0.125 * 1.01)
+    assert all(r.is_anomaly for r in ramp[2100:]), "not absorbed: flagged for as long as it lasts"
+    assert ramp[-1].departures[0].feature == "rms" and ramp[-1].departures[0].factor > 1.4
+    # a sudden change in a feature the reference does not judge (skewness) is still an alert
+    m2 = ConditionMonitor(seed=1)
+    for x in _level(rng, 1.0, 1500):
+        m2.process_one({**x, "skewness": 0.01 * rng.standard_normal()})
+    spike = m2.process_one({"rms": 1.0, "kurtosis": 3.0, "skewness": 5.0})
+    assert spike.is_anomaly and spike.score > 0.5 and spike.level == "alert"
+
+
+def test_reset_recommissions_and_state_round_trips():
+    from mantis_stream.models.anomaly import ConditionMonitor
+
+    rng = np.random.default_rng(3)
+    m = ConditionMonitor(seed=4)
+    for x in _level(rng, 1.0, 400):
+        m.process_one(x)
+    copy = ConditionMonitor.from_bytes(m.to_bytes())
+    xs = _level(rng, 1.0, 50) + _level(rng, 2.0, 5)
+    assert [m.process_one(x).score for x in xs] == [copy.process_one(x).score for x in xs]
+    assert m.process_one(_level(rng, 2.0, 1)[0]).level == "danger", "twice the reference RMS"
+    m.reset()
+    assert not m.warm and m.process_one(_level(rng, 2.0, 1)[0]).score == 0.0, "after maintenance: commissioning again"
+
+
+def test_version_1_state_migrates_to_a_recommissioning_monitor():
+    from mantis_stream.models.anomaly import ConditionMonitor
+
+    old = AnomalyDetector(seed=7)
+    old.process_many([{"rms": 1.0 + 0.01 * (i % 5)} for i in range(100)])
+    migrated = ConditionMonitor.from_bytes(old.to_bytes())
+    assert isinstance(migrated, ConditionMonitor) and migrated.seed == 7 and not migrated.warm
+    with pytest.raises(TypeError, match="ConditionMonitor"):
+        ConditionMonitor.from_bytes(pickle.dumps({"not": "a monitor"}))
+
+
+def test_detect_series_runs_the_pipeline_monitor():
+    """``detect`` and the agent: one detector, one configuration (same scores for the same features)."""
+    from mantis_stream.dsp.stats import ScalarFeaturizer
+    from mantis_stream.models.anomaly import ConditionMonitor, detect_series
+
+    rng = np.random.default_rng(4)
+    values = np.r_[10 + rng.standard_normal(600), 14 + rng.standard_normal(50)]
+    fz, m = ScalarFeaturizer(10), ConditionMonitor()
+    expected = [m.process_one(fz.push(v)).score for v in values]
+    got = detect_series(values, window=10)
+    np.testing.assert_array_equal(got, expected)
+    assert (got[-40:] >= 0.5).all(), "a 4-sigma, 40 % step in the level stays an alert"

@@ -19,3 +19,16 @@ def test_row_shows_the_worst_sensor_not_the_latest_message() -> None:
     view.update(names.RUL, rul("TMP-1", 30.0, 0.1))
     [row] = [line for line in view.render().splitlines() if line.startswith("PUMP-2")]
     assert "30 sec" in row
+
+
+def test_an_escalated_order_is_one_order_and_says_why() -> None:
+    view = DemoView()
+    order = {"work_order_id": "wo-1", "asset_id": "PUMP-2", "priority": "medium", "reason": "persistent_anomaly",
+             "created_at": "2026-12-07T10:00:00Z", "rul": None, "action": "open",
+             "why": "VIB-1: alert for 5 scores in a row; bpfo_energy 14.57x reference"}
+    view.update(names.WORK_ORDERS, order)
+    view.update(names.WORK_ORDERS, {**order, "priority": "high", "action": "escalate"})
+    lines = view.render().splitlines()
+    [row] = [line for line in lines if line.startswith("PUMP-2")]
+    assert row.rstrip().endswith(" 1"), "one work order, escalated"
+    assert any("(escalate)" in line for line in lines) and any("bpfo_energy 14.57x" in line for line in lines)

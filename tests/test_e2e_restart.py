@@ -14,7 +14,7 @@ from mantis_stream import topics as names
 
 RATE = 10240.0
 CHUNK = 1024
-WARMUP = 50  # AnomalyDetector's default warm-up
+WARMUP = 300  # ConditionMonitor's commissioning (REFERENCE_DEFAULTS)
 #: Models written to their changelog only when they must be: at a graceful stop or a hand-over.
 NO_TIMED_CHECKPOINTS = {"MANTIS_CHECKPOINT_SECONDS": "3600"}
 

@@ -267,6 +267,34 @@ async def test_new_work_order_meeting_an_open_one_is_merged(sink, postgres_dsn):
     assert [tuple(r) for r in rows] == [("wo-1", "closed"), ("wo-3", "open")]
 
 
+async def test_work_order_says_why_escalates_and_is_resolved(sink, postgres_dsn):
+    band = {"band": "BPFO", "factor": 6.3}
+    opened = {**order("wo-1", reason="persistent_anomaly", evidence={"defect_band": band}), "priority": "medium",
+              "why": "VIB-1: alert for 5 scores in a row; bpfo_energy 6.30x reference"}
+    await sink.write(records(names.WORK_ORDERS, [opened]))
+    (row,) = await fetch(postgres_dsn, "SELECT * FROM work_orders")
+    assert row["why"].startswith("VIB-1: alert") and row["defect_band"] == "BPFO" and row["priority"] == "medium"
+
+    escalate = {**opened, "action": "escalate", "priority": "high", "why": "VIB-1: danger for 9 scores in a row"}
+    await sink.write(records(names.WORK_ORDERS, [escalate, {**escalate, "priority": "medium"}]))
+    (row,) = await fetch(postgres_dsn, "SELECT * FROM work_orders")
+    assert row["priority"] == "high" and row["why"].startswith("VIB-1: danger"), "escalation only ever raises"
+    assert sink.inserted["work_orders_escalated"] == 1
+
+    # A merged newcomer with a higher priority raises the open order too.
+    await sink.write(records(names.WORK_ORDERS, [{**opened, "work_order_id": "wo-2", "priority": "critical"}]))
+    (row,) = await fetch(postgres_dsn, "SELECT * FROM work_orders")
+    assert row["priority"] == "critical" and row["merged_work_order_ids"] == ["wo-2"]
+
+    resolve = {**opened, "action": "resolve", "why": "maintenance done: bearing replaced", "created_at": iso(T0 + timedelta(hours=2))}
+    await sink.write(records(names.WORK_ORDERS, [resolve, resolve]))
+    (row,) = await fetch(postgres_dsn, "SELECT * FROM work_orders")
+    assert row["status"] == "closed" and row["resolution"] == "maintenance done: bearing replaced"
+    assert row["closed_at"] == T0 + timedelta(hours=2) and sink.inserted["work_orders_resolved"] == 1
+    with pytest.raises(InvalidMessage, match="action"):
+        from_message(names.WORK_ORDERS, {**opened, "action": "reopen"})
+
+
 async def test_conflicting_work_orders_in_one_batch(sink, postgres_dsn):
     await sink.write(records(names.WORK_ORDERS, [order("wo-a"), order("wo-b"), order("wo-c", reason="anomaly")]))
     rows = await fetch(postgres_dsn, "SELECT work_order_id, merged_work_order_ids FROM work_orders ORDER BY 1")

@@ -72,6 +72,10 @@ class TableBackedCache(Generic[T]):
             self._live[key] = obj
         return obj
 
+    def keys(self) -> set[str]:
+        """Every key held here: live objects and this worker's table partitions."""
+        return set(self._live) | set(self.table.keys())
+
     def save(self, last_event_by_key: Iterable[tuple[str, EventT]]) -> None:
         """Mark each touched key changed by its last event; write those not written for ``checkpoint_seconds``."""
         self._dirty.update(last_event_by_key)

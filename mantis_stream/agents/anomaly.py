@@ -1,8 +1,12 @@
-"""Stage 3: streaming anomaly detection, one online river model per sensor.
+"""Stage 3: condition monitoring, one protected healthy reference per sensor.
 
-Each (asset, sensor) has its own detector (``models.anomaly``): it scores every
-feature vector, then learns from it, after a warm-up.  Scores are calibrated to
-[0, 1] so one threshold means the same on every asset.
+Each (asset, sensor) has its own :class:`~mantis_stream.models.anomaly.ConditionMonitor`
+(the one detector configuration ``detect`` and the evaluations use): it learns
+the healthy reference while commissioning, then scores every feature vector
+against it (0.5 = alert, 0.8 = danger) and catches sudden changes too. Each
+score carries its alarm level and the features furthest from the reference.
+A maintenance event (``mantis.maintenance``) recommissions every monitor of
+its asset.
 """
 
 from __future__ import annotations
@@ -10,22 +14,25 @@ from __future__ import annotations
 from typing import Any
 
 from .. import tracing
-from ..app import anomalies_topic, app, assessments_topic, feature_batches_topic
-from ..errors import send_item_dead_letter
+from ..app import anomalies_topic, app, assessments_topic, feature_batches_topic, maintenance_topic
+from ..errors import send_dead_letter, send_item_dead_letter
 from ..models import records
-from ..models.anomaly import AnomalyDetector
+from ..models.anomaly import ConditionMonitor
+from ..models.reading import InvalidReading
 from ._batch import Outbox, close_items, item_scope, open_items
-from ._events import asset_key, dead_letter_all, group_items
+from ._events import asset_key, dead_letter_all, event_scope, group_items
 from ._replay import batches
 from ._state import TableBackedCache, bytes_table
 
 STAGE = "anomaly-detection"
 
 detector_table = bytes_table("anomaly-detectors")
-detectors: TableBackedCache[AnomalyDetector] = TableBackedCache(
-    detector_table, new=lambda key: AnomalyDetector(), load=lambda key, raw: AnomalyDetector.from_bytes(raw),
-    dump=AnomalyDetector.to_bytes,
+detectors: TableBackedCache[ConditionMonitor] = TableBackedCache(
+    detector_table, new=lambda key: ConditionMonitor(), load=lambda key, raw: ConditionMonitor.from_bytes(raw),
+    dump=ConditionMonitor.to_bytes,
 )
+#: Departures a score carries (to the orchestrator and mantis.anomalies): the most severe few.
+MAX_DEPARTURES = 5
 
 
 def detector_key(message: dict[str, Any]) -> str:
@@ -58,11 +65,15 @@ async def anomaly(stream):  # type: ignore[no-untyped-def]
                             span.set_attributes({
                                 "model.name": detector.name, "model.version": detector.version,
                                 "prediction.result": "anomaly" if result.is_anomaly else "normal",
-                                "prediction.score": result.score,
+                                "prediction.score": result.score, "anomaly.level": result.level,
                             })
+                            if result.departures:
+                                top = result.departures[0]
+                                span.set_attributes({"anomaly.feature": top.feature[:64], "anomaly.factor": round(top.factor, 3)})
                         result_message = records.anomaly_message(
                             message, result.score, result.threshold, result.is_anomaly,
                             {"name": detector.name, "version": detector.version}, result.warm,
+                            result.level, [d.as_dict() for d in result.departures[:MAX_DEPARTURES]],
                         )
                         await anomalies_topic.send(key=asset_key(message["asset_id"]), value=result_message)
                     except Exception as exc:  # noqa: BLE001 - a bad record (or a refused send) must not stop the stage
@@ -72,3 +83,28 @@ async def anomaly(stream):  # type: ignore[no-untyped-def]
         await out.flush()
         close_items(items)
         detectors.save(touched)
+
+
+def monitor_keys(asset_id: str) -> list[str]:
+    """The keys of every monitor of ``asset_id`` this worker holds (live or in its table partitions)."""
+    prefix = f"{asset_id}\x1f"
+    return sorted({k for k in detectors.keys() if k.startswith(prefix)})
+
+
+@app.agent(maintenance_topic, name="maintenance-anomaly")
+async def maintenance(stream):  # type: ignore[no-untyped-def]
+    """Recommission every monitor of a serviced asset: its healthy reference is the new machine's."""
+    async for event in stream.events():
+        with event_scope(event):
+            try:
+                asset_id = records.maintenance_asset(event.value)
+            except InvalidReading as exc:
+                await send_dead_letter(event, STAGE, exc)
+                continue
+            keys = monitor_keys(asset_id)
+            with tracing.stage_tracer(STAGE).start_as_current_span(
+                "reset_reference", attributes=tracing.span_attributes(asset_id=asset_id, **{"monitors.count": len(keys)}),
+            ):
+                for key in keys:
+                    detectors.get(key).reset()
+                detectors.save((key, event) for key in keys)

@@ -1,8 +1,11 @@
-"""Stage 5: turn anomalies and RUL estimates into work orders.
+"""Stage 5: turn anomalies and RUL estimates into work orders, and maintenance into resolutions.
 
 The rules are in ``models.maintenance``; this agent feeds each asset's state
-machine in order and publishes the work orders it decides on, with the trace id
-so an engineer can jump from a work order to its trace.
+machine in order and publishes what it decides (open, escalate, resolve) on
+``mantis.work-orders``, with the trace id so an engineer can jump from a work
+order to its trace. The span of each decision says why: the reason, priority,
+the one-line explanation, the defect band that grew, and one event per
+feature that left the healthy reference (bounded).
 """
 
 from __future__ import annotations
@@ -13,18 +16,21 @@ from typing import Any
 from opentelemetry import trace
 
 from .. import tracing
-from ..app import app, assessments_topic, settings, work_orders_topic
-from ..errors import send_item_dead_letter
+from ..app import app, assessments_topic, maintenance_topic, settings, work_orders_topic
+from ..errors import send_dead_letter, send_item_dead_letter
 from ..models import records
-from ..models.maintenance import AssetMaintenance
-from ..models.reading import format_timestamp
+from ..models.maintenance import MAX_FEATURES, AssetMaintenance, Decision
+from ..models.reading import InvalidReading, format_timestamp
 from ._batch import close_items, item_scope, open_items
-from ._events import asset_key, dead_letter_all, group_items
+from ._events import asset_key, dead_letter_all, event_scope, group_items
 from ._replay import batches
 from ._state import TableBackedCache, bytes_table
 
 STAGE = "orchestrator"
 THRESHOLDS = {"cycles": settings.rul_threshold_cycles, "seconds": settings.rul_threshold_seconds}
+#: Longest ``work_order.why`` span attribute (characters).
+MAX_WHY_ATTRIBUTE = 256
+SPAN_NAMES = {"open": "create_work_order", "escalate": "escalate_work_order", "resolve": "resolve_work_order"}
 
 state_table = bytes_table("maintenance-state")
 states: TableBackedCache[AssetMaintenance] = TableBackedCache(
@@ -38,6 +44,32 @@ states: TableBackedCache[AssetMaintenance] = TableBackedCache(
 def current_trace_id() -> str | None:
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+async def publish(asset_id: str, decision: Decision) -> None:
+    """The decision's span (why, as attributes and events) and its message on mantis.work-orders."""
+    attributes: dict[str, Any] = {
+        "work_order.id": decision.work_order_id, "work_order.reason": decision.reason,
+        "work_order.priority": decision.priority, "work_order.action": decision.action,
+        "work_order.why": decision.why[:MAX_WHY_ATTRIBUTE],
+    }
+    band = decision.evidence.get("defect_band")
+    if isinstance(band, dict) and band.get("band"):
+        attributes["work_order.defect_band"] = str(band["band"])[:8]
+    with tracing.stage_tracer(STAGE).start_as_current_span(
+        SPAN_NAMES[decision.action], attributes=tracing.span_attributes(asset_id=asset_id, **attributes),
+    ) as span:
+        for d in (decision.evidence.get("features") or [])[:MAX_FEATURES]:
+            span.add_event("feature_departure", {
+                "feature": str(d.get("feature", ""))[:64], "factor": float(d.get("factor") or 0.0),
+                "severity": float(d.get("severity") or 0.0),
+            })
+        order = records.work_order_message(
+            decision.work_order_id, asset_id, decision.priority, decision.reason,
+            format_timestamp(time.time()), decision.rul, current_trace_id(), decision.evidence,
+            decision.action, decision.why,
+        )
+        await work_orders_topic.send(key=asset_key(asset_id), value=order)
 
 
 @app.agent(assessments_topic, name="orchestrator")
@@ -61,19 +93,24 @@ async def orchestrator(stream):  # type: ignore[no-untyped-def]
                             decision = state.on_rul(message)
                         else:
                             decision = state.on_anomaly(message)
-                        if decision is None:
-                            continue
-                        with tracing.stage_tracer(STAGE).start_as_current_span(
-                            "create_work_order",
-                            attributes=tracing.span_attributes(
-                                asset_id=asset_id, **{"work_order.reason": decision.reason, "work_order.priority": decision.priority}),
-                        ):
-                            order = records.work_order_message(
-                                decision.work_order_id, asset_id, decision.priority, decision.reason,
-                                format_timestamp(time.time()), decision.rul, current_trace_id(), decision.evidence,
-                            )
-                            await work_orders_topic.send(key=asset_key(asset_id), value=order)
+                        if decision is not None:
+                            await publish(asset_id, decision)
                     except Exception as exc:  # noqa: BLE001 - a bad record (or a refused send) must not stop the stage
                         await send_item_dead_letter(item, STAGE, exc)
         close_items(items)
         states.save(touched)
+
+
+@app.agent(maintenance_topic, name="maintenance-orders")
+async def maintenance(stream):  # type: ignore[no-untyped-def]
+    """A serviced asset: resolve its open work orders, start its rules afresh."""
+    async for event in stream.events():
+        with event_scope(event):
+            try:
+                asset_id = records.maintenance_asset(event.value)
+            except InvalidReading as exc:
+                await send_dead_letter(event, STAGE, exc)
+                continue
+            for decision in states.get(asset_id).on_maintenance(event.value):
+                await publish(asset_id, decision)
+            states.save([(asset_id, event)])

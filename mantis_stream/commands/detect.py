@@ -4,7 +4,9 @@ Runs the pipeline's anomaly detector (``models.anomaly``) over a NAB-style
 ``timestamp,value`` CSV, row by row and causally (a row's score uses only the
 rows up to it), and writes ``timestamp,value,anomaly_score`` to stdout, score in
 [0, 1]. The logic lives in :func:`mantis_stream.models.anomaly.detect_series`;
-this module only wires it to the CLI. No broker is contacted. A file that
+this module only wires it to the CLI. The detector and its settings are the
+anomaly agent's (one configuration, ``models.anomaly``; the window is
+``MANTIS_SCALAR_WINDOW``, as in the feature stage); a score >= 0.5 is an alert. No broker is contacted. A file that
 cannot be read gives one line on stderr and exit status 1.
 """
 
@@ -16,9 +18,9 @@ import sys
 import click
 from faust.cli import argument, option
 
-from ..app import app
+from ..app import app, settings
 from ..datasets.nab import read_nab_rows, write_scores_csv
-from ..models.anomaly import NAB_DETECT_DEFAULTS, detect_series
+from ..models.anomaly import detect_series
 from ._oneline import one_line_errors
 
 
@@ -34,7 +36,7 @@ async def detect(self: object, fmt: str, path: str) -> None:
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         print(f"mantis-stream detect: {path}: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
-    scores = detect_series(values, **NAB_DETECT_DEFAULTS)
+    scores = detect_series(values, window=settings.scalar_window)
     try:
         write_scores_csv(sys.stdout, ts, text, scores)
         sys.stdout.flush()

@@ -209,24 +209,31 @@ def evaluate_cmapss(paths: Sequence[str], out: Path, plt: Any, quick: bool) -> s
 def evaluate_ims(paths: Sequence[str], out: Path, plt: Any) -> str:
     from ..datasets import ims
 
-    lines = ["| test | bearing | first persistent alarm | hours before the end | alarms before it |", "|---|---|---|---:|---:|"]
+    lines = ["| test | bearing | first work order (h before the end) | detect's first alert (h before the end) | why |",
+             "|---|---|---:|---:|---|"]
     jobs = [(p, b, cols) for p in paths for b, cols in ims.read_ims_csv(p).bearings().items()]
     tests = {p: ims.read_ims_csv(p) for p in paths}
     rows = {p: {r["bearing"]: r for r in ims.report(p)} for p in paths}
+
+    def shown(hours: float | None) -> str:
+        return "none" if hours is None else f"{hours}"
+
     with _bar(jobs, "bearings") as bar:
         for p, bearing, cols in bar:
             test = tests[p]
             r = rows[p][bearing]
-            lines.append(f"| {Path(p).stem} | {bearing} | {r['first_signal'] or 'none'} | {r['hours_before_end'] if r['hours_before_end'] is not None else '-'} | {r['alarms_before']} |")
+            lines.append(f"| {Path(p).stem} | {bearing} | {shown(r['work_order_hours_before_end'])} | "
+                         f"{shown(r['detect_alert_hours_before_end'])} | {(r['why'] or '-')[:80]} |")
             if plt is None:
                 continue
             res = ims.scan_bearing(test, cols)
+            order = ims.first_work_order(test, bearing, res, 5)
             scores = np.array([s.score for s in res])
             alarms = np.array([s.is_anomaly for s in res])
             x = np.array(test.timestamps, dtype="datetime64[s]")
-            marks = [x[r["first_signal_index"]]] if r["first_signal_index"] is not None else []
+            marks = [x[order[0]]] if order else []
             thr = float(np.median([s.threshold for s in res]))
-            plot_scores(plt, out / f"{_safe(Path(p).stem + '_' + bearing)}.png", f"{Path(p).stem} {bearing} (red line: first persistent alarm)",
+            plot_scores(plt, out / f"{_safe(Path(p).stem + '_' + bearing)}.png", f"{Path(p).stem} {bearing} (red line: first work order)",
                         x, test.values[:, cols], [test.channels[c] for c in cols], scores, thr, alarms, "snapshot time", marks=marks)
     return "\n".join(lines)
 
@@ -234,7 +241,7 @@ def evaluate_ims(paths: Sequence[str], out: Path, plt: Any) -> str:
 def evaluate_nab(paths: Sequence[str], out: Path, plt: Any) -> str:
     from ..datasets.nab import read_nab_csv
     from ..evaluation.nab import format_table, load_corpus, parse_nab_time, score_corpus
-    from ..models.anomaly import NAB_DETECT_DEFAULTS, detect_series
+    from ..models.anomaly import detect_series
 
     tables = []
     for root in paths:
@@ -244,7 +251,7 @@ def evaluate_nab(paths: Sequence[str], out: Path, plt: Any) -> str:
             for f in bar:
                 ts, values = read_nab_csv(Path(root) / "data" / f.name)
                 series.append((ts, values))
-                scores.append(detect_series(values, **NAB_DETECT_DEFAULTS))
+                scores.append(detect_series(values, window=settings.scalar_window))
         cs = score_corpus(files, scores)
         tables.append(format_table(cs))
         if plt is None:

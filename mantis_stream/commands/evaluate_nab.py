@@ -17,9 +17,8 @@ from pathlib import Path
 import click
 from faust.cli import argument, option
 
-from ..app import app
+from ..app import app, settings
 from ..evaluation.nab import SCOREBOARD, format_table, run_detector, score_corpus
-from ..models.anomaly import NAB_DETECT_DEFAULTS
 from ._oneline import CommandError, one_line_errors
 
 #: The labels file every NAB tree holds.

@@ -32,6 +32,7 @@ COLUMNS = (
     ("created_at", "CREATED (UTC)"),
     ("updated_at", "UPDATED (UTC)"),
     ("trace_id", "TRACE ID"),
+    ("why", "WHY"),
 )
 
 

@@ -15,15 +15,15 @@ Usage
     >>> t.bearings()
     {'Bearing 1': [0], 'Bearing 2': [1]}
 
-    From a shell (prints the alarms of every bearing)::
+    From a shell (per bearing: the first work order and ``detect``'s first alert)::
 
         python -m mantis_stream.datasets.ims IMS/ims_test1_mean_abs.csv
 
 Notes
     Known outcomes (NASA/IMS readme): test 1 ended with an inner-race defect in
     bearing 3 and a roller-element defect in bearing 4; test 3 with an outer-race
-    failure in bearing 3. "First signal" below follows the orchestrator's rule:
-    ``persistence`` anomalous scores in a row from one sensor.
+    failure in bearing 3. Everything here runs the pipeline's one detector
+    configuration (``models.anomaly.ConditionMonitor``) and its work-order rules.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["ImsTest", "read_ims_csv", "scan_bearing", "first_persistent", "report"]
+__all__ = ["ImsTest", "read_ims_csv", "scan_bearing", "first_persistent", "first_work_order", "report"]
 
 
 @dataclass
@@ -88,17 +88,16 @@ def bearing_features(test: ImsTest, columns: list[int], window: int = 10) -> lis
     return out
 
 
-def scan_bearing(test: ImsTest, columns: list[int], window: int = 10, **detector_kwargs: Any) -> list[Any]:
-    """The detector's :class:`AnomalyScore` for every snapshot of one bearing.
+def scan_bearing(test: ImsTest, columns: list[int], window: int = 10, **monitor_kwargs: Any) -> list[Any]:
+    """The pipeline's :class:`~mantis_stream.models.anomaly.ConditionMonitor` result for every snapshot of one bearing.
 
-    Default settings: those of ``detect`` for scalar series (``SERIES_DEFAULTS``:
-    memories of a few hundred snapshots) with the pipeline's winsorised scaler
-    (``clip_sigma=4``), which degradation needs.
+    One monitor per bearing, its channels' window features side by side (a
+    vibration sensor with two axes), with the one detector configuration.
     """
-    from mantis_stream.models.anomaly import SERIES_DEFAULTS, AnomalyDetector
+    from mantis_stream.models.anomaly import ConditionMonitor
 
-    det = AnomalyDetector(**(dict(SERIES_DEFAULTS) | {"clip_sigma": 4.0} | detector_kwargs))
-    return det.process_many(bearing_features(test, columns, window))
+    monitor = ConditionMonitor(**monitor_kwargs)
+    return [monitor.process_one(x) for x in bearing_features(test, columns, window)]
 
 
 def first_persistent(flags: np.ndarray | list[bool], persistence: int = 5) -> int | None:
@@ -111,27 +110,55 @@ def first_persistent(flags: np.ndarray | list[bool], persistence: int = 5) -> in
     return None
 
 
-def report(path: str | Path, persistence: int = 5, window: int = 30, **detector_kwargs: Any) -> list[dict[str, Any]]:
-    """Per bearing: first persistent alarm, isolated alarms before it, alarm counts."""
+def first_work_order(test: ImsTest, bearing: str, results: list[Any], persistence: int) -> tuple[int, str] | None:
+    """(snapshot, why) of the orchestrator's first work order on one bearing's scores, or None."""
+    from mantis_stream.models.maintenance import AssetMaintenance
+
+    rules = AssetMaintenance({"cycles": 30.0, "seconds": 3600.0}, persistence)
+    for i, r in enumerate(results):
+        decision = rules.on_anomaly({
+            "asset_id": "ims", "sensor_id": bearing, "ts": str(test.timestamps[i]), "score": r.score,
+            "threshold": r.threshold, "is_anomaly": r.is_anomaly, "level": r.level,
+            "departures": [d.as_dict() for d in r.departures[:5]],
+        })
+        if decision is not None:
+            return i, decision.why
+    return None
+
+
+def report(path: str | Path, persistence: int = 5, window: int = 10, detect_run: int = 3) -> list[dict[str, Any]]:
+    """Per bearing: hours before the end of the first work order (pipeline rules) and of ``detect``'s first alert.
+
+    ``detect``'s alert: ``detect_run`` scores >= 0.5 in a row on one channel's
+    series (``detect --format nab`` of that channel); the work order: the
+    orchestrator's rule (``persistence`` alert scores in a row) on the bearing's
+    monitor (both channels).
+    """
+    from mantis_stream.models.anomaly import ALERT_SCORE, detect_series
+
     test = read_ims_csv(path)
-    n = len(test.timestamps)
+    end = test.timestamps[-1]
+
+    def hours(i: int | None) -> float | None:
+        return None if i is None else round((end - test.timestamps[i]).total_seconds() / 3600, 1)
+
     out = []
     for bearing, cols in test.bearings().items():
-        results = scan_bearing(test, cols, window, **detector_kwargs)
-        flags = np.array([r.is_anomaly for r in results])
-        first = first_persistent(flags, persistence)
-        before = np.flatnonzero(flags[: (first - persistence + 1) if first is not None else n])
+        order = first_work_order(test, bearing, scan_bearing(test, cols, window), persistence)
+        detect_first = []
+        for c in cols:
+            done = first_persistent(detect_series(test.values[:, c], window=window) >= ALERT_SCORE, detect_run)
+            if done is not None:
+                detect_first.append(done - detect_run + 1)
+        first_alert = min(detect_first) if detect_first else None
         out.append({
             "bearing": bearing,
-            "snapshots": n,
-            "first_signal": None if first is None else str(test.timestamps[first - persistence + 1]),
-            "first_signal_index": None if first is None else first - persistence + 1,
-            "hours_before_end": None if first is None else round((test.timestamps[-1] - test.timestamps[first - persistence + 1]).total_seconds() / 3600, 1),
-            "alarms_before": len(before),
-            "alarms_before_at": [str(test.timestamps[i]) for i in before[:10]],
-            "alarms_total": int(flags.sum()),
-            "first_alarm": str(test.timestamps[int(np.argmax(flags))]) if flags.any() else None,
-            "last_day_alarms": int(sum(f for f, t in zip(flags, test.timestamps) if (test.timestamps[-1] - t).total_seconds() <= 86400)),
+            "snapshots": len(test.timestamps),
+            "work_order_hours_before_end": hours(order[0] if order else None),
+            "work_order_at": str(test.timestamps[order[0]]) if order else None,
+            "why": order[1] if order else None,
+            "detect_alert_hours_before_end": hours(first_alert),
+            "detect_alert_at": str(test.timestamps[first_alert]) if first_alert is not None else None,
         })
     return out
 

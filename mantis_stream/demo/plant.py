@@ -94,7 +94,7 @@ class Plant:
     """Everything the demo simulates; ``tick`` returns the readings of one 0.1 s step."""
 
     pumps: list[Pump] = field(default_factory=lambda: [
-        Pump("PUMP-1", None), Pump("PUMP-2", 150.0), Pump("PUMP-3", 400.0)])
+        Pump("PUMP-1", None), Pump("PUMP-2", 150.0), Pump("PUMP-3", 300.0)])
     engine: Engine = field(default_factory=lambda: Engine("ENGINE-1", 250))
     ticks: int = 0
 

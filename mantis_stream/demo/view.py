@@ -47,7 +47,7 @@ class DemoView:
         elif topic == names.RUL:
             row.ruls[value["sensor_id"]] = (value["rul"], value["unit"], value["health_index"])
         elif topic == names.WORK_ORDERS:
-            row.work_orders += 1
+            row.work_orders += value.get("action", "open") == "open"  # escalations and resolutions are the same order
             self.work_orders.append(value)
 
     def render(self, header: str = "") -> str:
@@ -66,7 +66,10 @@ class DemoView:
         lines += ["", f"{BOLD}work orders{RESET}"]
         for wo in self.work_orders:
             rul = "" if wo.get("rul") is None else f" rul={wo['rul']:.0f}"
-            lines.append(f"  {wo['created_at']} {wo['asset_id']:<10} {wo['priority']:<8} {wo['reason']}{rul}  trace {wo.get('trace_id') or '-'}")
+            action = "" if wo.get("action", "open") == "open" else f" ({wo['action']})"
+            lines.append(f"  {wo['created_at']} {wo['asset_id']:<10} {wo['priority']:<8} {wo['reason']}{action}{rul}  trace {wo.get('trace_id') or '-'}")
+            if wo.get("why"):
+                lines.append(f"    {DIM}{wo['why'][:110]}{RESET}")
         if not self.work_orders:
             lines.append(f"  {DIM}none yet{RESET}")
         if self.dead_letters:

@@ -1,6 +1,11 @@
-"""Online anomaly detector for one (asset, sensor): river Half-Space Trees, calibrated.
+"""Condition monitoring for one (asset, sensor): a protected healthy reference and a calibrated sudden-change detector.
 
-Why this exists
+:class:`ConditionMonitor` (at the end of this module) is what the anomaly
+agent, ``detect`` and the evaluations run, built from the one configuration
+below it: a :class:`HealthyReference` (commissioned, guarded, ISO-style alarm
+levels) and an :class:`AnomalyDetector`, described first.
+
+Why the sudden-change detector exists
     The anomaly stage keeps one detector per (asset, sensor) and must raise an
     alarm with *one* threshold for every asset, although a pump's raw scores and
     a bearing's raw scores live on different scales. River's Half-Space Trees
@@ -76,7 +81,7 @@ import numpy as np
 from river import anomaly, preprocessing
 from river.tree.padded import PaddedBranch, PaddedLeaf, make_padded_tree
 
-__all__ = ["AnomalyDetector", "AnomalyScore", "detect_series"]
+__all__ = ["AnomalyDetector", "AnomalyScore", "ConditionMonitor", "Departure", "HealthyReference", "MonitorResult", "detect_series"]
 
 
 _MASSES = operator.attrgetter("l_mass", "r_mass")
@@ -390,50 +395,316 @@ class AnomalyDetector:
         )
 
 
-#: Detector settings for scalar series (``detect_series``): the NAB files have a
-#: few thousand rows, the first 15 % of which are a free warm-up, and a daily
-#: cycle of a few hundred rows, so memories are longer than the pipeline's.
-SERIES_DEFAULTS: dict[str, float | int] = {
+#: What the fast (sudden-change) part of every :class:`ConditionMonitor` is built with.
+#: Memories of a few hundred points: a daily cycle of a few hundred rows (NAB) and
+#: a few days of 10-minute snapshots (IMS) both fit.
+FAST_DEFAULTS: dict[str, float | int] = {
     "warmup": 300,
     "window_size": 300,
     "fading_factor": 0.002,
     "calibration_size": 3000,
     "tail_decades": 3.5,
-    # NAB rewards reacting to the *first* change of an episode, and a winsorised
-    # scaler keeps alarming long after it (NAB 49.3 with 4.0 vs 53.1 without).
     "clip_sigma": 0.0,
 }
 
-#: What ``detect --format nab`` passes to :func:`detect_series` (chosen on the NAB
-#: development subset of NAB; see docs/models-anomaly.md).
-NAB_DETECT_DEFAULTS: dict[str, float | int] = {"hold": 200, "window": 30}
+#: Vibration features judged as amplitudes (a factor on the reference), as powers
+#: (the factor squared), upward only in noise units, or not at all (frequencies,
+#: shapes and ratios move with the operating point, not with the machine's health).
+AMPLITUDE_FEATURES = frozenset({"rms", "peak", "crest_factor", "kurtosis"})
+DEFECT_BANDS = ("bpfo", "bpfi", "bsf", "ftf")
+POWER_FEATURES = frozenset({"envelope_energy", *(f"band_{k}" for k in range(8)), *(f"{d}_energy" for d in DEFECT_BANDS)})
+UPWARD_FEATURES = frozenset({"spectral_kurtosis"})
+#: Scalar windows: the window mean is the level; the other statistics are the fast part's.
+IGNORED_FEATURES = frozenset({
+    "dc", "skewness", "dominant_freq_hz", "dominant_amplitude", "spectral_centroid_hz", "spectral_kurtosis_freq_hz",
+    *(f"{d}_ratio" for d in DEFECT_BANDS), "std", "min", "max", "last", "slope", "range", "value", "diff",
+})
+
+#: Severity (departure / alert margin) from which a departure is in the danger zone.
+DANGER_SEVERITY = 4.0
 
 
-def detect_series(
-    values: Sequence[float] | np.ndarray, *, window: int = 10, hold: int = 0, **detector_kwargs: float | int
-) -> np.ndarray:
-    """Causal anomaly scores in [0, 1] for a scalar series, one per value.
+def feature_kind(name: str) -> str | None:
+    """How the reference judges a rise of ``name``: as an amplitude, a power, in noise units (upward, level), or not (None)."""
+    if name in AMPLITUDE_FEATURES:
+        return "amplitude"
+    if name in POWER_FEATURES:
+        return "power"
+    if name in UPWARD_FEATURES:
+        return "upward"
+    if name in IGNORED_FEATURES:
+        return None
+    return "level"  # the window mean of a scalar sensor, a channel of a row (C-MAPSS)
+
+
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """One feature away from its reference: ``factor = value / reference``, ``severity`` 1.0 at the alert level."""
+
+    feature: str
+    value: float
+    reference: float
+    factor: float
+    severity: float
+
+    def as_dict(self) -> dict[str, float | str]:
+        return {"feature": self.feature, "value": round(self.value, 6), "reference": round(self.reference, 6),
+                "factor": round(self.factor, 3), "severity": round(self.severity, 2)}
+
+
+class HealthyReference:
+    """A protected healthy reference per feature, learned at commissioning, guarded afterwards.
+
+    Why: a detector that keeps learning calls a slow degradation the new normal.
+    This one learns the machine's healthy level during ``warmup`` points
+    (commissioning) and afterwards only lets *normal* points move it, slowly
+    (memory ``tau``) and never further than ``max_drift`` of the alert margin from
+    the commissioned baseline, so a sustained departure stays flagged for as long
+    as it lasts. Only :meth:`reset` (a maintenance event) recommissions it.
+
+    Run-in: the first half of commissioning is discarded; the baseline is the
+    median of the second half and its noise the MAD, so a machine that settles
+    to a new level during its first hours is judged against the settled level.
+
+    Alarm levels, in the spirit of ISO 20816's zones: a feature's *severity* is
+    its rise over the alert margin, 1.0 at the alert level (a fall is left to
+    the sudden-change detector: vibration and temperature faults rise). Positive
+    amplitudes (and a positive scalar level) alert at ``alert_factor`` times the
+    reference (powers at its square) *and* ``z_alert`` noise units away; other
+    features at ``z_alert`` noise units. Severity ``DANGER_SEVERITY`` (4: twice the
+    reference RMS with the default factor) is the danger zone.
+    """
+
+    def __init__(self, warmup: int = 300, alert_factor: float = 1.25, z_alert: float = 5.0,
+                 tau: float = 3000.0, max_drift: float = 0.5) -> None:
+        if warmup < 2 or alert_factor <= 1.0 or z_alert <= 0 or tau < 1 or not 0 <= max_drift < 1:
+            raise ValueError("HealthyReference: warmup >= 2, alert_factor > 1, z_alert > 0, tau >= 1, 0 <= max_drift < 1")
+        self.warmup, self.alert_factor, self.z_alert = int(warmup), float(alert_factor), float(z_alert)
+        self.tau, self.max_drift = float(tau), float(max_drift)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: the next ``warmup`` points commission the reference again."""
+        self.n_seen = 0
+        self._commissioning: dict[str, list[float]] = {}
+        self.baseline: dict[str, tuple[float, float, bool]] = {}  # feature -> (median, noise, relative)
+        self.reference: dict[str, float] = {}
+
+    @property
+    def commissioned(self) -> bool:
+        return bool(self.reference)
+
+    def departures(self, x: Mapping[str, float]) -> list[Departure]:
+        """Every judged feature's departure from the reference, most severe first (empty while commissioning)."""
+        out = []
+        for name, ref in self.reference.items():
+            v = x.get(name)
+            if v is None or not math.isfinite(v):
+                continue
+            base, noise, relative = self.baseline[name]
+            kind = feature_kind(name.rpartition(":")[2])
+            sev = (v - ref) / noise / self.z_alert
+            if relative:
+                margin = self.alert_factor ** 2 - 1.0 if kind == "power" else self.alert_factor - 1.0
+                sev = min(sev, (v / ref - 1.0) / margin)
+            out.append(Departure(name, float(v), ref, v / ref if ref else math.inf, max(0.0, sev)))
+        out.sort(key=lambda d: d.severity, reverse=True)
+        return out
+
+    def severity(self, x: Mapping[str, float]) -> float:
+        d = self.departures(x)
+        return d[0].severity if d else 0.0
+
+    def learn_one(self, x: Mapping[str, float], normal: bool = True) -> None:
+        """Commission with ``x``, or afterwards let it move the reference if ``normal``."""
+        self.n_seen += 1
+        if not self.commissioned:
+            for name, v in x.items():
+                if feature_kind(name.rpartition(":")[2]) is not None and math.isfinite(v):
+                    self._commissioning.setdefault(name, []).append(float(v))
+            if self.n_seen >= self.warmup:
+                self._commission()
+            return
+        if not normal:
+            return
+        for name, ref in self.reference.items():
+            v = x.get(name)
+            if v is None or not math.isfinite(v):
+                continue
+            base, noise, relative = self.baseline[name]
+            kind = feature_kind(name.rpartition(":")[2])
+            if relative:
+                margin = self.alert_factor ** 2 - 1.0 if kind == "power" else self.alert_factor - 1.0
+                half = abs(base) * margin * self.max_drift
+            else:
+                half = noise * self.z_alert * self.max_drift
+            self.reference[name] = min(max(ref + (v - ref) / self.tau, base - half), base + half)
+
+    def _commission(self) -> None:
+        for name, values in self._commissioning.items():
+            settled = np.asarray(values[len(values) // 2 :])
+            if settled.size == 0:
+                continue
+            med = float(np.median(settled))
+            noise = 1.4826 * float(np.median(np.abs(settled - med)))
+            noise = max(noise, 1e-6 * abs(med), 1e-12)
+            relative = bool(settled.min() > 0.0) and feature_kind(name.rpartition(":")[2]) != "upward"
+            self.baseline[name] = (med, noise, relative)
+            self.reference[name] = med
+        self._commissioning = {}
+
+
+#: The one detector configuration: ``detect``, the evaluations and the anomaly
+#: agent all build :class:`ConditionMonitor` from it.
+REFERENCE_DEFAULTS: dict[str, float | int] = {"warmup": 300, "alert_factor": 1.25, "z_alert": 5.0, "tau": 3000.0, "max_drift": 0.5}
+#: The fast part's calibrated score that counts as an alert: 0.8 = one point in ~600 on data like the recent past.
+FAST_ALERT = 0.8
+ALERT_SCORE = 0.5
+#: Points over which a continuing alarm is reported at the alert level (0.5) unless it gets worse.
+ONSET_HOLD = 200
+
+
+@dataclass(slots=True)
+class MonitorResult:
+    """One scored point. ``score`` in [0, 1]: 0.5 is the alert level, 0.8 the danger zone; ``level`` names it."""
+
+    score: float
+    threshold: float
+    is_anomaly: bool
+    warm: bool
+    level: str
+    departures: list[Departure]
+
+
+class ConditionMonitor:
+    """Condition monitoring for one (asset, sensor): a protected healthy reference plus a sudden-change detector.
+
+    The reference (:class:`HealthyReference`) catches sustained departures,
+    however slowly they came; the fast part (:class:`AnomalyDetector`, Half-Space
+    Trees with a conformal score) catches sudden changes in any feature, also
+    ones the reference does not judge.
+
+    Published score, in [0, 1], 0.5 at the alert level (``is_anomaly``):
+
+    - the reference's part, ``min(severity / (1 + severity), 0.5)``: how close
+      the worst feature is to its alert level, 0.5 for as long as a departure
+      lasts (the zone, alert or danger, is ``level``; the features ``departures``);
+    - replaced by the fast part's *surprise* when that is an alert and beats
+      every one of the last ``ONSET_HOLD`` points: its calibrated score ``f``
+      mapped linearly from ``FAST_ALERT`` (0.5) to 1.0 ("more extreme than every
+      recent point"). A sudden change is an event, reported once (and again
+      if it worsens): persistence rules (work orders, ``detect``'s runs) count
+      sustained departures from the reference and growing surprises, and an
+      event-level scorer (NAB) sees onsets.
+
+    Points at or above the alert level do not move the reference.
+    """
+
+    name: str = "guarded-reference"
+    version: str = "2"
+    #: Layout of :meth:`to_bytes`; older layouts are migrated in :meth:`from_bytes`.
+    STATE_VERSION = 2
+
+    def __init__(self, seed: int = 42) -> None:
+        self.state_version = self.STATE_VERSION
+        self.seed = int(seed)
+        self.reference = HealthyReference(**REFERENCE_DEFAULTS)  # type: ignore[arg-type]
+        self.fast = AnomalyDetector(threshold=FAST_ALERT, seed=self.seed, **FAST_DEFAULTS)  # type: ignore[arg-type]
+        self._recent = np.zeros(ONSET_HOLD, dtype=np.float32)  # the last ONSET_HOLD condition scores (ring)
+        self._n_recent = 0
+
+    @property
+    def warm(self) -> bool:
+        return self.reference.commissioned
+
+    def reset(self) -> None:
+        """A maintenance event: commission afresh (both parts)."""
+        self.reference.reset()
+        self.fast = AnomalyDetector(threshold=FAST_ALERT, seed=self.seed, **FAST_DEFAULTS)  # type: ignore[arg-type]
+        self._recent[:] = 0.0
+        self._n_recent = 0
+
+    def score_one(self, x: Mapping[str, float]) -> float:
+        """The published score of ``x`` (0.0 while commissioning); does not learn."""
+        if not self.warm:
+            return 0.0
+        condition, surprise, _ = self._parts(x, self.fast.score_one(x))
+        return self._published(condition, surprise)
+
+    def learn_one(self, x: Mapping[str, float]) -> None:
+        self.process_one(x)
+
+    def process_one(self, x: Mapping[str, float]) -> MonitorResult:
+        """Score ``x`` against the state before it, then learn it (the reference only if it is normal)."""
+        warm = self.warm
+        fast = self.fast.process_one(x).score
+        departures: list[Departure] = []
+        score = 0.0
+        if warm:
+            condition, surprise, departures = self._parts(x, fast)
+            score = self._published(condition, surprise)
+            self._recent[self._n_recent % ONSET_HOLD] = max(condition, surprise)
+            self._n_recent += 1
+        is_anomaly = warm and score >= ALERT_SCORE
+        self.reference.learn_one(x, normal=not is_anomaly)
+        level = "normal"
+        if is_anomaly:
+            level = "danger" if departures and departures[0].severity >= DANGER_SEVERITY else "alert"
+        return MonitorResult(score, ALERT_SCORE, is_anomaly, warm, level, departures)
+
+    def process_many(self, xs: Iterable[Mapping[str, float]]) -> list[MonitorResult]:
+        """``process_one`` over ``xs`` in order."""
+        return [self.process_one(x) for x in xs]
+
+    def _published(self, condition: float, surprise: float) -> float:
+        """The surprise if it is an alert and beats the last ``ONSET_HOLD`` points, else the reference's part."""
+        n = min(self._n_recent, ONSET_HOLD)
+        if surprise >= ALERT_SCORE and (not n or surprise > float(self._recent[:n].max())):
+            return surprise
+        return condition
+
+    def _parts(self, x: Mapping[str, float], fast: float) -> tuple[float, float, list[Departure]]:
+        """(the reference's part, the fast part's surprise, the departures), both parts 0.5 at their alert level."""
+        departures = self.reference.departures(x)
+        sev = departures[0].severity if departures else 0.0
+        condition = min(sev / (1.0 + sev), ALERT_SCORE)
+        if fast >= FAST_ALERT:
+            surprise = ALERT_SCORE + (1.0 - ALERT_SCORE) * (fast - FAST_ALERT) / (1.0 - FAST_ALERT)
+        else:
+            surprise = ALERT_SCORE * fast / FAST_ALERT
+        return condition, surprise, departures
+
+    # -- persistence -----------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "ConditionMonitor":
+        """Inverse of :meth:`to_bytes`; a state of version 1 (an :class:`AnomalyDetector` alone) recommissions.
+
+        A version-1 detector forgot its healthy reference on purpose, so none can
+        be recovered from it: the monitor starts commissioning again.
+        """
+        obj = pickle.loads(data)
+        if isinstance(obj, AnomalyDetector):
+            return cls(seed=obj.seed)
+        if not isinstance(obj, cls):
+            raise TypeError(f"not a {cls.__name__} state: {type(obj).__name__}")
+        if getattr(obj, "state_version", 0) > cls.STATE_VERSION:
+            raise ValueError(f"monitor state version {obj.state_version} is newer than this release's {cls.STATE_VERSION}")
+        return obj
+
+
+def detect_series(values: Sequence[float] | np.ndarray, *, window: int = 10) -> np.ndarray:
+    """Causal published scores in [0, 1] for a scalar series, one per value (0.5: alert).
 
     Each value is turned into features by :class:`~mantis_stream.dsp.stats.ScalarFeaturizer`
     (the window statistics the feature stage computes for scalar sensors, plus the
-    value and its change), then scored and learned by one :class:`AnomalyDetector`.
-    With ``hold > 0`` a score is reported only when it beats every score of the
-    previous ``hold`` rows (0.0 otherwise): one alarm per episode instead of a run
-    of them, which is what an event-level scorer such as NAB counts.
+    value and its change), then scored and learned by one :class:`ConditionMonitor`.
     Row ``i``'s score depends on rows ``0..i`` only.
     """
     from mantis_stream.dsp.stats import ScalarFeaturizer
 
-    params = dict(SERIES_DEFAULTS) | detector_kwargs
-    det = AnomalyDetector(**params)  # type: ignore[arg-type]
+    monitor = ConditionMonitor()
     fz = ScalarFeaturizer(window)
-    raw = np.empty(len(values))
-    for i, v in enumerate(values):
-        raw[i] = det.process_one(fz.push(v)).score
-    if hold <= 0:
-        return raw
-    out = raw.copy()
-    for i in range(1, raw.size):
-        if raw[i] <= raw[max(0, i - hold) : i].max():
-            out[i] = 0.0
-    return out
+    return np.array([monitor.process_one(fz.push(v)).score for v in values], dtype=np.float64)

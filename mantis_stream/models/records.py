@@ -57,10 +57,13 @@ def features_message(frame: dict[str, Any], features: dict[str, float]) -> dict[
 
 
 def anomaly_message(features: dict[str, Any], score: float, threshold: float, is_anomaly: bool,
-                    model: ModelRef, warm: bool) -> dict[str, Any]:
+                    model: ModelRef, warm: bool, level: str = "normal",
+                    departures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``level``: normal / alert / danger; ``departures``: the features furthest from the healthy reference (bounded)."""
     return {
         "asset_id": features["asset_id"], "sensor_id": features["sensor_id"], "ts": features["ts"],
         "score": score, "threshold": threshold, "is_anomaly": is_anomaly, "model": model, "warm": warm,
+        "level": level, "departures": departures or [],
     }
 
 
@@ -76,8 +79,34 @@ def rul_message(features: dict[str, Any], rul: float, unit: str, lower: float, u
 
 
 def work_order_message(work_order_id: str, asset_id: str, priority: str, reason: str, created_at: str,
-                       rul: float | None, trace_id: str | None, evidence: dict[str, Any]) -> dict[str, Any]:
+                       rul: float | None, trace_id: str | None, evidence: dict[str, Any],
+                       action: str = "open", why: str = "") -> dict[str, Any]:
+    """``action``: open (a new order), escalate (same id, higher priority), resolve (maintenance done)."""
     return {
         "work_order_id": work_order_id, "asset_id": asset_id, "priority": priority, "reason": reason,
         "created_at": created_at, "rul": rul, "trace_id": trace_id, "evidence": evidence,
+        "action": action, "why": why,
     }
+
+
+MAINTENANCE_ACTIONS = ("done",)
+
+
+def maintenance_asset(value: Any) -> str:
+    """The asset of a ``mantis.maintenance`` message; raises InvalidReading naming the bad field."""
+    from .reading import InvalidReading
+
+    if not isinstance(value, dict):
+        raise InvalidReading("message", "not a JSON object")
+    asset_id = value.get("asset_id")
+    if not isinstance(asset_id, str) or not asset_id.strip():
+        raise InvalidReading("asset_id", "missing or not a non-empty string")
+    action = value.get("action", "done")
+    if action not in MAINTENANCE_ACTIONS:
+        raise InvalidReading("action", f"{action!r} is not one of {', '.join(MAINTENANCE_ACTIONS)}")
+    return asset_id
+
+
+def maintenance_message(asset_id: str, ts: str, action: str = "done", note: str = "", by: str = "") -> dict[str, Any]:
+    """``mantis.maintenance``: the asset was serviced; its references restart and its open work orders are resolved."""
+    return {"asset_id": asset_id, "ts": ts, "action": action, "note": note, "by": by}

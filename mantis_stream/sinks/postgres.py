@@ -17,7 +17,9 @@ Notes:
   for history, the upstream ``work_order_id`` for work orders.
 - At most one open work order per (asset, reason) (a partial unique index): a
   new one that meets an open one is merged into it (evidence, RUL, updated_at,
-  ``merged_work_order_ids``) instead of adding a row or raising.
+  ``merged_work_order_ids``; its priority only rises) instead of adding a row
+  or raising. An ``escalate`` message raises the open order's priority, a
+  ``resolve`` message (a maintenance event) closes it; both are idempotent.
 - Only anomaly messages with ``is_anomaly`` true are stored as anomaly events;
   every score goes to InfluxDB.
 - One transaction per batch: all of it is committed or none, then retried.
@@ -78,13 +80,14 @@ ON CONFLICT DO NOTHING
 
 # One row per work order, in order, in the batch's transaction: a replayed id
 # (stored, or merged into an open order) is skipped; a new id meeting an open
-# order for the same asset and reason is folded into it.
-_WORK_ORDER_SQL = """
+# order for the same asset and reason is folded into it (its priority only rises).
+_PRIORITY_RANK = "array_position(ARRAY['low', 'medium', 'high', 'critical']::text[], {})"
+_WORK_ORDER_SQL = f"""
 INSERT INTO work_orders AS w
     (work_order_id, asset_id, priority, reason, created_at, rul, evidence, trace_id,
-     last_trace_id, updated_at)
+     last_trace_id, updated_at, why, defect_band)
 SELECT $1::text, $2::text, $3::text, $4::text, $5::timestamptz, $6::float8, $7::jsonb,
-       $8::text, $8::text, now()
+       $8::text, $8::text, now(), $9::text, $10::text
 WHERE NOT EXISTS (
     SELECT 1 FROM work_orders x
     WHERE x.work_order_id = $1::text OR x.merged_work_order_ids @> ARRAY[$1::text]
@@ -95,14 +98,37 @@ DO UPDATE SET
     rul = coalesce(EXCLUDED.rul, w.rul),
     last_trace_id = coalesce(EXCLUDED.last_trace_id, w.last_trace_id),
     merged_work_order_ids = w.merged_work_order_ids || EXCLUDED.work_order_id,
+    priority = CASE WHEN {_PRIORITY_RANK.format("EXCLUDED.priority")} > {_PRIORITY_RANK.format("w.priority")}
+                    THEN EXCLUDED.priority ELSE w.priority END,
+    why = EXCLUDED.why,
+    defect_band = coalesce(EXCLUDED.defect_band, w.defect_band),
     updated_at = now()
 WHERE w.work_order_id <> EXCLUDED.work_order_id
 RETURNING (xmax = 0) AS inserted
 """
 
+# Escalation: the open order's priority rises (never falls), with the new evidence and why.
+_ESCALATE_SQL = f"""
+UPDATE work_orders SET
+    priority = $2::text, why = $3::text, evidence = evidence || $4::jsonb,
+    rul = coalesce($5::float8, rul), defect_band = coalesce($6::text, defect_band),
+    last_trace_id = coalesce($7::text, last_trace_id), updated_at = now()
+WHERE work_order_id = $1::text AND status IN ('open', 'in_progress')
+  AND {_PRIORITY_RANK.format("priority")} < {_PRIORITY_RANK.format("$2::text")}
+"""
+
+# A maintenance event closes the order; replays find it closed and change nothing.
+_RESOLVE_SQL = """
+UPDATE work_orders SET
+    status = 'closed', closed_at = $2::timestamptz, resolution = $3::text,
+    last_trace_id = coalesce($4::text, last_trace_id), updated_at = now()
+WHERE work_order_id = $1::text AND status IN ('open', 'in_progress')
+"""
+
 WORK_ORDER_COLUMNS = (
     "work_order_id", "asset_id", "status", "priority", "reason", "rul", "created_at",
     "updated_at", "trace_id", "last_trace_id", "evidence", "merged_work_order_ids",
+    "why", "defect_band", "closed_at", "resolution",
 )
 
 
@@ -241,8 +267,22 @@ class PostgresSink(BufferedSink[Record]):
                 if orders:
                     with self._span("insert_work_order", "INSERT", "work_orders", len(orders)):
                         for order in orders:
+                            if order.action == "escalate":
+                                status = await conn.execute(
+                                    _ESCALATE_SQL, order.work_order_id, order.priority, order.why, order.evidence,
+                                    order.rul, order.defect_band, order.trace_id)
+                                counts["work_orders_escalated"] += _affected(status)
+                                continue
+                            if order.action == "resolve":
+                                status = await conn.execute(
+                                    _RESOLVE_SQL, order.work_order_id, order.created_at, order.why, order.trace_id)
+                                counts["work_orders_resolved"] += _affected(status)
+                                continue
                             # True: a new row; False: merged into the open one; None: a replay.
-                            outcome = await conn.fetchval(_WORK_ORDER_SQL, *order)
+                            outcome = await conn.fetchval(
+                                _WORK_ORDER_SQL, order.work_order_id, order.asset_id, order.priority, order.reason,
+                                order.created_at, order.rul, order.evidence, order.trace_id, order.why,
+                                order.defect_band)
                             if outcome is not None:
                                 counts["work_orders" if outcome else "work_orders_merged"] += 1
         self.inserted.update(counts)

@@ -77,6 +77,9 @@ class WorkOrder(NamedTuple):
     rul: float | None
     evidence: str  # a JSON object, as text (jsonb parameter)
     trace_id: str | None
+    action: str = "open"  # open | escalate | resolve
+    why: str = ""
+    defect_band: str | None = None
 
 
 class FeatureVector(NamedTuple):
@@ -228,12 +231,22 @@ def rul_estimate(value: Mapping[str, Any], trace_id: str | None = None) -> RulEs
     )
 
 
+#: Longest ``why`` stored (characters): a line a technician reads, not a payload.
+MAX_WHY = 500
+WORK_ORDER_ACTIONS = ("open", "escalate", "resolve")
+
+
 def work_order(value: Mapping[str, Any], trace_id: str | None = None) -> WorkOrder:
+    action = _text(value, "action", required=False, default="open")
+    if action not in WORK_ORDER_ACTIONS:
+        raise InvalidMessage("action", f"{action!r} is not one of {', '.join(WORK_ORDER_ACTIONS)}")
     evidence = value.get("evidence")
     if evidence is None:
         evidence = {}
     if not isinstance(evidence, Mapping):
         raise InvalidMessage("evidence", "not an object")
+    band_info = evidence.get("defect_band")
+    band = str(band_info.get("band"))[:8] if isinstance(band_info, Mapping) and band_info.get("band") else None
     created = value.get("created_at")
     return WorkOrder(
         work_order_id=_text(value, "work_order_id"),
@@ -245,6 +258,9 @@ def work_order(value: Mapping[str, Any], trace_id: str | None = None) -> WorkOrd
         # jsonb rejects \u0000 too; orjson writes NaN/inf as null.
         evidence=orjson.dumps(evidence).decode().replace("\\u0000", ""),
         trace_id=_trace(value, trace_id),
+        action=action,
+        why=_text(value, "why", required=False)[:MAX_WHY],
+        defect_band=band,
     )
 
 

@@ -91,8 +91,11 @@ SHIPPED_STRATEGIES: dict[str, Any] = {
             "operation_strategies": [
                 {"operation": "send mantis.work-orders", "type": PROBABILISTIC, "param": 1.0},
                 {"operation": "create_work_order", "type": PROBABILISTIC, "param": 1.0},
+                {"operation": "escalate_work_order", "type": PROBABILISTIC, "param": 1.0},
+                {"operation": "resolve_work_order", "type": PROBABILISTIC, "param": 1.0},
             ],
         },
+        {"service": "mantis-maintenance", "type": PROBABILISTIC, "param": 1.0},
     ],
     "default_strategy": {
         "type": PROBABILISTIC, "param": 0.1,
