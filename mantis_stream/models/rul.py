@@ -69,7 +69,7 @@ class RulEstimate:
     upper: float
     health_index: float
     unit: str  # "cycles" or "seconds"
-    #: past the onset with a rising trend (the RUL comes from the degradation model)
+    #: degradation seen: past the onset with a rising trend (generic), under the cap (multi-channel)
     degrading: bool = False
 
 
@@ -398,7 +398,7 @@ class RulTracker:
             self._last_t = t
             rul = float(min(max(cm.regressor.predict_one(x), 0.0), cm.cap))
             lo, hi = cm.bounds(rul)
-            return RulEstimate(rul, lo, hi, rul / cm.cap, self.unit)
+            return RulEstimate(rul, lo, hi, rul / cm.cap, self.unit, rul < cm.cap)
         assert self._generic is not None
         est = self._generic.update(self.state, t, features)
         self._last_t = t
