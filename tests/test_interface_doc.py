@@ -27,7 +27,7 @@ TEST_HOOKS = {"MANTIS_TEST_FAULT"}
 FAUST_COMMANDS = {"agents", "clean-versions", "completion", "livecheck", "model", "models", "reset", "send", "tables",
                   "worker"}
 PUBLIC_TOPICS = {topics.READINGS, topics.FEATURES, topics.ANOMALIES, topics.RUL, topics.WORK_ORDERS,
-                 topics.DEAD_LETTERS}
+                 topics.DEAD_LETTERS, topics.MAINTENANCE}
 
 
 def section(title: str) -> str:
@@ -70,9 +70,10 @@ MODEL: records.ModelRef = {"name": "m", "version": "1"}
 
 @pytest.mark.parametrize(("topic", "message"), [
     (topics.FEATURES, FEATURES),
-    (topics.ANOMALIES, records.anomaly_message(FEATURES, 0.1, 0.5, False, MODEL, True)),
+    (topics.ANOMALIES, records.anomaly_message(FEATURES, 0.1, 0.5, False, MODEL, True, "normal", [])),
     (topics.RUL, records.rul_message(FEATURES, 10.0, "cycles", 5.0, 20.0, 0.9, MODEL)),
     (topics.WORK_ORDERS, records.work_order_message("id", "A", "high", "r", "2026-01-01T00:00:00Z", 1.0, None, {})),
+    (topics.MAINTENANCE, records.maintenance_message("A", "2026-01-01T00:00:00Z", note="bearing replaced", by="me")),
     (topics.DEAD_LETTERS, _record({"topic": "t", "partition": 0, "offset": 1}, b"x", "stage",
                                   InvalidReading("ts", "cannot read"), 1024)),
 ])
