@@ -76,12 +76,9 @@ async def features(stream):  # type: ignore[no-untyped-def]
             if feats is None:  # already a dead letter
                 continue
             with item_scope(item):
-                with tracing.stage_tracer(STAGE).start_as_current_span(
-                    "extract_features",
-                    attributes=tracing.span_attributes(asset_id=frame["asset_id"], sensor_id=frame["sensor_id"], **{"features.count": len(feats)}),
-                ):
-                    message = records.features_message(frame, feats)
-                    await features_topic.send(key=asset_key(frame["asset_id"]), value=message)
-                    out.add(item.partition, message)
+                tracing.annotate(item.trace, asset_id=frame["asset_id"], sensor_id=frame["sensor_id"], **{"features.count": len(feats)})
+                message = records.features_message(frame, feats)
+                await features_topic.send(key=asset_key(frame["asset_id"]), value=message)
+                out.add(item.partition, message)
         await out.flush()
         close_items(items)

@@ -58,6 +58,8 @@ async def orchestrator(stream):  # type: ignore[no-untyped-def]
                         continue
                     if decision is None:
                         continue
+                    # Every work order is recorded, in the reading's trace id, even when it is not sampled.
+                    tracing.keep(item.trace, "work-order", asset_id=asset_id)
                     with tracing.stage_tracer(STAGE).start_as_current_span(
                         "create_work_order",
                         attributes=tracing.span_attributes(

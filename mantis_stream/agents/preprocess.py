@@ -10,10 +10,8 @@ per partition and batch, each reading with its own trace context: see
 from __future__ import annotations
 
 from faust.types import EventT
-from opentelemetry.trace import Status, StatusCode
-
 from ..app import app, readings_keyed_topic, readings_topic, settings
-from ..errors import send_dead_letter, span_safe
+from ..errors import send_dead_letter
 from ..kafka import install_broker_wait
 from ..models.reading import InvalidReading, Reading, parse_reading
 from .. import tracing
@@ -30,30 +28,21 @@ install_broker_wait(app, settings.broker, settings.broker_wait)
 async def preprocess(stream):  # type: ignore[no-untyped-def]
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
         valid: list[tuple[Reading, EventT]] = []
-        for event in events:
-            with event_scope(event):
+        bad: list[tuple[EventT, InvalidReading]] = []
+        with tracing.batch_span(STAGE, "validate_reading", events, **{"batch.size": len(events)}):
+            for event in events:
                 try:
-                    # The exception is not recorded here: its message may quote the input;
-                    # send_dead_letter marks the event failed with a scrubbed copy.
-                    with tracing.stage_tracer(STAGE).start_as_current_span(
-                        "validate_reading", record_exception=False, set_status_on_exception=False,
-                    ) as span:
-                        try:
-                            reading = parse_reading(
-                                event.value,
-                                max_bytes=settings.max_message_bytes,
-                                max_samples=settings.max_waveform_samples,
-                            )
-                        except InvalidReading as exc:
-                            safe = span_safe(exc)
-                            span.set_attribute("error.type", type(exc).__qualname__)
-                            span.set_status(Status(StatusCode.ERROR, str(safe)))
-                            raise
-                        span.set_attributes(tracing.span_attributes(asset_id=reading.asset_id, sensor_id=reading.sensor_id))
+                    reading = parse_reading(
+                        event.value, max_bytes=settings.max_message_bytes, max_samples=settings.max_waveform_samples,
+                    )
                 except InvalidReading as exc:
-                    await send_dead_letter(event, STAGE, exc)
+                    bad.append((event, exc))
                     continue
+                tracing.annotate(event, asset_id=reading.asset_id, sensor_id=reading.sensor_id)
                 valid.append((reading, event))
+        for event, exc in bad:  # the event's span gets ERROR with a scrubbed copy (the message may quote the input)
+            with event_scope(event):
+                await send_dead_letter(event, STAGE, exc)
         # Unkeyed producers spread a sensor's readings over partitions and Kafka keeps
         # no order across partitions: within a batch, pass them on in time order.
         valid.sort(key=lambda pair: pair[0].ts)

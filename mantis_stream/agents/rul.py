@@ -15,7 +15,7 @@ from ..app import app, assessments_topic, feature_batches_topic, rul_topic, sett
 from ..errors import send_item_dead_letter
 from ..models import records
 from ..models.rul import RulModel, RulTracker
-from ._batch import Outbox, close_items, item_scope, open_items
+from ._batch import Item, Outbox, close_items, item_scope, open_items
 from ._events import asset_key, group_by
 from ._state import TableBackedCache, bytes_table
 
@@ -60,31 +60,35 @@ async def rul(stream):  # type: ignore[no-untyped-def]
         items = await open_items(STAGE, events)
         out = Outbox(assessments_topic)
         by_key = group_by(items, lambda item: tracker_key(item.value))
-        for key, key_items in by_key.items():
-            tracker = trackers.get(key)
-            for item in key_items:
-                message = item.value
-                with item_scope(item):
+        estimated: list[tuple[Item, Any]] = []
+        failed: list[tuple[Item, Exception]] = []
+        with tracing.batch_span(STAGE, "predict_rul", [item.trace for item in items], **{"batch.size": len(items)}):
+            for key, key_items in by_key.items():
+                tracker = trackers.get(key)
+                for item in key_items:
                     try:
-                        with tracing.stage_tracer(STAGE).start_as_current_span(
-                            "predict_rul",
-                            attributes=tracing.span_attributes(asset_id=message["asset_id"], sensor_id=message["sensor_id"]),
-                        ) as span:
-                            estimate = tracker.update(time_of(message), message["features"])
-                            span.set_attributes({"model.name": MODEL.name, "model.version": MODEL.version})
-                            if estimate is not None:
-                                span.set_attributes({"prediction.result": estimate.rul, "rul.unit": estimate.unit})
+                        estimated.append((item, tracker.update(time_of(item.value), item.value["features"])))
                     except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
-                        await send_item_dead_letter(item, STAGE, exc)
-                        continue
-                    if estimate is None:  # too little history yet: the features are the output
-                        continue
-                    result_message = records.rul_message(
-                        message, estimate.rul, estimate.unit, estimate.lower, estimate.upper, estimate.health_index,
-                        {"name": MODEL.name, "version": MODEL.version},
-                    )
-                    await rul_topic.send(key=asset_key(message["asset_id"]), value=result_message)
-                    out.add(item.partition, result_message)
+                        failed.append((item, exc))
+        for item, exc in failed:
+            with item_scope(item):
+                await send_item_dead_letter(item, STAGE, exc)
+        for item, estimate in estimated:
+            message = item.value
+            tracing.annotate(
+                item.trace, asset_id=message["asset_id"], sensor_id=message["sensor_id"],
+                **{"model.name": MODEL.name, "model.version": MODEL.version},
+                **({"prediction.result": estimate.rul, "rul.unit": estimate.unit} if estimate is not None else {}),
+            )
+            if estimate is None:  # too little history yet: the features are the output
+                continue
+            with item_scope(item):
+                result_message = records.rul_message(
+                    message, estimate.rul, estimate.unit, estimate.lower, estimate.upper, estimate.health_index,
+                    {"name": MODEL.name, "version": MODEL.version},
+                )
+                await rul_topic.send(key=asset_key(message["asset_id"]), value=result_message)
+                out.add(item.partition, result_message)
         await out.flush()
         close_items(items)
         trackers.save((key, key_items[-1].event) for key, key_items in by_key.items())

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,10 +37,17 @@ from opentelemetry.context import Context
 
 from . import carriers
 
-__all__ = ["EventTrace", "STAGE_KEY", "EVENT_KEY", "context_of", "use_event", "record_of", "stage_of_context"]
+__all__ = [
+    "EventTrace", "STAGE_KEY", "EVENT_KEY", "CARRIED", "context_of", "use_event", "record_of", "stage_of_context",
+]
 
 STAGE_KEY = otel_context.create_key("mantis-stage")
 EVENT_KEY = otel_context.create_key("mantis-event")
+
+#: The record being handled whose trace does not record (an :class:`EventTrace` with no
+#: context yet), or with tracing off the headers it came with: no OpenTelemetry context is
+#: attached for it, the sensor writes its headers on the messages it sends.
+CARRIED: ContextVar["EventTrace | Mapping[str, str] | None"] = ContextVar("mantis-carried", default=None)
 
 #: Most events with an open process span at once (per process) before the oldest is ended.
 MAX_OPEN_EVENTS = 65_536
@@ -47,14 +55,20 @@ MAX_OPEN_EVENTS = 65_536
 
 @dataclass(eq=False)
 class EventTrace:
-    """The tracing state of one event in one stage."""
+    """The tracing state of one event in one stage.
+
+    A record whose incoming ``traceparent`` says "not sampled" starts lazy:
+    ``ctx`` and ``parent`` are None and ``carrier`` holds its headers, which go on
+    verbatim; :meth:`materialize` extracts them only when an outcome (an error,
+    an anomaly, a work order) needs spans in its trace.
+    """
 
     stage: str
     name: str
     span: trace.Span
-    ctx: Context
+    ctx: Context | None
     #: The extracted upstream context (the process span's parent).
-    parent: Context
+    parent: Context | None
     attributes: dict[str, Any] = field(default_factory=dict)
     #: Computes ``attributes`` when the span was not recording (they were skipped).
     lazy_attributes: Any = None
@@ -65,8 +79,21 @@ class EventTrace:
     also_end: list[trace.Span] = field(default_factory=list)
     #: The trace headers records made in this scope take along (batched hops; see ``items``).
     carrier: Mapping[str, str] | None = None
+    #: A record of a batched message (``items``): what it sends carries its process span's
+    #: context, without a ``send`` span of its own.
+    batched: bool = False
     failed: bool = False
     ended: bool = False
+
+    def materialize(self) -> Context:
+        """The record's context, extracted from its carrier now if it was left lazy."""
+        if self.ctx is None:
+            parent = carriers.extract(self.carrier)
+            self.parent = parent
+            self.span = trace.get_current_span(parent)
+            ctx = otel_context.set_value(STAGE_KEY, self.stage, parent)
+            self.ctx = otel_context.set_value(EVENT_KEY, self, ctx)
+        return self.ctx
 
     def end(self) -> None:
         if self.ended:

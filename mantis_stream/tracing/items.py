@@ -11,8 +11,7 @@ shape the sensor gives a message of its own:
 
 * :func:`open_item`: a CONSUMER ``process <topic>`` span per record, under the
   context the record carries (its ``traceparent``), with the messaging
-  attributes of the Kafka message it came in; a stage whose strategy is 100%
-  restarts an unsampled trace with a link, as the sensor does.
+  attributes of the Kafka message it came in.
 * :func:`outgoing_carrier`: the headers a record takes along into the next
   batch: its process span's context, so the next stage's process span is its
   child.  A record inside a batch has no ``send`` span of its own (the batch is
@@ -21,11 +20,14 @@ shape the sensor gives a message of its own:
 Notes
 =====
 
-* Cheap when unsampled: a record whose upstream trace is not sampled (and whose
-  stage does not restart it) gets no SDK span at all, and the headers it came
-  with go on unchanged.  With tracing off (``OTEL_SDK_DISABLED``) a record gets
-  no tracing state at all (:func:`open_item` returns None) and its headers still
-  go on, to the next batch and to the public messages made from it.
+* Near-free when unsampled: a record whose ``traceparent`` flags say "not
+  sampled" is not even extracted (:func:`unsampled_w3c` reads the flags of the
+  header text); it gets no SDK span and no OpenTelemetry context, and the
+  headers it came with go on verbatim (``context.CARRIED``).  An outcome that
+  must be recorded (``spans.keep``, ``spans.mark_failed``) extracts them then.
+  With tracing off (``OTEL_SDK_DISABLED``) a record gets no tracing state at all
+  (:func:`open_item` returns None) and its headers still go on, to the next
+  batch and to the public messages made from it.
 * The record's :class:`~.context.EventTrace` rides in its context like an
   event's, so a dead letter sent inside it marks it failed (see the sensor).
 """
@@ -34,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
 from functools import partial
 from typing import Any
 
@@ -45,13 +46,12 @@ from opentelemetry.trace import SpanKind
 
 from . import carriers, setup
 from .attributes import process_attributes
-from .context import EVENT_KEY, STAGE_KEY, EventTrace
-from .spans import start_with_restart
+from .context import CARRIED, EVENT_KEY, STAGE_KEY, EventTrace
+from .spans import continue_span
 
-__all__ = ["open_item", "outgoing_carrier", "use_item", "carried", "carrier_of"]
+__all__ = ["open_item", "outgoing_carrier", "use_item", "carried", "carrier_of", "unsampled_w3c"]
 
-#: The headers of the record being handled when tracing is off (see :func:`use_item`).
-_carried: ContextVar[Mapping[str, str] | None] = ContextVar("mantis-carried", default=None)
+_TRACEPARENT_LENGTH = 55
 
 
 def carrier_of(ctx: Context | None) -> dict[str, str]:
@@ -66,10 +66,21 @@ def _enabled() -> bool:
     return rt is not None and rt.enabled
 
 
-def _traced(stage: str, name: str, parent: Context) -> bool:
-    """Whether ``name`` under ``parent`` may record: else no SDK span is made at all."""
-    sc = trace.get_current_span(parent).get_span_context()
-    return not sc.is_valid or sc.trace_flags.sampled or setup._runtime.restarts_unsampled(stage, name)  # type: ignore[union-attr]
+def unsampled_w3c(carrier: Mapping[str, str] | None) -> bool:
+    """Whether ``carrier`` is only a W3C context whose flags say "not sampled" (the decision is made).
+
+    Why: read from the header text, without the propagator's parse, for the
+    records that will never be exported.  Anything else (no context, B3, Jaeger,
+    a malformed header) goes through the propagators.
+    """
+    if not carrier:
+        return False
+    tp = carrier.get("traceparent")
+    if tp is None or len(tp) != _TRACEPARENT_LENGTH or tp[:3] != "00-" or tp[35] != "-" or tp[52] != "-":
+        return False
+    if len(carrier) > 1 and any(k not in ("traceparent", "tracestate") for k in carrier):
+        return False
+    return tp[54] in "02468ace" and carriers.w3c_configured()
 
 
 def open_item(
@@ -87,16 +98,18 @@ def open_item(
     """
     if not _enabled():
         return None
-    parent = carriers.extract(carrier)
     name = "process " + topic
-    if _traced(stage, name, parent):
-        span = start_with_restart(stage, name, parent, kind=SpanKind.CONSUMER)
-    else:
-        span = trace.get_current_span(parent)  # the upstream context, passed on untouched
+    describe = partial(process_attributes, topic, partition, offset, group)
+    if unsampled_w3c(carrier):
+        return EventTrace(
+            stage=stage, name=name, span=trace.INVALID_SPAN, ctx=None, parent=None,
+            lazy_attributes=describe, carrier=carrier, batched=True,
+        )
+    parent = carriers.extract(carrier)
+    span = continue_span(stage, name, parent, kind=SpanKind.CONSUMER)
     ctx = trace.set_span_in_context(span, parent) if span.get_span_context().is_valid else parent
     ctx = otel_context.set_value(STAGE_KEY, stage, ctx)
-    record = EventTrace(stage=stage, name=name, span=span, ctx=ctx, parent=parent)
-    describe = partial(process_attributes, topic, partition, offset, group)
+    record = EventTrace(stage=stage, name=name, span=span, ctx=ctx, parent=parent, batched=True)
     if span.is_recording():  # built only for spans that record (an error stand-in asks for them later)
         record.attributes = describe()
         span.set_attributes(record.attributes)
@@ -111,29 +124,35 @@ def open_item(
 def use_item(record: EventTrace | None, carrier: Mapping[str, str]) -> Iterator[None]:
     """Make the record's context current (its child spans and sends join its trace).
 
-    With tracing off (``record`` None) only its headers are kept at hand, for
-    :func:`outgoing_carrier` and the sensor's sends.
+    A record whose trace does not record (and tracing off: ``record`` None) has no
+    context to attach: it is kept at hand (``context.CARRIED``) for
+    :func:`outgoing_carrier` and the sensor's sends, which pass its headers on.
     """
-    if record is None:
-        reset = _carried.set(carrier)
-        try:
-            yield
-        finally:
-            _carried.reset(reset)
-        return
-    token = otel_context.attach(record.ctx)
+    if record is None or record.ctx is None:
+        reset = CARRIED.set(carrier if record is None else record)
+        token = None
+    else:
+        reset = None
+        token = otel_context.attach(record.ctx)
     try:
         yield
     finally:
-        for extra in reversed(record.extra_tokens):  # an error stand-in made current inside
-            otel_context.detach(extra)
-        record.extra_tokens.clear()
-        otel_context.detach(token)
+        if record is not None:
+            for extra in reversed(record.extra_tokens):  # a stand-in made current inside
+                otel_context.detach(extra)
+            record.extra_tokens.clear()
+        if token is not None:
+            otel_context.detach(token)
+        if reset is not None:
+            CARRIED.reset(reset)
 
 
 def carried() -> Mapping[str, str] | None:
-    """With tracing off, the headers of the record being handled (else None)."""
-    return _carried.get()
+    """The headers of the record being handled when it has no context attached (else None)."""
+    kept = CARRIED.get()
+    if isinstance(kept, EventTrace):
+        return kept.carrier
+    return kept
 
 
 def outgoing_carrier() -> Mapping[str, str]:
@@ -143,13 +162,13 @@ def outgoing_carrier() -> Mapping[str, str]:
     record), or the headers it came with when its trace does not record.
     Elsewhere (an event's scope): the current context.
     """
-    kept = _carried.get()
-    if kept is not None:
-        return kept
     ctx = otel_context.get_current()
     record = ctx.get(EVENT_KEY)
-    if not isinstance(record, EventTrace):
-        return carrier_of(ctx)
-    if record.carrier is None:
-        record.carrier = carrier_of(record.ctx)
-    return record.carrier
+    if isinstance(record, EventTrace):
+        if record.carrier is None:
+            record.carrier = carrier_of(record.ctx)
+        return record.carrier
+    kept = carried()
+    if kept is not None:
+        return kept
+    return carrier_of(ctx)

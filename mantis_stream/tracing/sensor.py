@@ -11,16 +11,19 @@ the pipeline in Jaeger as its own service:
   spans from :mod:`.items`) extract the context from the Kafka headers and start
   a CONSUMER span ``process <topic>`` (messaging conventions 1.44) under the
   stage's service; make it current for the agent's code.  The parent is the
-  producer's span (a single message may use it, per the conventions).  When the
-  parent is unsampled but the stage samples this operation at 100%, a new trace
-  is started with a link to the parent.
+  producer's span (a single message may use it, per the conventions).
+  Parent-based: a parent whose flags say "not sampled" gets no SDK span (its
+  context goes on unchanged).
 * ``on_stream_event_out``: end it (ERROR + exception when the event failed, see
   :func:`~mantis_stream.tracing.fail_event`).  Batch agents' events are acked by
   ``take_events`` itself, without the sensor's state: the span is found again by
   event in :mod:`.context`.
 * ``on_send_initiated``: a PRODUCER span ``send <topic>`` under the current
   context, injected into the message's headers, replacing the stale trace
-  headers a ``forward()`` copies.  A send to the dead-letter topic from inside an
+  headers a ``forward()`` copies.  No span in an unsampled context (its
+  context is injected as it is), nor for a record of a batched message sending
+  in its own scope (the message carries the record's process span context: one
+  span per record per stage).  A send to the dead-letter topic from inside an
   event's context marks that event failed.  The span ends on
   ``on_send_completed`` / ``on_send_error``.  A send with no trace context at
   all (a table's changelog, sent from the producer's buffer task; a command-line
@@ -62,9 +65,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import carriers, semconv, setup
 from .attributes import MAX_STRING, process_attributes
-from .context import EVENT_KEY, STAGE_KEY, EventTrace, pop, register
-from .items import carried
-from .spans import _describe, mark_failed, start_with_restart
+from .context import CARRIED, EVENT_KEY, STAGE_KEY, EventTrace, pop, register
+from .items import carried, carrier_of
+from .spans import _describe, continue_span, mark_failed
 
 __all__ = ["TracingSensor"]
 
@@ -157,7 +160,7 @@ class TracingSensor(Sensor):
             name = "process " + tp.topic
             # Attributes are set once the span is known to record: a dropped
             # (unsampled) span or tracing off costs no attribute building.
-            span = start_with_restart(stage, name, parent, kind=SpanKind.CONSUMER)
+            span = continue_span(stage, name, parent, kind=SpanKind.CONSUMER)
             attrs: dict[str, Any] = {}
             if span.is_recording():
                 attrs = self._process_attributes(tp, offset, stream, event)
@@ -203,6 +206,15 @@ class TracingSensor(Sensor):
     def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int, valsize: int) -> Any:
         try:
             ctx = otel_context.get_current()
+            kept = CARRIED.get()
+            if isinstance(kept, EventTrace) and ctx.get(EVENT_KEY) is not kept:
+                # A record whose trace does not record, with no context attached.
+                if topic in self.dead_letter_topics:
+                    mark_failed(kept, None)  # its sampled stand-in becomes current
+                    ctx = otel_context.get_current()
+                if ctx.get(EVENT_KEY) is not kept:
+                    carriers.write_replacing(message.headers, kept.carrier or {})
+                    return None
             if topic in self.dead_letter_topics and isinstance(record := ctx.get(EVENT_KEY), EventTrace):
                 # A dead letter: the event failed.  In an unsampled trace that
                 # starts a sampled stand-in span; the dead letter joins it.
@@ -211,8 +223,10 @@ class TracingSensor(Sensor):
                 if not trace.get_current_span(ctx).is_recording() and record.span.is_recording():
                     ctx = record.ctx
             stage = ctx.get(STAGE_KEY)
+            current = trace.get_current_span(ctx)
+            sc = current.get_span_context()
             if stage is None:
-                if not trace.get_current_span(ctx).get_span_context().is_valid:
+                if not sc.is_valid:
                     kept = carried()
                     if kept:  # tracing off, inside a batched record: its headers go on
                         carriers.write_replacing(message.headers, kept)
@@ -221,6 +235,17 @@ class TracingSensor(Sensor):
                     # headers.  No span, and the headers are left as they are.
                     return None
                 stage = self.default_stage
+            record = ctx.get(EVENT_KEY)
+            if isinstance(record, EventTrace) and record.span is current and (
+                record.batched or not sc.trace_flags.sampled
+            ) and topic not in self.dead_letter_topics:
+                if record.carrier is None:
+                    record.carrier = carrier_of(record.ctx)
+                carriers.write_replacing(message.headers, record.carrier)
+                return None
+            if not sc.trace_flags.sampled:
+                carriers.inject_replacing(message.headers, ctx)  # parent-based: no span, the context goes on
+                return None
             span = setup.stage_tracer(stage).start_span("send " + topic, context=ctx, kind=SpanKind.PRODUCER)
             if span.is_recording():
                 attrs: dict[str, Any] = {
