@@ -17,7 +17,10 @@ key, and the clock runs until the last anomaly output appears:
 
 Traced contenders export OTLP/gRPC to a discard collector in this process;
 each row reports the spans it received per reading, the spans the worker
-dropped and the SDK's "exceeds max length" warnings in its log.
+dropped and the SDK's "exceeds max length" warnings in its log, and the
+worker's CPU time per reading (user + system, all threads, from produce to the
+last output): on a loaded machine a steadier measure of tracing's cost than
+readings/s, which waits on the other processes too.
 Latency (produce -> anomaly output, p50/p95/p99) is measured in a second, paced
 run at half the peak rate of ``mantis/shipped``.  ``--soak S`` then runs that
 pace for S seconds and prints the worker's RSS every 30 s.
@@ -183,6 +186,16 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes used so far (all their threads: the export thread too)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -262,15 +275,18 @@ async def run_one(contender: str, readings: list[dict], collector: DiscardCollec
                         await asyncio.sleep(30)
                 sampler = asyncio.create_task(sample())
             drain_task = asyncio.create_task(drain(broker.bootstrap, expected, timeout=max(300.0, duration * 2)))
+            cpu_before = cpu_seconds([p.pid for p in procs])
             start = await produce(broker.bootstrap, readings, rate)
             last, latencies = await drain_task
+            cpu_used = cpu_seconds([p.pid for p in procs]) - cpu_before
             if soak:
                 sampler.cancel()
             done = len(latencies)
             lat = np.percentile(latencies, [50, 95, 99]) if latencies else [float("nan")] * 3
             row = {"contender": contender, "readings": len(readings), "outputs": done, "expected": expected,
                    "readings_per_s": len(readings) / (last - start) if done >= expected else float("nan"),
-                   "p50": lat[0], "p95": lat[1], "p99": lat[2], "rss_mib": rss_mib(proc.pid), "rss_series": rss}
+                   "p50": lat[0], "p95": lat[1], "p99": lat[2], "rss_mib": rss_mib(proc.pid), "rss_series": rss,
+                   "cpu_ms_per_reading": cpu_used / len(readings) * 1e3}
         finally:
             for p in procs:
                 stop(p)
@@ -283,12 +299,15 @@ async def run_one(contender: str, readings: list[dict], collector: DiscardCollec
 
 
 def table(rows: list[dict], title: str) -> str:
-    off = next((r["readings_per_s"] for r in rows if r["contender"] == "mantis/off"), float("nan"))
-    out = [title, f"{'contender':<16}{'readings':>10}{'outputs':>10}{'readings/s':>12}{'vs off':>8}{'p50 ms':>9}{'p95 ms':>9}"
-                  f"{'p99 ms':>9}{'RSS MiB':>9}{'spans/rd':>9}{'dropped':>9}{'>1024':>7}"]
+    off = next((r for r in rows if r["contender"] == "mantis/off"), None)
+    off_rate = off["readings_per_s"] if off else float("nan")
+    off_cpu = off["cpu_ms_per_reading"] if off else float("nan")
+    out = [title, f"{'contender':<16}{'readings':>10}{'outputs':>10}{'readings/s':>12}{'vs off':>8}{'CPU ms/rd':>10}{'vs off':>8}"
+                  f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'RSS MiB':>9}{'spans/rd':>9}{'dropped':>9}{'>1024':>7}"]
     for r in rows:
         out.append(f"{r['contender']:<16}{r['readings']:>10}{r['outputs']:>10}{r['readings_per_s']:>12.0f}"
-                   f"{(r['readings_per_s'] / off - 1) * 100:>+7.0f}%"
+                   f"{(r['readings_per_s'] / off_rate - 1) * 100:>+7.0f}%"
+                   f"{r['cpu_ms_per_reading']:>10.3f}{(r['cpu_ms_per_reading'] / off_cpu - 1) * 100:>+7.0f}%"
                    f"{r['p50'] * 1e3:>9.0f}{r['p95'] * 1e3:>9.0f}{r['p99'] * 1e3:>9.0f}{r['rss_mib']:>9.0f}"
                    f"{r['spans_per_reading']:>9.2f}{r['dropped']:>9}{r['too_long']:>7}")
     return "\n".join(out)

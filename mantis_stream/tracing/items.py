@@ -52,6 +52,7 @@ from .spans import continue_span
 __all__ = ["open_item", "outgoing_carrier", "use_item", "carried", "carrier_of", "unsampled_w3c"]
 
 _TRACEPARENT_LENGTH = 55
+_INVALID_TRACE_ID = "0" * 32
 
 
 def carrier_of(ctx: Context | None) -> dict[str, str]:
@@ -77,6 +78,8 @@ def unsampled_w3c(carrier: Mapping[str, str] | None) -> bool:
         return False
     tp = carrier.get("traceparent")
     if tp is None or len(tp) != _TRACEPARENT_LENGTH or tp[:3] != "00-" or tp[35] != "-" or tp[52] != "-":
+        return False
+    if tp[3:35] == _INVALID_TRACE_ID:
         return False
     if len(carrier) > 1 and any(k not in ("traceparent", "tracestate") for k in carrier):
         return False
