@@ -67,6 +67,10 @@ class KafkaHeadersGetter(Getter[Any]):
     """Get from Kafka headers (list of pairs or dict; bytes or str values). First match wins."""
 
     def get(self, carrier: Any, key: str) -> list[str] | None:
+        if isinstance(carrier, dict):  # a record's own carrier: the propagators' lower-case names
+            value = carrier.get(key)
+            if value is not None:
+                return [_text(value)]
         key = key.lower()
         for k, v in _pairs(carrier):
             if v is not None and _text(k).lower() == key:

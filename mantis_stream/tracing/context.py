@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -53,7 +53,7 @@ CARRIED: ContextVar["EventTrace | Mapping[str, str] | None"] = ContextVar("manti
 MAX_OPEN_EVENTS = 65_536
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class EventTrace:
     """The tracing state of one event in one stage.
 
@@ -69,14 +69,15 @@ class EventTrace:
     ctx: Context | None
     #: The extracted upstream context (the process span's parent).
     parent: Context | None
-    attributes: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] | None = None
     #: Computes ``attributes`` when the span was not recording (they were skipped).
     lazy_attributes: Any = None
     token: object | None = None
     task: object | None = None
-    extra_tokens: list[object] = field(default_factory=list)
+    #: Contexts attached inside the event's scope (a stand-in made current), detached with it.
+    extra_tokens: tuple[object, ...] = ()
     #: Spans to end with the event besides ``span`` (the unsampled original of an error span).
-    also_end: list[trace.Span] = field(default_factory=list)
+    also_end: tuple[trace.Span, ...] = ()
     #: The trace headers records made in this scope take along (batched hops; see ``items``).
     carrier: Mapping[str, str] | None = None
     #: A record of a batched message (``items``): what it sends carries its process span's

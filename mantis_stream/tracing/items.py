@@ -143,7 +143,7 @@ def use_item(record: EventTrace | None, carrier: Mapping[str, str]) -> Iterator[
         if record is not None:
             for extra in reversed(record.extra_tokens):  # a stand-in made current inside
                 otel_context.detach(extra)
-            record.extra_tokens.clear()
+            record.extra_tokens = ()
         if token is not None:
             otel_context.detach(token)
         if reset is not None:

@@ -195,7 +195,7 @@ class TracingSensor(Sensor):
                     otel_context.detach(token)
                 if record.token is not None:
                     otel_context.detach(record.token)
-            record.extra_tokens.clear()
+            record.extra_tokens = ()
             record.token = None
             record.end()
         except Exception as exc:  # pragma: no cover

@@ -84,12 +84,12 @@ def _stand_in(record: EventTrace, attributes: Mapping[str, Any], link_reason: st
         attributes=attrs,
         links=[Link(sc, {semconv.LINK_REASON: link_reason})],
     )
-    record.also_end.append(span)
+    record.also_end += (span,)
     record.span = stand_in
     record.carrier = None  # what it sends from now on carries the sampled context
     record.ctx = trace.set_span_in_context(stand_in, ctx)
     if was_current:
-        record.extra_tokens.append(otel_context.attach(record.ctx))
+        record.extra_tokens += (otel_context.attach(record.ctx),)
     return stand_in
 
 
