@@ -80,6 +80,41 @@ class EncodeDiscard(Discard):
         return super().export(spans)
 
 
+def _drain(conn: Any) -> None:
+    while True:
+        try:
+            conn.recv_bytes()
+        except EOFError:
+            return
+
+
+class PipeDiscard(Discard):
+    """What exporting from a child process would leave here: each span as a compact tuple, pickled to a pipe."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        super().__init__()
+        self.conn, child = multiprocessing.Pipe()
+        self.child = multiprocessing.Process(target=_drain, args=(child,), daemon=True)
+        self.child.start()
+        child.close()
+
+    def export(self, spans: Any) -> SpanExportResult:
+        import pickle
+
+        records = [(
+            s.context.trace_id, s.context.span_id, s.parent.span_id if s.parent else 0, s.name, s.kind.value,
+            s.start_time, s.end_time, dict(s.attributes), s.status.status_code.value,
+            [(l.context.trace_id, l.context.span_id) for l in s.links], s.resource.attributes.get("service.name"),
+        ) for s in spans]
+        self.conn.send_bytes(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
+        return super().export(spans)
+
+    def shutdown(self) -> None:
+        self.conn.close()
+
+
 class FakeStream:
     def __init__(self, app: faust.App, prefix: str) -> None:
         self.app = app
@@ -171,10 +206,11 @@ async def main() -> None:
         ("root, shipped (30% sampled)", "shipped", None),
         ("100%", "100%", SAMPLED_PARENT),
         ("100%, OTLP encoded", "100%+encode", SAMPLED_PARENT),
+        ("100%, pickled to a child", "100%+pipe", SAMPLED_PARENT),
     ]
     results = []
     for label, mode, parent in cases:
-        exporter = EncodeDiscard() if mode == "100%+encode" else Discard()
+        exporter = {"100%+encode": EncodeDiscard, "100%+pipe": PipeDiscard}.get(mode or "", Discard)()
         rt = configure(mode, exporter) if mode else configure("off", exporter)
         stream = FakeStream(app, "preprocess")
         timings, per_record = [], []
