@@ -179,6 +179,11 @@ def w3c_configured() -> bool:
 _W3C_CACHE: dict[int, bool] = {}
 
 
+def owned_fields() -> frozenset[str]:
+    """The header names (lower case) the configured propagators read or write."""
+    return _owned_fields()
+
+
 def _owned_fields() -> frozenset[str]:
     textmap = propagate.get_global_textmap()
     cached = _FIELDS_CACHE.get(id(textmap))

@@ -140,7 +140,7 @@ def context_of(event: Any) -> Context | None:
     """The context of ``event``'s process span; else the one its headers carry; else None."""
     record = record_of(event)
     if record is not None:
-        return record.ctx
+        return record.materialize()
     message = getattr(event, "message", None)
     headers = getattr(message, "headers", None) or getattr(event, "headers", None)
     if not headers:
@@ -153,7 +153,22 @@ def context_of(event: Any) -> Context | None:
 
 @contextlib.contextmanager
 def use_event(event: Any) -> Iterator[None]:
-    """Make ``event``'s process span (its context) current for the block."""
+    """Make ``event``'s process span (its context) current for the block.
+
+    An event whose trace does not record has no context to attach: it is kept at
+    hand (:data:`CARRIED`), and what it sends carries its headers on.
+    """
+    record = record_of(event)
+    if record is not None and record.ctx is None:
+        reset = CARRIED.set(record)
+        try:
+            yield
+        finally:
+            for extra in reversed(record.extra_tokens):  # a stand-in made current inside (an error)
+                otel_context.detach(extra)
+            record.extra_tokens = ()
+            CARRIED.reset(reset)
+        return
     ctx = context_of(event)
     if ctx is None:
         yield

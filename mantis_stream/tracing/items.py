@@ -49,7 +49,7 @@ from .attributes import process_attributes
 from .context import CARRIED, EVENT_KEY, STAGE_KEY, EventTrace
 from .spans import continue_span
 
-__all__ = ["open_item", "outgoing_carrier", "use_item", "carried", "carrier_of", "unsampled_w3c"]
+__all__ = ["open_item", "outgoing_carrier", "use_item", "carried", "carrier_of", "unsampled_headers", "unsampled_w3c"]
 
 _TRACEPARENT_LENGTH = 55
 _INVALID_TRACE_ID = "0" * 32
@@ -84,6 +84,21 @@ def unsampled_w3c(carrier: Mapping[str, str] | None) -> bool:
     if len(carrier) > 1 and any(k not in ("traceparent", "tracestate") for k in carrier):
         return False
     return tp[54] in "02468ace" and carriers.w3c_configured()
+
+
+def unsampled_headers(headers: Any) -> dict[str, str] | None:
+    """The trace headers of a Kafka message when they are only a W3C context that says "not sampled", else None."""
+    if not headers:
+        return None
+    carrier: dict[str, str] = {}
+    owned = carriers.owned_fields()
+    for key, value in headers.items() if isinstance(headers, Mapping) else headers:
+        name = (key.decode("latin-1") if isinstance(key, bytes) else str(key)).lower()
+        if name in ("traceparent", "tracestate"):
+            carrier[name] = value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
+        elif name in owned:
+            return None  # baggage, B3, Jaeger: the propagators read them
+    return carrier if unsampled_w3c(carrier) else None
 
 
 def open_item(

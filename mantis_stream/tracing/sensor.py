@@ -13,7 +13,9 @@ the pipeline in Jaeger as its own service:
   stage's service; make it current for the agent's code.  The parent is the
   producer's span (a single message may use it, per the conventions).
   Parent-based: a parent whose flags say "not sampled" gets no SDK span (its
-  context goes on unchanged).
+  context goes on unchanged); a message whose only trace header is such a W3C
+  ``traceparent`` is not even extracted (``items.unsampled_headers``): its
+  headers are kept at hand (``context.CARRIED``) and go on verbatim.
 * ``on_stream_event_out``: end it (ERROR + exception when the event failed, see
   :func:`~mantis_stream.tracing.fail_event`).  Batch agents' events are acked by
   ``take_events`` itself, without the sensor's state: the span is found again by
@@ -53,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextvars import Token
 from functools import partial
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -66,7 +69,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import carriers, semconv, setup
 from .attributes import MAX_STRING, process_attributes
 from .context import CARRIED, EVENT_KEY, STAGE_KEY, EventTrace, pop, register
-from .items import carried, carrier_of
+from .items import carried, carrier_of, unsampled_headers
 from .spans import _describe, continue_span, mark_failed
 
 __all__ = ["TracingSensor"]
@@ -156,8 +159,18 @@ class TracingSensor(Sensor):
             stage = self.stage_for(stream)
             message = event.message
             headers = getattr(message, "headers", None) or getattr(event, "headers", None)
-            parent = carriers.extract(headers)
             name = "process " + tp.topic
+            carrier = unsampled_headers(headers) if setup._runtime is not None and setup._runtime.enabled else None
+            if carrier is not None:  # the decision is in the flags: no extraction, no span, headers go on
+                record = EventTrace(
+                    stage=stage, name=name, span=trace.INVALID_SPAN, ctx=None, parent=None, carrier=carrier,
+                    lazy_attributes=partial(self._process_attributes, tp, offset, stream, event),
+                )
+                record.token = CARRIED.set(record)
+                record.task = _current_task()
+                register(event, record)
+                return record
+            parent = carriers.extract(headers)
             # Attributes are set once the span is known to record: a dropped
             # (unsampled) span or tracing off costs no attribute building.
             span = continue_span(stage, name, parent, kind=SpanKind.CONSUMER)
@@ -193,7 +206,9 @@ class TracingSensor(Sensor):
             if state is record and record.task is _current_task():
                 for token in reversed(record.extra_tokens):
                     otel_context.detach(token)
-                if record.token is not None:
+                if isinstance(record.token, Token) and record.token.var is CARRIED:
+                    CARRIED.reset(record.token)
+                elif record.token is not None:
                     otel_context.detach(record.token)
             record.extra_tokens = ()
             record.token = None
