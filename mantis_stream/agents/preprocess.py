@@ -10,6 +10,7 @@ per partition and batch, each reading with its own trace context: see
 from __future__ import annotations
 
 from faust.types import EventT
+
 from ..app import app, readings_keyed_topic, readings_topic, settings
 from ..errors import send_dead_letter
 from ..kafka import install_broker_wait
