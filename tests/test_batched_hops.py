@@ -210,17 +210,19 @@ async def test_a_work_order_is_recorded_in_its_unsampled_readings_trace(sent, tm
         tracing.shutdown()
 
 
-def test_an_outcome_turns_a_lazy_unsampled_record_into_a_sampled_one(tmp_path: Path) -> None:
-    exporter = strategies_at(tmp_path, 0.0)
+def test_an_outcome_turns_an_unsampled_record_into_a_sampled_one(tmp_path: Path) -> None:
+    exporter = strategies_at(tmp_path, 1.0)  # every root sampled: none of what follows is a root
     try:
         open_ = lambda i: tracing.open_item(  # noqa: E731
             "anomaly-detection", {"traceparent": traceparent(i, False)},
             topic=names.FEATURE_BATCHES, partition=0, offset=i, group="g",
         )
         plain, anomalous = open_(1), open_(2)
-        assert plain.ctx is None and anomalous.ctx is None  # not even extracted
+        assert not plain.span.is_recording() and format(plain.span.get_span_context().span_id, "016x") == PARENT
         with tracing.use_item(plain, plain.carrier):
             assert tracing.outgoing_carrier() == {"traceparent": traceparent(1, False)}  # verbatim
+            with tracing.stage_tracer("anomaly-detection").start_as_current_span("child") as child:
+                assert not child.is_recording()  # follows the record's decision, not a new root
         with tracing.use_item(anomalous, anomalous.carrier):
             tracing.keep(anomalous, "anomaly", asset_id="P-1", **{"prediction.score": 0.97})
             carried = tracing.outgoing_carrier()["traceparent"]

@@ -239,7 +239,8 @@ async def test_dead_letter_send_alone_marks_the_event_failed(spans: InMemorySpan
 
 
 async def test_error_in_unsampled_trace_is_still_recorded(tmp_path: Path) -> None:
-    exporter = strategies_runtime(tmp_path, {"default_strategy": {"type": "probabilistic", "param": 0.3}})
+    # every root sampled: a span started under the unsampled message (validate_reading) must follow its parent
+    exporter = strategies_runtime(tmp_path, {"default_strategy": {"type": "probabilistic", "param": 1.0}})
     try:
         app, producer = make_app()
         src, dead = app.topic("src"), app.topic("mantis.dead-letters")

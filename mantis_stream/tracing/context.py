@@ -44,10 +44,9 @@ __all__ = [
 STAGE_KEY = otel_context.create_key("mantis-stage")
 EVENT_KEY = otel_context.create_key("mantis-event")
 
-#: The record being handled whose trace does not record (an :class:`EventTrace` with no
-#: context yet), or with tracing off the headers it came with: no OpenTelemetry context is
-#: attached for it, the sensor writes its headers on the messages it sends.
-CARRIED: ContextVar["EventTrace | Mapping[str, str] | None"] = ContextVar("mantis-carried", default=None)
+#: With tracing off, the headers of the record being handled (``items.use_item``): the
+#: sensor writes them on the messages it sends.
+CARRIED: ContextVar[Mapping[str, str] | None] = ContextVar("mantis-carried", default=None)
 
 #: Most events with an open process span at once (per process) before the oldest is ended.
 MAX_OPEN_EVENTS = 65_536
@@ -55,20 +54,14 @@ MAX_OPEN_EVENTS = 65_536
 
 @dataclass(eq=False, slots=True)
 class EventTrace:
-    """The tracing state of one event in one stage.
-
-    A record whose incoming ``traceparent`` says "not sampled" starts lazy:
-    ``ctx`` and ``parent`` are None and ``carrier`` holds its headers, which go on
-    verbatim; :meth:`materialize` extracts them only when an outcome (an error,
-    an anomaly, a work order) needs spans in its trace.
-    """
+    """The tracing state of one event in one stage."""
 
     stage: str
     name: str
     span: trace.Span
-    ctx: Context | None
+    ctx: Context
     #: The extracted upstream context (the process span's parent).
-    parent: Context | None
+    parent: Context
     attributes: dict[str, Any] | None = None
     #: Computes ``attributes`` when the span was not recording (they were skipped).
     lazy_attributes: Any = None
@@ -85,16 +78,6 @@ class EventTrace:
     batched: bool = False
     failed: bool = False
     ended: bool = False
-
-    def materialize(self) -> Context:
-        """The record's context, extracted from its carrier now if it was left lazy."""
-        if self.ctx is None:
-            parent = carriers.extract(self.carrier)
-            self.parent = parent
-            self.span = trace.get_current_span(parent)
-            ctx = otel_context.set_value(STAGE_KEY, self.stage, parent)
-            self.ctx = otel_context.set_value(EVENT_KEY, self, ctx)
-        return self.ctx
 
     def end(self) -> None:
         if self.ended:
@@ -140,7 +123,7 @@ def context_of(event: Any) -> Context | None:
     """The context of ``event``'s process span; else the one its headers carry; else None."""
     record = record_of(event)
     if record is not None:
-        return record.materialize()
+        return record.ctx
     message = getattr(event, "message", None)
     headers = getattr(message, "headers", None) or getattr(event, "headers", None)
     if not headers:
@@ -153,22 +136,7 @@ def context_of(event: Any) -> Context | None:
 
 @contextlib.contextmanager
 def use_event(event: Any) -> Iterator[None]:
-    """Make ``event``'s process span (its context) current for the block.
-
-    An event whose trace does not record has no context to attach: it is kept at
-    hand (:data:`CARRIED`), and what it sends carries its headers on.
-    """
-    record = record_of(event)
-    if record is not None and record.ctx is None:
-        reset = CARRIED.set(record)
-        try:
-            yield
-        finally:
-            for extra in reversed(record.extra_tokens):  # a stand-in made current inside (an error)
-                otel_context.detach(extra)
-            record.extra_tokens = ()
-            CARRIED.reset(reset)
-        return
+    """Make ``event``'s process span (its context) current for the block."""
     ctx = context_of(event)
     if ctx is None:
         yield

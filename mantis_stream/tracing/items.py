@@ -21,10 +21,11 @@ Notes
 =====
 
 * Near-free when unsampled: a record whose ``traceparent`` flags say "not
-  sampled" is not even extracted (:func:`unsampled_w3c` reads the flags of the
-  header text); it gets no SDK span and no OpenTelemetry context, and the
-  headers it came with go on verbatim (``context.CARRIED``).  An outcome that
-  must be recorded (``spans.keep``, ``spans.mark_failed``) extracts them then.
+  sampled" skips the propagators (:func:`decided_unsampled` reads the header
+  text), gets no SDK span, and the headers it came with go on verbatim; its
+  context (the upstream span, non-recording) is still current in its scope, so
+  spans started there follow the decision and an outcome that must be
+  recorded (``spans.keep``, ``spans.mark_failed``) stays in its trace.
   With tracing off (``OTEL_SDK_DISABLED``) a record gets no tracing state at all
   (:func:`open_item` returns None) and its headers still go on, to the next
   batch and to the public messages made from it.
@@ -42,14 +43,14 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 
 from . import carriers, setup
 from .attributes import process_attributes
 from .context import CARRIED, EVENT_KEY, STAGE_KEY, EventTrace
 from .spans import continue_span
 
-__all__ = ["open_item", "outgoing_carrier", "use_item", "carried", "carrier_of", "unsampled_headers", "unsampled_w3c"]
+__all__ = ["open_item", "outgoing_carrier", "use_item", "carried", "carrier_of", "decided_unsampled", "unsampled_headers"]
 
 _TRACEPARENT_LENGTH = 55
 _INVALID_TRACE_ID = "0" * 32
@@ -67,27 +68,37 @@ def _enabled() -> bool:
     return rt is not None and rt.enabled
 
 
-def unsampled_w3c(carrier: Mapping[str, str] | None) -> bool:
-    """Whether ``carrier`` is only a W3C context whose flags say "not sampled" (the decision is made).
+def decided_unsampled(carrier: Mapping[str, str] | None) -> Context | None:
+    """The context of ``carrier`` when it is only a W3C context whose flags say "not sampled", else None.
 
-    Why: read from the header text, without the propagator's parse, for the
-    records that will never be exported.  Anything else (no context, B3, Jaeger,
-    a malformed header) goes through the propagators.
+    Why: read from the header text, without the propagators, for the records
+    that will never be exported.  Anything else (no context, B3, Jaeger,
+    baggage, a malformed header) goes through the propagators.
     """
     if not carrier:
-        return False
+        return None
     tp = carrier.get("traceparent")
     if tp is None or len(tp) != _TRACEPARENT_LENGTH or tp[:3] != "00-" or tp[35] != "-" or tp[52] != "-":
-        return False
-    if tp[3:35] == _INVALID_TRACE_ID:
-        return False
-    if len(carrier) > 1 and any(k not in ("traceparent", "tracestate") for k in carrier):
-        return False
-    return tp[54] in "02468ace" and carriers.w3c_configured()
+        return None
+    if tp[54] not in "02468ace" or (len(carrier) > 1 and any(k not in ("traceparent", "tracestate") for k in carrier)):
+        return None
+    if not carriers.w3c_configured():
+        return None
+    try:
+        trace_id, span_id = int(tp[3:35], 16), int(tp[36:52], 16)
+        flags = TraceFlags(int(tp[53:55], 16))
+    except ValueError:
+        return None
+    if not (trace_id and span_id) or tp != tp.lower():
+        return None
+    state = carrier.get("tracestate")
+    sc = SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags,
+                     trace_state=TraceState.from_header([state]) if state else None)
+    return trace.set_span_in_context(NonRecordingSpan(sc))
 
 
 def unsampled_headers(headers: Any) -> dict[str, str] | None:
-    """The trace headers of a Kafka message when they are only a W3C context that says "not sampled", else None."""
+    """The W3C trace headers of a Kafka message when it has no other trace context headers, else None."""
     if not headers:
         return None
     carrier: dict[str, str] = {}
@@ -98,7 +109,7 @@ def unsampled_headers(headers: Any) -> dict[str, str] | None:
             carrier[name] = value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
         elif name in owned:
             return None  # baggage, B3, Jaeger: the propagators read them
-    return carrier if unsampled_w3c(carrier) else None
+    return carrier if carrier.get("traceparent") else None
 
 
 def open_item(
@@ -118,13 +129,12 @@ def open_item(
         return None
     name = "process " + topic
     describe = partial(process_attributes, topic, partition, offset, group)
-    if unsampled_w3c(carrier):
-        return EventTrace(
-            stage=stage, name=name, span=trace.INVALID_SPAN, ctx=None, parent=None,
-            lazy_attributes=describe, carrier=carrier, batched=True,
-        )
-    parent = carriers.extract(carrier)
-    span = continue_span(stage, name, parent, kind=SpanKind.CONSUMER)
+    parent = decided_unsampled(carrier)
+    if parent is not None:  # the decision is in the flags: no SDK call, the upstream span stands
+        span = trace.get_current_span(parent)
+    else:
+        parent = carriers.extract(carrier)
+        span = continue_span(stage, name, parent, kind=SpanKind.CONSUMER)
     ctx = trace.set_span_in_context(span, parent) if span.get_span_context().is_valid else parent
     ctx = otel_context.set_value(STAGE_KEY, stage, ctx)
     record = EventTrace(stage=stage, name=name, span=span, ctx=ctx, parent=parent, batched=True)
@@ -142,35 +152,29 @@ def open_item(
 def use_item(record: EventTrace | None, carrier: Mapping[str, str]) -> Iterator[None]:
     """Make the record's context current (its child spans and sends join its trace).
 
-    A record whose trace does not record (and tracing off: ``record`` None) has no
-    context to attach: it is kept at hand (``context.CARRIED``) for
-    :func:`outgoing_carrier` and the sensor's sends, which pass its headers on.
+    With tracing off (``record`` None) only its headers are kept at hand, for
+    :func:`outgoing_carrier` and the sensor's sends.
     """
-    if record is None or record.ctx is None:
-        reset = CARRIED.set(carrier if record is None else record)
-        token = None
-    else:
-        reset = None
-        token = otel_context.attach(record.ctx)
+    if record is None:
+        reset = CARRIED.set(carrier)
+        try:
+            yield
+        finally:
+            CARRIED.reset(reset)
+        return
+    token = otel_context.attach(record.ctx)
     try:
         yield
     finally:
-        if record is not None:
-            for extra in reversed(record.extra_tokens):  # a stand-in made current inside
-                otel_context.detach(extra)
-            record.extra_tokens = ()
-        if token is not None:
-            otel_context.detach(token)
-        if reset is not None:
-            CARRIED.reset(reset)
+        for extra in reversed(record.extra_tokens):  # a stand-in made current inside
+            otel_context.detach(extra)
+        record.extra_tokens = ()
+        otel_context.detach(token)
 
 
 def carried() -> Mapping[str, str] | None:
-    """The headers of the record being handled when it has no context attached (else None)."""
-    kept = CARRIED.get()
-    if isinstance(kept, EventTrace):
-        return kept.carrier
-    return kept
+    """With tracing off, the headers of the record being handled (else None)."""
+    return CARRIED.get()
 
 
 def outgoing_carrier() -> Mapping[str, str]:

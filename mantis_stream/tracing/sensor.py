@@ -14,8 +14,8 @@ the pipeline in Jaeger as its own service:
   producer's span (a single message may use it, per the conventions).
   Parent-based: a parent whose flags say "not sampled" gets no SDK span (its
   context goes on unchanged); a message whose only trace header is such a W3C
-  ``traceparent`` is not even extracted (``items.unsampled_headers``): its
-  headers are kept at hand (``context.CARRIED``) and go on verbatim.
+  ``traceparent`` skips the propagators (``items.decided_unsampled``) and its
+  headers go on verbatim.
 * ``on_stream_event_out``: end it (ERROR + exception when the event failed, see
   :func:`~mantis_stream.tracing.fail_event`).  Batch agents' events are acked by
   ``take_events`` itself, without the sensor's state: the span is found again by
@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextvars import Token
 from functools import partial
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -68,8 +67,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import carriers, semconv, setup
 from .attributes import MAX_STRING, process_attributes
-from .context import CARRIED, EVENT_KEY, STAGE_KEY, EventTrace, pop, register
-from .items import carried, carrier_of, unsampled_headers
+from .context import EVENT_KEY, STAGE_KEY, EventTrace, pop, register
+from .items import carried, carrier_of, decided_unsampled, unsampled_headers
 from .spans import _describe, continue_span, mark_failed
 
 __all__ = ["TracingSensor"]
@@ -160,17 +159,9 @@ class TracingSensor(Sensor):
             message = event.message
             headers = getattr(message, "headers", None) or getattr(event, "headers", None)
             name = "process " + tp.topic
-            carrier = unsampled_headers(headers) if setup._runtime is not None and setup._runtime.enabled else None
-            if carrier is not None:  # the decision is in the flags: no extraction, no span, headers go on
-                record = EventTrace(
-                    stage=stage, name=name, span=trace.INVALID_SPAN, ctx=None, parent=None, carrier=carrier,
-                    lazy_attributes=partial(self._process_attributes, tp, offset, stream, event),
-                )
-                record.token = CARRIED.set(record)
-                record.task = _current_task()
-                register(event, record)
-                return record
-            parent = carriers.extract(headers)
+            carrier = unsampled_headers(headers)
+            decided = decided_unsampled(carrier)
+            parent = decided if decided is not None else carriers.extract(headers)
             # Attributes are set once the span is known to record: a dropped
             # (unsampled) span or tracing off costs no attribute building.
             span = continue_span(stage, name, parent, kind=SpanKind.CONSUMER)
@@ -181,6 +172,8 @@ class TracingSensor(Sensor):
             ctx = trace.set_span_in_context(span, parent) if span.get_span_context().is_valid else parent
             ctx = otel_context.set_value(STAGE_KEY, stage, ctx)
             record = EventTrace(stage=stage, name=name, span=span, ctx=ctx, parent=parent, attributes=attrs)
+            if decided is not None:
+                record.carrier = carrier  # its trace headers go on as they came
             if not attrs:
                 record.lazy_attributes = partial(self._process_attributes, tp, offset, stream, event)
             record.ctx = otel_context.set_value(EVENT_KEY, record, ctx)
@@ -206,9 +199,7 @@ class TracingSensor(Sensor):
             if state is record and record.task is _current_task():
                 for token in reversed(record.extra_tokens):
                     otel_context.detach(token)
-                if isinstance(record.token, Token) and record.token.var is CARRIED:
-                    CARRIED.reset(record.token)
-                elif record.token is not None:
+                if record.token is not None:
                     otel_context.detach(record.token)
             record.extra_tokens = ()
             record.token = None
@@ -221,15 +212,6 @@ class TracingSensor(Sensor):
     def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int, valsize: int) -> Any:
         try:
             ctx = otel_context.get_current()
-            kept = CARRIED.get()
-            if isinstance(kept, EventTrace) and ctx.get(EVENT_KEY) is not kept:
-                # A record whose trace does not record, with no context attached.
-                if topic in self.dead_letter_topics:
-                    mark_failed(kept, None)  # its sampled stand-in becomes current
-                    ctx = otel_context.get_current()
-                if ctx.get(EVENT_KEY) is not kept:
-                    carriers.write_replacing(message.headers, kept.carrier or {})
-                    return None
             if topic in self.dead_letter_topics and isinstance(record := ctx.get(EVENT_KEY), EventTrace):
                 # A dead letter: the event failed.  In an unsampled trace that
                 # starts a sampled stand-in span; the dead letter joins it.

@@ -40,7 +40,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from . import carriers, semconv, setup
 from .attributes import span_attributes
-from .context import CARRIED, STAGE_KEY, EventTrace, record_of
+from .context import STAGE_KEY, EventTrace, record_of
 
 __all__ = [
     "annotate", "batch_span", "continue_span", "fail_event", "http_server_span", "keep", "mark_failed", "set_http_status",
@@ -69,8 +69,8 @@ def _stand_in(record: EventTrace, attributes: Mapping[str, Any], link_reason: st
     rt = setup.current_runtime()
     if rt is None or not rt.enabled:
         return None  # tracing is off: nothing to record
-    was_current = CARRIED.get() is record or (record.ctx is not None and trace.get_current_span() is record.span)
-    ctx = record.materialize()
+    was_current = trace.get_current_span() is record.span
+    ctx = record.ctx
     span = record.span
     sc = span.get_span_context()
     if not sc.is_valid:
@@ -216,7 +216,6 @@ def batch_span(stage: str, name: str, events: Sequence[Any], **attributes: Any) 
             elif len(sampled) < MAX_BATCH_LINKS:
                 sampled.append(record)
         elif first is None and parent is None:
-            record.materialize()
             first = trace.set_span_in_context(record.span, Context())
     if parent is None:
         if first is None:
