@@ -2,6 +2,7 @@
 
     python bench/bench_pipeline.py [--n 20000] [--kinds scalar,waveform,mixed] [--chunk 1024] [--soak 600]
         [--contenders "relay,naive,mantis/off,mantis/off x2,quix/river"] [--baseline-rev REV]
+        [--assets 50] [--no-latency]
 
 For each kind of input (scalar readings, waveform chunks, a mix) and each
 contender, a fresh embedded broker is started, N readings are produced with no
@@ -24,7 +25,12 @@ key, and the clock runs until the last anomaly output appears:
 temporary ``git worktree`` with ``PYTHONPATH`` pointing at it, so a change is measured
 against the code before it in the same run.
 
-Traced contenders export OTLP/gRPC to a discard collector in this process.
+Traced contenders export OTLP/gRPC to a discard collector in this process;
+each row reports the spans it received per reading, the spans the worker
+dropped and the SDK's "exceeds max length" warnings in its log, and the
+worker's CPU time per reading (user + system, all threads, from produce to the
+last output): on a loaded machine a steadier measure of tracing's cost than
+readings/s, which waits on the other processes too.
 Latency (produce -> anomaly output, p50/p95/p99) is measured in a second, paced
 run at half the peak rate of ``mantis/shipped``.  ``--soak S`` then runs that
 pace for S seconds and prints the worker's RSS every 30 s.
@@ -36,6 +42,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -65,12 +72,12 @@ RELAY_HOPS = (names.READINGS, names.READINGS_KEYED, names.FRAMES, names.FEATURES
 
 # --- input ---------------------------------------------------------------
 
-def make_readings(kind: str, n: int, rng: np.random.Generator, chunk: int = CHUNK) -> list[dict]:
-    """``n`` readings over ``ASSETS`` assets; waveform chunks of ``chunk`` samples (default: half a frame)."""
+def make_readings(kind: str, n: int, rng: np.random.Generator, chunk: int = CHUNK, assets: int = ASSETS) -> list[dict]:
+    """``n`` readings over ``assets`` assets; waveform chunks of ``chunk`` samples (default: half a frame)."""
     out = []
     wave = np.round(rng.standard_normal(chunk), 4).tolist()
     for i in range(n):
-        asset = f"BENCH-{i % ASSETS}"
+        asset = f"BENCH-{i % assets}"
         is_wave = kind == "waveform" or (kind == "mixed" and i % 10 == 0)
         if is_wave:
             out.append({"asset_id": asset, "sensor_id": "VIB", "ts": 0.0, "values": wave, "sample_rate_hz": 25600.0})
@@ -218,6 +225,16 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes used so far (all their threads: the export thread too)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def rss_mib(pid: int) -> float:
     """RSS of ``pid``; of its children instead when it is the ``workers`` supervisor (their sum)."""
     try:
@@ -268,6 +285,7 @@ async def run_one(contender: str, readings: list[dict], collector: DiscardCollec
         "mantis/100%": {**otlp, "MANTIS_SAMPLING_STRATEGIES": str(all_on)},
         "naive": otlp,
     }
+    spans_before = collector.spans
     with EmbeddedBroker() as broker:
         broker.create_topics(list(names.ALL_TOPICS), 4)
         if contender == "relay":
@@ -317,18 +335,27 @@ async def run_one(contender: str, readings: list[dict], collector: DiscardCollec
                         await asyncio.sleep(30)
                 sampler = asyncio.create_task(sample())
             drain_task = asyncio.create_task(drain(broker.bootstrap, expected, timeout=max(300.0, duration * 2)))
+            cpu_before = cpu_seconds([p.pid for p in procs])
             start = await produce(broker.bootstrap, readings, rate)
             last, latencies = await drain_task
+            cpu_used = cpu_seconds([p.pid for p in procs]) - cpu_before
             if soak:
                 sampler.cancel()
             done = len(latencies)
             lat = np.percentile(latencies, [50, 95, 99]) if latencies else [float("nan")] * 3
-            return {"contender": contender, "readings": len(readings), "outputs": done, "expected": expected,
-                    "readings_per_s": len(readings) / (last - start) if done >= expected else float("nan"),
-                    "p50": lat[0], "p95": lat[1], "p99": lat[2], "rss_mib": rss_mib(proc.pid), "rss_series": rss}
+            row = {"contender": contender, "readings": len(readings), "outputs": done, "expected": expected,
+                   "readings_per_s": len(readings) / (last - start) if done >= expected else float("nan"),
+                   "p50": lat[0], "p95": lat[1], "p99": lat[2], "rss_mib": rss_mib(proc.pid), "rss_series": rss,
+                   "cpu_ms_per_reading": cpu_used / len(readings) * 1e3}
         finally:
             for p in procs:
                 stop(p)
+        await asyncio.sleep(1.0)  # the worker's last export reaches the collector
+        text = "\n".join(path.read_text(errors="replace") for path in workdir.glob("worker*.log"))
+        row["spans_per_reading"] = (collector.spans - spans_before) / len(readings)
+        row["dropped"] = sum(int(m) for m in re.findall(r"(\d+) span\(s\) were dropped in total", text))
+        row["too_long"] = text.count("exceeds max length")
+        return row
 
 
 def git(*args: str) -> str:
@@ -343,10 +370,17 @@ def baseline_worktree(rev: str) -> Path:
 
 
 def table(rows: list[dict], title: str) -> str:
-    out = [title, f"{'contender':<22}{'readings':>10}{'outputs':>10}{'readings/s':>12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'RSS MiB':>9}"]
+    off = next((r for r in rows if r["contender"] == "mantis/off"), None)
+    off_rate = off["readings_per_s"] if off else float("nan")
+    off_cpu = off["cpu_ms_per_reading"] if off else float("nan")
+    out = [title, f"{'contender':<22}{'readings':>10}{'outputs':>10}{'readings/s':>12}{'vs off':>8}{'CPU ms/rd':>10}{'vs off':>8}"
+                  f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'RSS MiB':>9}{'spans/rd':>9}{'dropped':>9}{'>1024':>7}"]
     for r in rows:
         out.append(f"{r['contender']:<22}{r['readings']:>10}{r['outputs']:>10}{r['readings_per_s']:>12.0f}"
-                   f"{r['p50'] * 1e3:>9.0f}{r['p95'] * 1e3:>9.0f}{r['p99'] * 1e3:>9.0f}{r['rss_mib']:>9.0f}")
+                   f"{(r['readings_per_s'] / off_rate - 1) * 100:>+7.0f}%"
+                   f"{r['cpu_ms_per_reading']:>10.3f}{(r['cpu_ms_per_reading'] / off_cpu - 1) * 100:>+7.0f}%"
+                   f"{r['p50'] * 1e3:>9.0f}{r['p95'] * 1e3:>9.0f}{r['p99'] * 1e3:>9.0f}{r['rss_mib']:>9.0f}"
+                   f"{r['spans_per_reading']:>9.2f}{r['dropped']:>9}{r['too_long']:>7}")
     return "\n".join(out)
 
 
@@ -360,6 +394,8 @@ async def main() -> None:
     parser.add_argument("--baseline-rev", default=None, metavar="REV",
                         help="also run git revision REV of mantis-stream (contender baseline/off, or baseline/shipped, "
                              "baseline/100%%, baseline/off xN in --contenders) from a temporary worktree")
+    parser.add_argument("--assets", type=int, default=ASSETS, help="assets the readings are spread over")
+    parser.add_argument("--no-latency", action="store_true", help="skip the paced latency run")
     args = parser.parse_args()
     contenders = args.contenders.split(",")
     if args.baseline_rev and not any(c.startswith("baseline/") for c in contenders):
@@ -371,17 +407,17 @@ async def main() -> None:
     try:
         baseline = baseline_worktree(args.baseline_rev) if args.baseline_rev else None
         for kind in args.kinds.split(","):
-            readings = make_readings(kind, args.n, rng, args.chunk)
+            readings = make_readings(kind, args.n, rng, args.chunk, args.assets)
             rows = []
             for contender in contenders:
                 rows.append(await run_one(contender, [dict(r) for r in readings], collector, baseline=baseline))
                 print(f"  {kind} {contender}: {rows[-1]['readings_per_s']:.0f} readings/s", file=sys.stderr, flush=True)
-            print(table(rows, f"\n{kind}: {args.n} readings, {ASSETS} assets, peak rate (produce as fast as possible)"))
+            print(table(rows, f"\n{kind}: {args.n} readings, {args.assets} assets, peak rate (produce as fast as possible)"))
             if kind != "scalar":
                 print(f"vibration samples/s ({args.chunk} per chunk): " + ", ".join(
                     f"{r['contender']} {samples_per_s(readings, r) / 1e3:.0f} k" for r in rows))
             by = {r["contender"]: r["readings_per_s"] for r in rows}
-            if "mantis/shipped" in by:
+            if "mantis/shipped" in by and not args.no_latency:
                 ratios = [f"{k} {by['mantis/shipped'] / v:.2f}x" for k, v in by.items() if k != "mantis/shipped" and v == v]
                 print("mantis/shipped vs " + ", ".join(ratios))
                 half = by["mantis/shipped"] / 2

@@ -78,9 +78,16 @@ async def test_each_record_gets_its_own_trace_through_a_batched_stage(sent, span
     assert all(format(p.parent.span_id, "016x") == PARENT for p in processes)
     assert all(p.name == f"process {names.FEATURE_BATCHES}" for p in processes)
     assert all(p.attributes["messaging.destination.name"] == names.FEATURE_BATCHES for p in processes)
-    by_id = {p.context.span_id: p for p in processes}
-    predicts = [s for s in finished if s.name == "predict_anomaly"]
-    assert len(predicts) == 3 and all(s.parent.span_id in by_id for s in predicts)
+    # one span per record in the stage, the record's outcome on it
+    assert all(p.attributes["asset.id"] == "P-1" and "prediction.score" in p.attributes for p in processes)
+    assert all(p.attributes["model.name"] for p in processes)
+    # one compute span for the batch, in the first record's trace, linked to the others (and they back to it)
+    (predict,) = [s for s in finished if s.name == "predict_anomaly"]
+    first, *others = sorted(processes, key=lambda p: p.context.trace_id)
+    assert predict.parent.span_id == first.context.span_id and predict.context.trace_id == first.context.trace_id
+    assert {l.context.span_id for l in predict.links} == {p.context.span_id for p in others}
+    assert all(any(l.context.span_id == predict.context.span_id for l in p.links) for p in others)
+    assert len(finished) == 4
     # the public message and the batched record each carry the record's trace on
     public = [kw for t, kw in sent if t == names.ANOMALIES]
     assert len(public) == 3
@@ -160,3 +167,67 @@ async def test_a_message_that_is_not_a_batch_is_a_dead_letter(sent) -> None:
     assert letter["error"]["type"] == "InvalidBatch" and "items" in letter["error"]["message"]
     assert len([t for t, _ in sent if t == names.ANOMALIES]) == 1
 
+
+
+def strategies_at(tmp_path: Path, p: float) -> InMemorySpanExporter:
+    path = tmp_path / "strategies.json"
+    path.write_text(json.dumps({"default_strategy": {"type": "probabilistic", "param": p}}))
+    exporter = InMemorySpanExporter()
+    tracing.configure(Settings(sampling_strategies=path), exporter)
+    return exporter
+
+
+async def test_a_work_order_is_recorded_in_its_unsampled_readings_trace(sent, tmp_path: Path) -> None:
+    from mantis_stream.agents.orchestrator import orchestrator
+
+    exporter = strategies_at(tmp_path, 0.0)
+    try:
+        asset = "WO-UNSAMPLED"
+        rul = {"asset_id": asset, "sensor_id": "T", "ts": "2026-11-29T10:00:00Z", "rul": 1.0, "unit": "cycles",
+               "lower": 0.5, "upper": 2.0, "health_index": 0.1, "model": {"name": "m", "version": "1"}}
+        normal = {"asset_id": asset, "sensor_id": "T", "ts": "2026-11-29T10:00:01Z", "score": 0.1, "threshold": 0.9,
+                  "is_anomaly": False, "model": {"name": "m", "version": "1"}, "warm": True}
+        batch = orjson.dumps({"items": [{"value": rul, "trace": {"traceparent": traceparent(7, False)}},
+                                        {"value": normal, "trace": {"traceparent": traceparent(8, False)}}]})
+        async with orchestrator.test_context() as agent:
+            await agent.put(batch)
+        (order,) = [kw["value"] for t, kw in sent if t == names.WORK_ORDERS]
+        reading_trace = f"{8:032x}"
+        assert order["trace_id"] == reading_trace  # the reading's trace id...
+        finished = exporter.get_finished_spans()
+        assert {format(s.context.trace_id, "032x") for s in finished} == {reading_trace}  # ...leads to spans
+        process = next(s for s in finished if s.kind is SpanKind.CONSUMER)
+        assert process.name == f"process {names.ASSESSMENTS}" and process.context.trace_flags.sampled
+        assert process.attributes["mantis.sampling.reason"] == "work-order"
+        assert process.attributes["messaging.destination.name"] == names.ASSESSMENTS  # built late, for the stand-in
+        assert format(process.parent.span_id, "016x") == PARENT
+        (create,) = [s for s in finished if s.name == "create_work_order"]
+        assert create.parent.span_id == process.context.span_id
+    finally:
+        tracing.shutdown()
+
+
+def test_an_outcome_turns_an_unsampled_record_into_a_sampled_one(tmp_path: Path) -> None:
+    exporter = strategies_at(tmp_path, 1.0)  # every root sampled: none of what follows is a root
+    try:
+        open_ = lambda i: tracing.open_item(  # noqa: E731
+            "anomaly-detection", {"traceparent": traceparent(i, False)},
+            topic=names.FEATURE_BATCHES, partition=0, offset=i, group="g",
+        )
+        plain, anomalous = open_(1), open_(2)
+        assert not plain.span.is_recording() and format(plain.span.get_span_context().span_id, "016x") == PARENT
+        with tracing.use_item(plain, plain.carrier):
+            assert tracing.outgoing_carrier() == {"traceparent": traceparent(1, False)}  # verbatim
+            with tracing.stage_tracer("anomaly-detection").start_as_current_span("child") as child:
+                assert not child.is_recording()  # follows the record's decision, not a new root
+        with tracing.use_item(anomalous, anomalous.carrier):
+            tracing.keep(anomalous, "anomaly", asset_id="P-1", **{"prediction.score": 0.97})
+            carried = tracing.outgoing_carrier()["traceparent"]
+        for record in (plain, anomalous):
+            record.end()
+        (span,) = exporter.get_finished_spans()
+        assert format(span.context.trace_id, "032x") == f"{3:032x}" and format(span.parent.span_id, "016x") == PARENT
+        assert span.attributes["mantis.sampling.reason"] == "anomaly" and span.attributes["prediction.score"] == 0.97
+        assert carried == f"00-{3:032x}-{span.context.span_id:016x}-01"  # what it sends on is sampled
+    finally:
+        tracing.shutdown()

@@ -323,8 +323,10 @@ async def test_storage_spans_in_the_storage_service(broker, start_worker, postgr
             names_seen = {s.name for s in spans if s.service == "mantis-storage"}
             # a write ends before its batch span: both may come in different exports
             ids = {s.span_id for s in spans}
-            writes_parented = all(s.parent_span_id in ids for s in spans if s.name in ("insert_work_order", "write_influxdb"))
-            return {"insert_work_order", "insert rul_history", "write_influxdb"} <= names_seen and writes_parented
+            writes_parented = all(s.parent_span_id in ids for s in spans if s.name == "write_influxdb")
+            orders = {s.trace_id for s in spans if s.name == "insert_work_order"}
+            return ({"insert_work_order", "insert rul_history", "write_influxdb"} <= names_seen and writes_parented
+                    and order_trace in orders)
 
         spans = await asyncio.to_thread(rx.wait_for, ready, 60)
         worker.stop()
@@ -338,9 +340,72 @@ async def test_storage_spans_in_the_storage_service(broker, start_worker, postgr
     write = next(s for s in storage if s.name == "write_influxdb")
     assert write.attributes["db.system.name"] == "influxdb"
     assert write.attributes["db.collection.name"] in ("features", "anomaly_scores", "rul")
-    # The write's parent is the batch span, linked to the trace of each message it stored.
+    # A work order's write is in the work order's trace, under the storage stage's process span of its message.
+    (order_insert,) = [s for s in storage if s.name == "insert_work_order" and s.trace_id == order_trace]
+    (process,) = [s for s in storage if s.trace_id == order_trace and s.name == f"process {names.WORK_ORDERS}"]
+    assert order_insert.parent_span_id == process.span_id
+    # The batch's other writes are under its batch span, in the trace of its first message.
     batches = {s.span_id: s for s in storage if s.name in ("store postgresql", "store influxdb")}
-    assert insert.parent_span_id in batches
-    assert any(link[0] == order_trace for s in batches.values() for link in s.links)
+    assert write.parent_span_id in batches
     for s in storage:
         assert all("s3cret" not in str(v) for v in s.attributes.values())
+
+
+async def test_an_unsampled_readings_work_order_trace_holds_its_assessment_order_and_write(
+    broker, start_worker, postgres_dsn, influx_url,
+):
+    """Readings whose traceparent says "not sampled": the work order they cause still leads to spans."""
+    from otlp_receiver import OTLPReceiver
+
+    prefix = "UNS" + uuid.uuid4().hex[:6]
+    asset = f"{prefix}-ENGINE"
+    with OTLPReceiver() as rx:
+        worker = await start_with_sinks(start_worker, {
+            **sink_env(postgres_dsn, influx_url),
+            "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": rx.grpc_endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "MANTIS_RUL_THRESHOLD_CYCLES": "1e9",  # the engine's first RUL estimate opens a work order
+        })
+        readings, headers = [], []
+        for i in range(40):
+            trace_id = uuid.uuid4().hex
+            readings.append(orjson.dumps({
+                "asset_id": asset, "sensor_id": "GAS-PATH", "ts": iso(T0 + timedelta(seconds=i)), "cycle": i + 1,
+                "channels": {"s2": 642.0 + 0.01 * i, "s3": 1585.0 + 0.2 * i, "s4": 1400.0 + 0.3 * i},
+            }))
+            headers.append([("traceparent", f"00-{trace_id}-00f067aa0ba902b7-00".encode())])
+        await produce(broker.bootstrap, names.READINGS, readings, headers)
+        sent_traces = {h[0][1].decode().split("-")[1] for h in headers}
+
+        async def order_row() -> Any:
+            rows = await pg(postgres_dsn, "SELECT work_order_id, trace_id FROM work_orders WHERE asset_id = $1", asset)
+            return rows[0] if rows else None
+
+        row = await eventually(order_row, timeout=90, what="the engine's work order")
+        order_trace = row["trace_id"]
+        assert order_trace in sent_traces  # the reading's own trace id
+
+        def complete(spans: list) -> bool:
+            names_seen = {(s.service, s.name) for s in spans if s.trace_id == order_trace}
+            return {("mantis-orchestrator", "create_work_order"), ("mantis-storage", "insert_work_order")} <= names_seen
+
+        spans = await asyncio.to_thread(rx.wait_for, complete, 60)
+        worker.stop()
+    trace = [s for s in spans if s.trace_id == order_trace]
+    ids = {s.span_id: s for s in trace}
+    assessment = next(s for s in trace if s.name == f"process {names.ASSESSMENTS}")
+    assert assessment.service == "mantis-orchestrator" and assessment.attributes["mantis.sampling.reason"] == "work-order"
+    create = next(s for s in trace if s.name == "create_work_order")
+    send = next(s for s in trace if s.name == f"send {names.WORK_ORDERS}")
+    stored = next(s for s in trace if s.name == f"process {names.WORK_ORDERS}")
+    insert = next(s for s in trace if s.name == "insert_work_order")
+    assert create.parent_span_id == assessment.span_id and send.parent_span_id == create.span_id
+    assert stored.parent_span_id == send.span_id and insert.parent_span_id == stored.span_id
+    assert insert.attributes["db.collection.name"] == "work_orders"
+    # of the other unsampled readings only outcomes are recorded (an anomaly, an error), nothing else
+    for other in sent_traces - {order_trace}:
+        recorded = [s for s in spans if s.trace_id == other]
+        assert not recorded or any(
+            "mantis.sampling.reason" in s.attributes or "error.type" in s.attributes for s in recorded
+        ), sorted(s.name for s in recorded)
+    assert all(s.parent_span_id in ids or s is assessment for s in trace)

@@ -130,17 +130,21 @@ async def test_one_reading_one_trace_across_every_stage(broker, receiver: OTLPRe
             check_messaging(s, worker.app_id)
     by_service = {s.service for s in spans}
     assert PIPELINE <= by_service
-    # the stages' own work appears as child spans of their process spans
-    names_seen = {s.name for s in spans}
-    assert {"validate_reading", "predict_anomaly"} <= names_seen, names_seen
-    predict = next(s for s in spans if s.name == "predict_anomaly")
-    assert predict.attributes["asset.id"] == asset and "model.name" in predict.attributes
-    # the batch span is its own trace, linked to this reading's process span
-    fft = [
-        s for s in receiver.snapshot()
-        if s.name == "compute_fft" and any(l[0] == trace_id for l in s.links)
-    ]
-    assert fft and fft[0].service == "mantis-feature-extraction"
+    # one span per stage per record, each stage's per-batch compute span (the reading is its batch's first
+    # sampled record), and nothing else: no per-record child spans, no send spans between stages
+    names_seen = sorted(s.name for s in spans)
+    assert {"validate_reading", "compute_fft", "predict_anomaly", "predict_rul"} <= set(names_seen), names_seen
+    per_record = [s for s in spans if s.kind == "CONSUMER"]
+    compute = [s for s in spans if s.kind == "INTERNAL"]
+    assert len(per_record) + len(compute) == len(spans), names_seen
+    ids = {s.span_id: s for s in spans}
+    for c in compute:  # a compute span is the child of its stage's process span of this reading
+        assert ids[c.parent_span_id].kind == "CONSUMER" and ids[c.parent_span_id].service == c.service, c.name
+    anomaly = next(s for s in per_record if s.service == "mantis-anomaly-detection")
+    assert anomaly.attributes["asset.id"] == asset and "model.name" in anomaly.attributes
+    assert "prediction.score" in anomaly.attributes
+    fft = next(s for s in compute if s.name == "compute_fft")
+    assert fft.service == "mantis-feature-extraction"
 
     # 2. over HTTP: the trace starts at the ingestion service
     trace_id2, parent2 = new_ids()

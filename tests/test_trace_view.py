@@ -170,3 +170,69 @@ def test_trace_commands_from_the_cli():
     assert missing.returncode == 1 and missing.stderr.strip() == f"mantis-stream trace: trace ffff not in {FIXTURE}"
     nofile = run_cli("trace", "list", "--file", "/nonexistent/t.jsonl")
     assert nofile.returncode == 1 and nofile.stderr.count("\n") == 1 and "no trace file at" in nofile.stderr
+
+
+# -- a bounded file, quick on a large one --------------------------------------------------------
+
+
+def _export_lines(exporter: FileSpanExporter, n: int, name: str = "s") -> None:
+    provider = TracerProvider(resource=Resource.create({"service.name": "mantis-test"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    for i in range(n):
+        tracer.start_span(f"{name}-{i}").end()
+    provider.shutdown()
+
+
+def test_file_rotates_at_its_cap_keeping_the_backups(tmp_path):
+    path = tmp_path / "t.jsonl"
+    exporter = FileSpanExporter(path, max_bytes=4000, backups=2)
+    _export_lines(exporter, 60)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["t.jsonl", "t.jsonl.1", "t.jsonl.2"]  # the oldest beyond two backups deleted
+    assert all(p.stat().st_size <= 4000 for p in tmp_path.iterdir())
+    newest = [s.name for s in read_spans(path).spans]
+    assert newest[-1] == "s-59"  # the current file holds the latest spans, whole lines only
+    assert read_spans(path).bad_lines == 0 and read_spans(tmp_path / "t.jsonl.1").bad_lines == 0
+
+
+def test_a_file_over_the_cap_from_an_earlier_run_is_rotated_first(tmp_path):
+    path = tmp_path / "t.jsonl"
+    _export_lines(FileSpanExporter(path, max_bytes=0), 40, "old")  # no cap: 40 lines
+    big = path.stat().st_size
+    _export_lines(FileSpanExporter(path, max_bytes=big // 2, backups=0), 1, "new")
+    assert [s.name for s in read_spans(path).spans] == ["new-0"]  # started over, no backup kept
+    assert not (tmp_path / "t.jsonl.1").exists()
+
+
+def test_the_cap_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MANTIS_TRACE_FILE_MAX_BYTES", "1234")
+    monkeypatch.setenv("MANTIS_TRACE_FILE_BACKUPS", "3")
+    exporter = FileSpanExporter(tmp_path / "t.jsonl")
+    assert (exporter.max_bytes, exporter.backups) == (1234, 3)
+
+
+def test_list_reads_only_the_end_of_a_large_file(tmp_path):
+    """``read_recent`` stops once the wanted traces are found and older lines cannot belong to them."""
+    from mantis_stream.tracing.filelog import RECENT_MARGIN_NS, read_recent
+
+    path = tmp_path / "big.jsonl"
+    lines = [l for l in FIXTURE.read_bytes().splitlines() if l.strip()]
+    t0 = 1_800_000_000 * 10**9
+    with open(path, "wb") as f:
+        for k in range(100):  # 100 copies of the fixture, each shifted in time and given other trace ids
+            shift = t0 + k * 2 * RECENT_MARGIN_NS
+            for line in lines:
+                request = orjson.loads(line)
+                for rs in request["resourceSpans"]:
+                    for ss in rs["scopeSpans"]:
+                        for s in ss["spans"]:
+                            s["traceId"] = f"{k:08x}" + s["traceId"][8:]
+                            s["startTimeUnixNano"] = str(int(s["startTimeUnixNano"]) % 10**12 + shift)
+                            s["endTimeUnixNano"] = str(int(s["endTimeUnixNano"]) % 10**12 + shift)
+                f.write(orjson.dumps(request) + b"\n")
+    recent = read_recent(path, 4)
+    summaries = summarize(recent.spans)
+    full = summarize(read_spans(path).spans)
+    assert summaries[:4] == full[:4]  # the same four latest traces, with all their spans
+    assert len(recent.spans) < len(read_spans(path).spans) / 25  # read a small part of the file

@@ -150,3 +150,88 @@ def test_http_server_span_continues_traceparent(with_propagators) -> None:
             raise RuntimeError("boom")
     failed = spans.get_finished_spans()[-1]
     assert failed.status.status_code is StatusCode.ERROR and failed.parent is None
+
+
+#: The same context in each format: (propagators, headers, sampled).
+FORMATS = {
+    "w3c": ("tracecontext", lambda s: [("traceparent", f"00-{TRACE}-{PARENT}-{'01' if s else '00'}".encode())]),
+    "b3multi": ("b3multi", lambda s: [("X-B3-TraceId", TRACE.encode()), ("X-B3-SpanId", PARENT.encode()),
+                                      ("X-B3-Sampled", b"1" if s else b"0")]),
+    "b3": ("b3", lambda s: [("b3", f"{TRACE}-{PARENT}-{'1' if s else '0'}".encode())]),
+    "jaeger": ("jaeger", lambda s: [("uber-trace-id", f"{TRACE}:{PARENT}:0:{'1' if s else '0'}".encode())]),
+}
+
+
+def strategies_with(monkeypatch: pytest.MonkeyPatch, tmp_path, propagators: str, root_p: float) -> InMemorySpanExporter:
+    import json
+
+    monkeypatch.setenv("OTEL_PROPAGATORS", propagators)
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"default_strategy": {"type": "probabilistic", "param": root_p}}))
+    exporter = InMemorySpanExporter()
+    tracing.configure(Settings(sampling_strategies=path), exporter)
+    return exporter
+
+
+async def run_single(headers: list) -> tuple[object, object]:
+    app, producer = make_app()
+    src, out = app.topic("src"), app.topic("out")
+
+    @app.agent(src, name="scorer")  # anomaly detection: 100 % in the shipped file, irrelevant under a parent
+    async def scorer(stream):  # noqa: ANN001
+        async for event in stream.events():
+            await event.forward(out)
+
+    ready(app)
+    async with scorer.test_context() as agent:
+        await agent.put(b"x", headers=list(headers))  # a copy: the sensor rewrites a forwarded message's headers
+    return app, producer
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("sampled", [True, False])
+async def test_parent_based_alike_for_every_format(fmt, sampled, monkeypatch, tmp_path) -> None:
+    """The parent's flag decides, whatever the format; a root rate of 1.0 never overrides "not sampled"."""
+    propagators, make = FORMATS[fmt]
+    exporter = strategies_with(monkeypatch, tmp_path, propagators, 1.0)
+    try:
+        _app, producer = await run_single(make(sampled))
+        finished = exporter.get_finished_spans()
+        if sampled:
+            assert {s.kind for s in finished} == {SpanKind.CONSUMER, SpanKind.PRODUCER}
+            assert all(format(s.context.trace_id, "032x") == TRACE for s in finished)
+        else:
+            assert finished == ()  # no span at all
+            (sent,) = producer.sent
+            # the incoming context goes on as it came (same trace, same parent span, not sampled)
+            sc = trace.get_current_span(carriers.extract(sent[3])).get_span_context()
+            assert (format(sc.trace_id, "032x"), format(sc.span_id, "016x"), sc.trace_flags.sampled) == (TRACE, PARENT, False)
+    finally:
+        tracing.shutdown()
+        monkeypatch.delenv("OTEL_PROPAGATORS", raising=False)
+        setup.reload_propagators()
+
+
+@pytest.mark.parametrize("headers", [
+    [("X-B3-TraceId", TRACE.encode()), ("X-B3-SpanId", PARENT.encode())],
+    [("b3", f"{TRACE}-{PARENT}".encode())],
+], ids=["multi", "single"])
+@pytest.mark.parametrize("root_p", [1.0, 0.0])
+async def test_b3_without_sampling_state_defers_to_the_root_strategy(headers, root_p, monkeypatch, tmp_path) -> None:
+    exporter = strategies_with(monkeypatch, tmp_path, "b3multi", root_p)
+    try:
+        _app, producer = await run_single(headers)
+        finished = exporter.get_finished_spans()
+        (sent,) = producer.sent
+        out = {k.lower(): v.decode() for k, v in sent[3]}
+        assert out.get("x-b3-traceid", out.get("b3", "")[:32]) == TRACE  # the same trace either way
+        if root_p:
+            process = next(s for s in finished if s.kind is SpanKind.CONSUMER)
+            assert format(process.context.trace_id, "032x") == TRACE and format(process.parent.span_id, "016x") == PARENT
+            assert process.context.trace_flags.sampled
+        else:
+            assert finished == ()
+    finally:
+        tracing.shutdown()
+        monkeypatch.delenv("OTEL_PROPAGATORS", raising=False)
+        setup.reload_propagators()

@@ -17,7 +17,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from mantis_stream import tracing
 from mantis_stream.settings import CONFIG_DIR, DEFAULT_SERVICES, Settings
@@ -128,32 +128,38 @@ def test_parent_based(strategies) -> None:
     assert rate(s, "op", n=500, parent_context=parent(False, remote=False)) == 0.0
 
 
-def test_full_strategy_samples_under_unsampled_parent_and_asks_for_restart(strategies) -> None:
+def test_a_100_percent_service_follows_an_unsampled_parent(strategies) -> None:
+    """ParentBased: a service's strategy applies where it starts a trace, never under a parent."""
     full = StrategySampler.for_service("svc-full", strategies)
-    assert full.restarts_unsampled("process mantis.features")
-    assert rate(full, "op", n=200, parent_context=parent(False, remote=False)) == 1.0
-    half = StrategySampler.for_service("svc-a", strategies)
-    assert not half.restarts_unsampled("process x")
-    rl = StrategySampler.for_service("svc-rate", strategies)
-    assert not rl.restarts_unsampled("process x")
+    assert rate(full, "process mantis.features", n=200, parent_context=parent(False)) == 0.0
+    assert rate(full, "process mantis.features", n=200, parent_context=parent(False, remote=False)) == 0.0
+    assert rate(full, "process mantis.features", n=200) == 1.0  # as a root
 
 
-def test_per_operation_100_percent_inside_unsampled_trace() -> None:
+def test_per_operation_strategies_apply_to_roots_only() -> None:
     st = parse_strategies(
         {
             "service_strategies": [
                 {
                     "service": "orch",
                     "type": "probabilistic",
-                    "param": 0.8,
+                    "param": 0.0,
                     "operation_strategies": [{"operation": "send mantis.work-orders", "param": 1.0}],
                 }
             ]
         }
     )
     s = StrategySampler.for_service("orch", st)
-    assert s.should_sample(parent(False, remote=False), 1, "send mantis.work-orders").decision is Decision.RECORD_AND_SAMPLE
-    assert s.should_sample(parent(False, remote=False), 1, "send mantis.anomalies").decision is Decision.DROP
+    assert s.should_sample(parent(False, remote=False), 1, "send mantis.work-orders").decision is Decision.DROP
+    assert s.should_sample(None, 1, "send mantis.work-orders").decision is Decision.RECORD_AND_SAMPLE
+    assert s.should_sample(None, 1, "send mantis.anomalies").decision is Decision.DROP
+
+
+def test_an_outcome_is_sampled_in_an_unsampled_trace(strategies) -> None:
+    s = StrategySampler.for_service("svc-a", strategies)
+    r = s.should_sample(parent(False), 1, "process x", attributes={"mantis.sampling.reason": "anomaly", "asset.id": "P"})
+    assert r.decision is Decision.RECORD_AND_SAMPLE
+    assert dict(r.attributes) == {"mantis.sampling.reason": "anomaly", "asset.id": "P"}
 
 
 def test_error_is_sampled_even_in_unsampled_trace(strategies) -> None:
@@ -163,14 +169,6 @@ def test_error_is_sampled_even_in_unsampled_trace(strategies) -> None:
     assert r.attributes["mantis.sampling.reason"] == "error"
     r = s.should_sample(None, (1 << 64) - 1, "process x", attributes={"error.type": "ValueError"})
     assert r.decision is Decision.RECORD_AND_SAMPLE
-
-
-def test_batch_root_follows_its_links(strategies) -> None:
-    s = StrategySampler.for_service("not-in-file", strategies)
-    sampled = SpanContext(1, 2, True, TraceFlags(1))
-    unsampled = SpanContext(3, 4, True, TraceFlags(0))
-    assert rate(s, "compute_fft", n=300, links=[Link(unsampled), Link(sampled)]) == 1.0
-    assert_rate(rate(s, "compute_fft", links=[Link(unsampled)]), 0.1)
 
 
 def test_root_spans_keep_their_attributes_and_carry_the_sampler_tags(strategies) -> None:

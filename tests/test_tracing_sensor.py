@@ -239,7 +239,8 @@ async def test_dead_letter_send_alone_marks_the_event_failed(spans: InMemorySpan
 
 
 async def test_error_in_unsampled_trace_is_still_recorded(tmp_path: Path) -> None:
-    exporter = strategies_runtime(tmp_path, {"default_strategy": {"type": "probabilistic", "param": 0.3}})
+    # every root sampled: a span started under the unsampled message (validate_reading) must follow its parent
+    exporter = strategies_runtime(tmp_path, {"default_strategy": {"type": "probabilistic", "param": 1.0}})
     try:
         app, producer = make_app()
         src, dead = app.topic("src"), app.topic("mantis.dead-letters")
@@ -274,7 +275,8 @@ async def test_error_in_unsampled_trace_is_still_recorded(tmp_path: Path) -> Non
         tracing.shutdown()
 
 
-async def test_full_strategy_restarts_an_unsampled_trace_with_a_link(tmp_path: Path) -> None:
+async def test_unsampled_parent_no_span_even_in_a_100_percent_stage(tmp_path: Path) -> None:
+    """Parent-based: a 100 % service does not restart an unsampled trace; its context goes on unchanged."""
     exporter = strategies_runtime(
         tmp_path,
         {
@@ -294,16 +296,13 @@ async def test_full_strategy_restarts_an_unsampled_trace_with_a_link(tmp_path: P
         ready(app)
         async with scorer.test_context() as agent:
             await agent.put(b"x", headers=[("traceparent", UNSAMPLED.encode())])
+            await agent.put(b"y")  # no context: this stage is the root and decides (100 %)
         finished = exporter.get_finished_spans()
-        process = next(s for s in finished if s.kind is SpanKind.CONSUMER)
-        assert service(process) == "mantis-anomaly-detection"
-        assert process.parent is None and process.context.trace_flags.sampled
-        assert format(process.context.trace_id, "032x") != TRACE
-        (link,) = process.links
-        assert format(link.context.trace_id, "032x") == TRACE and format(link.context.span_id, "016x") == PARENT
-        assert link.attributes["mantis.link.reason"] == "unsampled-parent"
-        (headers,) = producer.headers_of("out")
-        assert tp_of(headers)[0] == format(process.context.trace_id, "032x") and int(tp_of(headers)[2], 16) & 1
+        (root,) = [s for s in finished if s.kind is SpanKind.CONSUMER]
+        assert root.parent is None and format(root.context.trace_id, "032x") != TRACE
+        first, second = producer.headers_of("out")
+        assert first["traceparent"] == UNSAMPLED  # verbatim
+        assert tp_of(second)[0] == format(root.context.trace_id, "032x")
     finally:
         tracing.shutdown()
 
@@ -342,11 +341,13 @@ async def test_batch_each_message_own_trace_and_batch_span_links_all(spans: InMe
     (fft,) = found["compute_fft"]
     assert service(fft) == "mantis-feature-extraction"
     assert fft.attributes["messaging.batch.message_count"] == 5 and fft.attributes["batch.size"] == 5
+    # the batch's compute span is in its first sampled message's trace, linked to the others'
+    first, *others = sorted(processes, key=lambda p: p.context.trace_id)
+    assert fft.parent.span_id == first.context.span_id and fft.context.trace_id == first.context.trace_id
     assert {(l.context.trace_id, l.context.span_id) for l in fft.links} == {
-        (p.context.trace_id, p.context.span_id) for p in processes
+        (p.context.trace_id, p.context.span_id) for p in others
     }
-    assert fft.context.trace_id not in {p.context.trace_id for p in processes}
-    for p in processes:  # and each message's span links back to the batch
+    for p in others:  # and each of those messages' spans links back to the batch
         assert any(l.context.span_id == fft.context.span_id for l in p.links)
     children = found["extract_features"]
     sends = found["send out"]

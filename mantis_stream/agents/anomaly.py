@@ -17,10 +17,10 @@ from .. import tracing
 from ..app import anomalies_topic, app, assessments_topic, feature_batches_topic, maintenance_topic
 from ..errors import send_dead_letter, send_item_dead_letter
 from ..models import records
-from ..models.anomaly import ConditionMonitor
+from ..models.anomaly import ConditionMonitor, MonitorResult
 from ..models.reading import InvalidReading
-from ._batch import Outbox, close_items, item_scope, open_items
-from ._events import asset_key, dead_letter_all, event_scope, group_items
+from ._batch import Item, Outbox, close_items, item_scope, open_items
+from ._events import asset_key, event_scope, group_items
 from ._replay import batches
 from ._state import TableBackedCache, bytes_table
 
@@ -46,40 +46,51 @@ async def anomaly(stream):  # type: ignore[no-untyped-def]
         out = Outbox(assessments_topic, STAGE)
         by_key = await group_items(STAGE, items, lambda item: detector_key(item.value))
         touched: list[tuple[str, Any]] = []
-        for key, key_items in by_key.items():
-            try:
-                detector = detectors.get(key)
-            except Exception as exc:  # noqa: BLE001 - a model state that cannot be loaded: its records cannot be scored
-                await dead_letter_all(STAGE, key_items, exc)
-                continue
-            touched.append((key, key_items[-1].event))
-            for item in key_items:
-                message = item.value
-                with item_scope(item):
+        scored: list[tuple[Item, ConditionMonitor, MonitorResult]] = []
+        failed: list[tuple[Item, Exception]] = []
+        with tracing.batch_span(STAGE, "predict_anomaly", [item.trace for item in items], **{"batch.size": len(items)}):
+            for key, key_items in by_key.items():
+                try:
+                    detector = detectors.get(key)
+                except Exception as exc:  # noqa: BLE001 - a model state that cannot be loaded: its records cannot be scored
+                    failed.extend((item, exc) for item in key_items)
+                    continue
+                touched.append((key, key_items[-1].event))
+                for item in key_items:
                     try:
-                        with tracing.stage_tracer(STAGE).start_as_current_span(
-                            "predict_anomaly",
-                            attributes=tracing.span_attributes(asset_id=message["asset_id"], sensor_id=message["sensor_id"]),
-                        ) as span:
-                            result = detector.process_one(message["features"])
-                            span.set_attributes({
-                                "model.name": detector.name, "model.version": detector.version,
-                                "prediction.result": "anomaly" if result.is_anomaly else "normal",
-                                "prediction.score": result.score, "anomaly.level": result.level,
-                            })
-                            if result.departures:
-                                top = result.departures[0]
-                                span.set_attributes({"anomaly.feature": top.feature[:64], "anomaly.factor": round(top.factor, 3)})
-                        result_message = records.anomaly_message(
-                            message, result.score, result.threshold, result.is_anomaly,
-                            {"name": detector.name, "version": detector.version}, result.warm,
-                            result.level, [d.as_dict() for d in result.departures[:MAX_DEPARTURES]],
-                        )
-                        await anomalies_topic.send(key=asset_key(message["asset_id"]), value=result_message)
-                    except Exception as exc:  # noqa: BLE001 - a bad record (or a refused send) must not stop the stage
-                        await send_item_dead_letter(item, STAGE, exc)
-                        continue
-                    out.add(item.partition, result_message, item)
+                        scored.append((item, detector, detector.process_one(item.value["features"])))
+                    except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
+                        failed.append((item, exc))
+        for item, exc in failed:
+            with item_scope(item):
+                await send_item_dead_letter(item, STAGE, exc)
+        for item, detector, result in scored:
+            message = item.value
+            with item_scope(item):
+                try:
+                    attrs: dict[str, Any] = {
+                        "asset_id": message["asset_id"], "sensor_id": message["sensor_id"],
+                        "model.name": detector.name, "model.version": detector.version,
+                        "prediction.result": "anomaly" if result.is_anomaly else "normal",
+                        "prediction.score": result.score, "anomaly.level": result.level,
+                    }
+                    if result.departures:
+                        top = result.departures[0]
+                        attrs.update({"anomaly.feature": top.feature[:64], "anomaly.factor": round(top.factor, 3)})
+                    if result.is_anomaly:  # recorded even in an unsampled trace, in the reading's trace id
+                        tracing.keep(item.trace, "anomaly", **attrs)
+                    else:
+                        tracing.annotate(item.trace, **attrs)
+                    result_message = records.anomaly_message(
+                        message, result.score, result.threshold, result.is_anomaly,
+                        {"name": detector.name, "version": detector.version}, result.warm,
+                        result.level, [d.as_dict() for d in result.departures[:MAX_DEPARTURES]],
+                    )
+                    await anomalies_topic.send(key=asset_key(message["asset_id"]), value=result_message)
+                except Exception as exc:  # noqa: BLE001 - a record whose output cannot be made or sent
+                    await send_item_dead_letter(item, STAGE, exc)
+                    continue
+                out.add(item.partition, result_message, item)
         await out.flush()
         close_items(items)
         detectors.save(touched)

@@ -77,13 +77,10 @@ async def features(stream):  # type: ignore[no-untyped-def]
             if feats is None:  # already a dead letter
                 continue
             with item_scope(item):
+                tracing.annotate(item.trace, asset_id=frame["asset_id"], sensor_id=frame["sensor_id"], **{"features.count": len(feats)})
                 try:
-                    with tracing.stage_tracer(STAGE).start_as_current_span(
-                        "extract_features",
-                        attributes=tracing.span_attributes(asset_id=frame["asset_id"], sensor_id=frame["sensor_id"], **{"features.count": len(feats)}),
-                    ):
-                        message = records.features_message(frame, feats)
-                        await features_topic.send(key=asset_key(frame["asset_id"]), value=message)
+                    message = records.features_message(frame, feats)
+                    await features_topic.send(key=asset_key(frame["asset_id"]), value=message)
                 except Exception as exc:  # noqa: BLE001 - a record whose output cannot be made or sent
                     await send_item_dead_letter(item, STAGE, exc)
                     continue

@@ -112,16 +112,14 @@ async def frame(stream):  # type: ignore[no-untyped-def]
             reading = item.value
             with item_scope(item):
                 try:
-                    with tracing.stage_tracer(STAGE).start_as_current_span(
-                        "assemble_frames",
-                        attributes=tracing.span_attributes(asset_id=reading["asset_id"], sensor_id=reading["sensor_id"]),
-                    ) as span:
-                        key = sensor_key(reading)
-                        state = touched[key][0] if key in touched else framing_state.get(key)
-                        frames, state = frame_one(reading, state)
-                        if state is not None:
-                            touched[key] = (state, item.event)
-                        span.set_attribute("frames.count", len(frames))
+                    key = sensor_key(reading)
+                    state = touched[key][0] if key in touched else framing_state.get(key)
+                    frames, state = frame_one(reading, state)
+                    if state is not None:
+                        touched[key] = (state, item.event)
+                    tracing.annotate(
+                        item.trace, asset_id=reading["asset_id"], sensor_id=reading["sensor_id"], **{"frames.count": len(frames)},
+                    )
                 except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
                     await send_item_dead_letter(item, STAGE, exc)
                     continue

@@ -94,6 +94,8 @@ async def orchestrator(stream):  # type: ignore[no-untyped-def]
                         else:
                             decision = state.on_anomaly(message)
                         if decision is not None:
+                            # Every work order is recorded, in the reading's trace id, even when it is not sampled.
+                            tracing.keep(item.trace, "work-order", asset_id=asset_id)
                             await publish(asset_id, decision)
                     except Exception as exc:  # noqa: BLE001 - a bad record (or a refused send) must not stop the stage
                         await send_item_dead_letter(item, STAGE, exc)

@@ -12,13 +12,12 @@ from __future__ import annotations
 import logging
 
 from faust.types import EventT
-from opentelemetry.trace import Status, StatusCode
 
 from .. import metrics
 from ..app import app, readings_keyed_topic, readings_topic, settings
-from ..errors import send_dead_letter, span_safe
+from ..errors import send_dead_letter
 from ..kafka import install_broker_wait
-from ..models.reading import InvalidReading, Reading, parse_reading
+from ..models.reading import Reading, parse_reading
 from .. import tracing
 from ._batch import Outbox, partition_for
 from ._events import event_scope
@@ -49,32 +48,23 @@ def report_unknown_fields(reading: Reading) -> None:
 async def preprocess(stream):  # type: ignore[no-untyped-def]
     async for events in batches(stream, STAGE):
         valid: list[tuple[Reading, EventT]] = []
-        for event in events:
-            with event_scope(event):
+        bad: list[tuple[EventT, Exception]] = []
+        with tracing.batch_span(STAGE, "validate_reading", events, **{"batch.size": len(events)}):
+            for event in events:
                 try:
-                    # The exception is not recorded here: its message may quote the input;
-                    # send_dead_letter marks the event failed with a scrubbed copy.
-                    with tracing.stage_tracer(STAGE).start_as_current_span(
-                        "validate_reading", record_exception=False, set_status_on_exception=False,
-                    ) as span:
-                        try:
-                            reading = parse_reading(
-                                event.value,
-                                max_bytes=settings.max_message_bytes,
-                                max_samples=settings.max_waveform_samples,
-                            )
-                        except InvalidReading as exc:
-                            safe = span_safe(exc)
-                            span.set_attribute("error.type", type(exc).__qualname__)
-                            span.set_status(Status(StatusCode.ERROR, str(safe)))
-                            raise
-                        span.set_attributes(tracing.span_attributes(asset_id=reading.asset_id, sensor_id=reading.sensor_id))
+                    reading = parse_reading(
+                        event.value, max_bytes=settings.max_message_bytes, max_samples=settings.max_waveform_samples,
+                    )
                 except Exception as exc:  # noqa: BLE001 - InvalidReading, or anything else this input provokes
-                    await send_dead_letter(event, STAGE, exc)
+                    bad.append((event, exc))
                     continue
+                tracing.annotate(event, asset_id=reading.asset_id, sensor_id=reading.sensor_id)
                 valid.append((reading, event))
                 if reading.unknown_count:
                     report_unknown_fields(reading)
+        for event, exc in bad:  # the event's span gets ERROR with a scrubbed copy (the message may quote the input)
+            with event_scope(event):
+                await send_dead_letter(event, STAGE, exc)
         # Unkeyed producers spread a sensor's readings over partitions and Kafka keeps
         # no order across partitions: within a batch, pass them on in time order.
         valid.sort(key=lambda pair: pair[0].ts)

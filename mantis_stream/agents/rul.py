@@ -17,8 +17,8 @@ from ..errors import send_item_dead_letter
 from ..models import records
 from ..models.rul import RulModel, RulTracker
 from ..runtime import check_at_worker_start
-from ._batch import Outbox, close_items, item_scope, open_items
-from ._events import asset_key, dead_letter_all, group_items
+from ._batch import Item, Outbox, close_items, item_scope, open_items
+from ._events import asset_key, group_items
 from ._replay import batches
 from ._state import TableBackedCache, bytes_table
 
@@ -86,36 +86,44 @@ async def rul(stream):  # type: ignore[no-untyped-def]
         out = Outbox(assessments_topic, STAGE)
         by_key = await group_items(STAGE, items, lambda item: tracker_key(item.value))
         touched: list[tuple[str, Any]] = []
-        for key, key_items in by_key.items():
-            try:
-                tracker = trackers.get(key)
-            except Exception as exc:  # noqa: BLE001 - a tracker state that cannot be loaded: its records cannot be used
-                await dead_letter_all(STAGE, key_items, exc)
-                continue
-            touched.append((key, key_items[-1].event))
-            for item in key_items:
-                message = item.value
-                with item_scope(item):
+        estimated: list[tuple[Item, Any]] = []
+        failed: list[tuple[Item, Exception]] = []
+        with tracing.batch_span(STAGE, "predict_rul", [item.trace for item in items], **{"batch.size": len(items)}):
+            for key, key_items in by_key.items():
+                try:
+                    tracker = trackers.get(key)
+                except Exception as exc:  # noqa: BLE001 - a tracker state that cannot be loaded: its records cannot be used
+                    failed.extend((item, exc) for item in key_items)
+                    continue
+                touched.append((key, key_items[-1].event))
+                for item in key_items:
                     try:
-                        with tracing.stage_tracer(STAGE).start_as_current_span(
-                            "predict_rul",
-                            attributes=tracing.span_attributes(asset_id=message["asset_id"], sensor_id=message["sensor_id"]),
-                        ) as span:
-                            estimate = tracker.update(time_of(message), message["features"])
-                            span.set_attributes({"model.name": used.name, "model.version": used.version})
-                            if estimate is not None:
-                                span.set_attributes({"prediction.result": estimate.rul, "rul.unit": estimate.unit})
-                        if estimate is None:  # too little history yet: the features are the output
-                            continue
-                        result_message = records.rul_message(
-                            message, estimate.rul, estimate.unit, estimate.lower, estimate.upper, estimate.health_index,
-                            {"name": used.name, "version": used.version},
-                        )
-                        await rul_topic.send(key=asset_key(message["asset_id"]), value=result_message)
-                    except Exception as exc:  # noqa: BLE001 - a bad record (or a refused send) must not stop the stage
-                        await send_item_dead_letter(item, STAGE, exc)
-                        continue
-                    out.add(item.partition, result_message, item)
+                        estimated.append((item, tracker.update(time_of(item.value), item.value["features"])))
+                    except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
+                        failed.append((item, exc))
+        for item, exc in failed:
+            with item_scope(item):
+                await send_item_dead_letter(item, STAGE, exc)
+        for item, estimate in estimated:
+            message = item.value
+            tracing.annotate(
+                item.trace, asset_id=message["asset_id"], sensor_id=message["sensor_id"],
+                **{"model.name": used.name, "model.version": used.version},
+                **({"prediction.result": estimate.rul, "rul.unit": estimate.unit} if estimate is not None else {}),
+            )
+            if estimate is None:  # too little history yet: the features are the output
+                continue
+            with item_scope(item):
+                try:
+                    result_message = records.rul_message(
+                        message, estimate.rul, estimate.unit, estimate.lower, estimate.upper, estimate.health_index,
+                        {"name": used.name, "version": used.version},
+                    )
+                    await rul_topic.send(key=asset_key(message["asset_id"]), value=result_message)
+                except Exception as exc:  # noqa: BLE001 - a record whose output cannot be made or sent
+                    await send_item_dead_letter(item, STAGE, exc)
+                    continue
+                out.add(item.partition, result_message, item)
         await out.flush()
         close_items(items)
         trackers.save(touched)

@@ -81,6 +81,13 @@ async def to_records(events: Sequence[Any], sink_name: str) -> list[Record]:
 
 async def store(sink: Any, events: Sequence[Any], sink_name: str, span_name: str) -> None:
     records = await to_records(events, sink_name)
+    if isinstance(sink, PostgresSink):  # a work order's write goes in the work order's trace
+        for event in events:
+            if event.message.topic == names.WORK_ORDERS and isinstance(event.value, dict):
+                ctx = tracing.context_of(event)
+                order_id = event.value.get("work_order_id")
+                if ctx is not None and isinstance(order_id, str):
+                    sink.contexts[order_id] = ctx
     with tracing.batch_span(STAGE, span_name, events):
         await sink.write(records)
 

@@ -48,7 +48,7 @@ from faust.cli import argument, option
 
 from ..app import app
 from ..demo import DEMO_DIR
-from ..tracing.filelog import SpanRecord, read_spans
+from ..tracing.filelog import SpanRecord, read_recent, read_spans
 from ._oneline import one_line_errors
 
 DEFAULT_FILE = f"{DEMO_DIR}/mantis-traces.jsonl"  # where the demo writes its spans
@@ -269,8 +269,14 @@ async def trace(self: object, action: str, trace_id: str | None, path: str | Non
     path = path or default_trace_file()
     if color is None:
         color = sys.stdout.isatty()
+    if action == "show" and not trace_id:
+        _fail("show needs a TRACE_ID (see: mantis-stream trace list)")
+    wanted = (trace_id or "").strip().lower()
     try:
-        result = read_spans(path)
+        if action == "list":
+            result = read_recent(path, max(1, limit))
+        else:  # only the lines holding the id are parsed
+            result = read_spans(path, contains=wanted)
     except FileNotFoundError:
         _fail(f"no trace file at {path} (run the demo, or a worker with MANTIS_TRACE_FILE set; or pass --file)")
     except OSError as exc:
@@ -285,9 +291,6 @@ async def trace(self: object, action: str, trace_id: str | None, path: str | Non
             _fail(f"no spans in {path}")
         click.echo(render_list(summaries[: max(1, limit)], color=color), color=color)
         return
-    if not trace_id:
-        _fail("show needs a TRACE_ID (see: mantis-stream trace list)")
-    wanted = trace_id.strip().lower()
     ids = {s.trace_id for s in result.spans}
     matches = ([i for i in ids if i == wanted] or [i for i in ids if i.startswith(wanted)]
                or [i for i in ids if wanted in i])

@@ -37,6 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.semconv.attributes import db_attributes as DB
 
 from .buffer import Backoff, BufferedSink, RejectFn
@@ -47,6 +48,8 @@ from .spans import db_attributes, db_span
 log = logging.getLogger(__name__)
 
 DB_SYSTEM = DB.DbSystemNameValues.POSTGRESQL.value
+#: Most work-order trace contexts kept for writes not done yet.
+MAX_CONTEXTS = 10_000
 
 # SQLSTATE classes that mean "this row is wrong", not "the database is away".
 _DATA_CLASSES = ("22", "23")
@@ -108,6 +111,9 @@ RETURNING (xmax = 0) AS inserted
 """
 
 # Escalation: the open order's priority rises (never falls), with the new evidence and why.
+#: The database span of a work-order message, by its action: (span name, operation).
+ORDER_SPANS = {"open": ("insert_work_order", "INSERT"), "escalate": ("update_work_order", "UPDATE"),
+               "resolve": ("update_work_order", "UPDATE")}
 _ESCALATE_SQL = f"""
 UPDATE work_orders SET
     priority = $2::text, why = $3::text, evidence = evidence || $4::jsonb,
@@ -187,6 +193,9 @@ class PostgresSink(BufferedSink[Record]):
         #: Rows actually inserted per table (replays do not count; merged work
         #: orders count under ``work_orders_merged``).
         self.inserted: Counter[str] = Counter()
+        #: Trace context of each work order waiting to be written (by id): its ``insert_work_order``
+        #: span joins the work order's trace.  Set by the caller of :meth:`write`; bounded.
+        self.contexts: dict[str, Context] = {}
         super().__init__(
             "PostgreSQL", dsn, f"{self.address}:{self.port}/{self.database}",
             log=log, is_transient=is_transient,
@@ -231,6 +240,8 @@ class PostgresSink(BufferedSink[Record]):
             for r in records
             if isinstance(r, (RulEstimate, WorkOrder)) or (isinstance(r, AnomalyEvent) and r.is_anomaly)
         ]
+        while len(self.contexts) > MAX_CONTEXTS:  # rows dropped as rejected leave theirs behind
+            del self.contexts[next(iter(self.contexts))]
         if rows:
             await self._buffer.put(rows)
 
@@ -264,34 +275,37 @@ class PostgresSink(BufferedSink[Record]):
                             _RUL_SQL, *[_column(ruls, i) for i in range(len(RulEstimate._fields))]
                         )
                     counts["rul_history"] += _affected(status)
-                if orders:
-                    with self._span("insert_work_order", "INSERT", "work_orders", len(orders)):
-                        for order in orders:
-                            if order.action == "escalate":
-                                status = await conn.execute(
-                                    _ESCALATE_SQL, order.work_order_id, order.priority, order.why, order.evidence,
-                                    order.rul, order.defect_band, order.trace_id)
-                                counts["work_orders_escalated"] += _affected(status)
-                                continue
-                            if order.action == "resolve":
-                                status = await conn.execute(
-                                    _RESOLVE_SQL, order.work_order_id, order.created_at, order.why, order.trace_id)
-                                counts["work_orders_resolved"] += _affected(status)
-                                continue
-                            # True: a new row; False: merged into the open one; None: a replay.
-                            outcome = await conn.fetchval(
-                                _WORK_ORDER_SQL, order.work_order_id, order.asset_id, order.priority, order.reason,
-                                order.created_at, order.rul, order.evidence, order.trace_id, order.why,
-                                order.defect_band)
-                            if outcome is not None:
-                                counts["work_orders" if outcome else "work_orders_merged"] += 1
+                for order in orders:
+                    # In the work order's own trace (its message's context), when the agent gave it.
+                    name, operation = ORDER_SPANS[order.action]
+                    with self._span(name, operation, "work_orders", 1, context=self.contexts.get(order.work_order_id)):
+                        if order.action == "escalate":
+                            status = await conn.execute(
+                                _ESCALATE_SQL, order.work_order_id, order.priority, order.why, order.evidence,
+                                order.rul, order.defect_band, order.trace_id)
+                            counts["work_orders_escalated"] += _affected(status)
+                            continue
+                        if order.action == "resolve":
+                            status = await conn.execute(
+                                _RESOLVE_SQL, order.work_order_id, order.created_at, order.why, order.trace_id)
+                            counts["work_orders_resolved"] += _affected(status)
+                            continue
+                        # True: a new row; False: merged into the open one; None: a replay.
+                        outcome = await conn.fetchval(
+                            _WORK_ORDER_SQL, order.work_order_id, order.asset_id, order.priority, order.reason,
+                            order.created_at, order.rul, order.evidence, order.trace_id, order.why,
+                            order.defect_band)
+                    if outcome is not None:
+                        counts["work_orders" if outcome else "work_orders_merged"] += 1
+        for order in orders:
+            self.contexts.pop(order.work_order_id, None)
         self.inserted.update(counts)
 
-    def _span(self, name: str, operation: str, table: str, size: int) -> Any:
+    def _span(self, name: str, operation: str, table: str, size: int, context: Context | None = None) -> Any:
         return db_span(self._tracer, name, db_attributes(
             DB_SYSTEM, operation, collection=table, namespace=self.database,
             address=self.address, port=self.port, batch_size=size,
-        ))
+        ), context)
 
     # -- reading (the work-orders command) -------------------------------------
 

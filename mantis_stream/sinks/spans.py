@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.semconv.attributes import db_attributes as DB
 from opentelemetry.semconv.attributes import error_attributes as ERR
 from opentelemetry.semconv.attributes import server_attributes as SERVER
@@ -35,8 +36,11 @@ def db_attributes(
 
 
 @contextmanager
-def db_span(tracer: trace.Tracer, name: str, attributes: dict[str, Any]) -> Iterator[trace.Span]:
-    with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
+def db_span(
+    tracer: trace.Tracer, name: str, attributes: dict[str, Any], context: Context | None = None,
+) -> Iterator[trace.Span]:
+    """A CLIENT span under ``context`` (default: the current one)."""
+    with tracer.start_as_current_span(name, context=context, kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
         try:
             yield span
         except BaseException as exc:

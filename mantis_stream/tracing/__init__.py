@@ -34,7 +34,9 @@ Notes
 * Libraries and agents use the OpenTelemetry API and these helpers only;
   :mod:`.setup` is the one place that builds the SDK (lazily, from settings and
   the ``OTEL_*`` environment, at worker start or first use).
-* Sampling follows the Jaeger strategies file (:mod:`.sampling`).
+* Sampling is parent-based with the Jaeger strategies file deciding at roots
+  (:mod:`.sampling`); anomalies, work orders and errors are recorded in
+  unsampled traces too (:func:`keep`, :func:`fail_event`).
 * Between our own stages records travel many to a Kafka message
   (``agents._batch``); the sensor skips those messages and :mod:`.items` gives
   each record the ``process`` span a message of its own would get (a batch is
@@ -58,12 +60,12 @@ from .logs import LOG_FORMAT, install_log_correlation
 from .sampling import StrategiesFileError, StrategySampler, load_strategies
 from .sensor import TracingSensor
 from .setup import TracingRuntime, configure, current_runtime, shutdown, stage_tracer
-from .spans import batch_span, fail_event, http_server_span, mark_failed, set_http_status
+from .spans import annotate, batch_span, fail_event, http_server_span, keep, mark_failed, set_http_status
 
 __all__ = [
     "LOG_FORMAT", "StrategiesFileError", "StrategySampler", "TracingRuntime", "TracingSensor",
-    "batch_span", "carried", "configure", "context_of", "current_runtime", "fail_event", "http_server_span",
-    "install", "load_strategies", "mark_failed", "open_item", "outgoing_carrier", "set_denylist", "set_http_status",
+    "annotate", "batch_span", "carried", "configure", "context_of", "current_runtime", "fail_event", "http_server_span",
+    "install", "keep", "load_strategies", "mark_failed", "open_item", "outgoing_carrier", "set_denylist", "set_http_status",
     "shutdown", "span_attributes", "stage_tracer", "use_event", "use_item",
 ]
 

@@ -19,6 +19,11 @@ Notes
   ``x-b3-*``, ``uber-trace-id``): ``event.forward()`` copies the incoming
   headers, and a stale ``traceparent`` left beside the new one would make the
   next stage join the wrong span.
+* A B3 context without a sampling state (``X-B3-Sampled``/``X-B3-Flags``
+  absent, or a single ``b3`` header of two fields) means "defer" (the B3
+  spec): :func:`extract` marks it (:func:`is_deferred`) and the stage's
+  sampler decides as a root, in the same trace id.  OpenTelemetry's B3
+  propagator reads it as unsampled (multi-header) or sampled (single header).
 * The propagators are the global ones (``opentelemetry.propagate``), which the
   SDK builds from ``OTEL_PROPAGATORS``; :func:`mantis_stream.tracing.configure`
   re-reads that variable.
@@ -29,11 +34,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
-from opentelemetry import propagate
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, Setter
+from opentelemetry.trace import SpanContext
 
-__all__ = ["KafkaHeadersGetter", "KafkaHeadersSetter", "HTTPHeadersGetter", "extract", "inject_replacing", "write_replacing"]
+__all__ = [
+    "KafkaHeadersGetter", "KafkaHeadersSetter", "HTTPHeadersGetter", "extract", "inject_replacing", "is_deferred",
+    "write_replacing",
+]
+
+#: The remote span context whose sampling decision was deferred (B3 without a sampling state).
+DEFERRED_KEY = otel_context.create_key("mantis-deferred-parent")
 
 
 def _text(value: Any) -> str:
@@ -54,6 +67,10 @@ class KafkaHeadersGetter(Getter[Any]):
     """Get from Kafka headers (list of pairs or dict; bytes or str values). First match wins."""
 
     def get(self, carrier: Any, key: str) -> list[str] | None:
+        if isinstance(carrier, dict):  # a record's own carrier: the propagators' lower-case names
+            value = carrier.get(key)
+            if value is not None:
+                return [_text(value)]
         key = key.lower()
         for k, v in _pairs(carrier):
             if v is not None and _text(k).lower() == key:
@@ -103,9 +120,68 @@ KAFKA_SETTER = KafkaHeadersSetter()
 HTTP_GETTER = HTTPHeadersGetter()
 
 
+def _b3_defers(carrier: Any, getter: Getter[Any]) -> str | None:
+    """The B3 trace id when ``carrier`` holds a B3 context without a sampling state, else None."""
+    single = getter.get(carrier, "b3")
+    if single:
+        fields = single[0].split("-")
+        return fields[0].lower() if len(fields) == 2 else None
+    trace_id = getter.get(carrier, "x-b3-traceid")
+    if not trace_id or getter.get(carrier, "x-b3-sampled") or getter.get(carrier, "x-b3-flags"):
+        return None
+    return trace_id[0].lower()
+
+
+def _with_deferral(ctx: Context, carrier: Any, getter: Getter[Any]) -> Context:
+    if not carrier or not _b3_fields_present(carrier, getter):
+        return ctx
+    b3_trace = _b3_defers(carrier, getter)
+    if b3_trace is None:
+        return ctx
+    sc = trace.get_current_span(ctx).get_span_context()
+    if not sc.is_valid or int(b3_trace[-32:], 16) != sc.trace_id:
+        return ctx  # another propagator's context won
+    unsampled = SpanContext(sc.trace_id, sc.span_id, True, trace.TraceFlags(0), sc.trace_state)
+    ctx = trace.set_span_in_context(trace.NonRecordingSpan(unsampled), ctx)
+    return otel_context.set_value(DEFERRED_KEY, unsampled, ctx)
+
+
+def _b3_fields_present(carrier: Any, getter: Getter[Any]) -> bool:
+    fields = _owned_fields()
+    if "b3" not in fields and "x-b3-traceid" not in fields:
+        return False  # no B3 propagator configured (the default): nothing to look for
+    return bool(getter.get(carrier, "b3") or getter.get(carrier, "x-b3-traceid"))
+
+
+def is_deferred(ctx: Context | None, parent: SpanContext) -> bool:
+    """Whether ``parent`` (the span context current in ``ctx``) came with its sampling decision deferred."""
+    return ctx is not None and ctx.get(DEFERRED_KEY) is parent
+
+
 def extract(headers: Any, context: Context | None = None) -> Context:
     """The context carried by Kafka ``headers`` (any shape Faust uses; ``None`` is fine)."""
-    return propagate.get_global_textmap().extract(headers or (), context, getter=KAFKA_GETTER)
+    ctx = propagate.get_global_textmap().extract(headers or (), context, getter=KAFKA_GETTER)
+    return _with_deferral(ctx, headers, KAFKA_GETTER)
+
+
+def w3c_configured() -> bool:
+    """Whether the configured propagators read ``traceparent`` and no other trace context header."""
+    textmap = propagate.get_global_textmap()
+    cached = _W3C_CACHE.get(id(textmap))
+    if cached is None:
+        fields = {f.lower() for f in textmap.fields}
+        cached = "traceparent" in fields and not fields & {"b3", "x-b3-traceid", "uber-trace-id"}
+        _W3C_CACHE.clear()
+        _W3C_CACHE[id(textmap)] = cached
+    return cached
+
+
+_W3C_CACHE: dict[int, bool] = {}
+
+
+def owned_fields() -> frozenset[str]:
+    """The header names (lower case) the configured propagators read or write."""
+    return _owned_fields()
 
 
 def _owned_fields() -> frozenset[str]:
@@ -158,4 +234,5 @@ def write_replacing(headers: Any, carrier: Mapping[str, str]) -> bool:
 
 def http_extract(headers: Mapping[str, str] | None, context: Context | None = None) -> Context:
     """The context carried by HTTP request ``headers`` (case-insensitive)."""
-    return propagate.get_global_textmap().extract(headers or {}, context, getter=HTTP_GETTER)
+    ctx = propagate.get_global_textmap().extract(headers or {}, context, getter=HTTP_GETTER)
+    return _with_deferral(ctx, headers, HTTP_GETTER)

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -36,16 +37,22 @@ from opentelemetry.context import Context
 
 from . import carriers
 
-__all__ = ["EventTrace", "STAGE_KEY", "EVENT_KEY", "context_of", "use_event", "record_of", "stage_of_context"]
+__all__ = [
+    "EventTrace", "STAGE_KEY", "EVENT_KEY", "CARRIED", "context_of", "use_event", "record_of", "stage_of_context",
+]
 
 STAGE_KEY = otel_context.create_key("mantis-stage")
 EVENT_KEY = otel_context.create_key("mantis-event")
+
+#: With tracing off, the headers of the record being handled (``items.use_item``): the
+#: sensor writes them on the messages it sends.
+CARRIED: ContextVar[Mapping[str, str] | None] = ContextVar("mantis-carried", default=None)
 
 #: Most events with an open process span at once (per process) before the oldest is ended.
 MAX_OPEN_EVENTS = 65_536
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class EventTrace:
     """The tracing state of one event in one stage."""
 
@@ -55,16 +62,20 @@ class EventTrace:
     ctx: Context
     #: The extracted upstream context (the process span's parent).
     parent: Context
-    attributes: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] | None = None
     #: Computes ``attributes`` when the span was not recording (they were skipped).
     lazy_attributes: Any = None
     token: object | None = None
     task: object | None = None
-    extra_tokens: list[object] = field(default_factory=list)
+    #: Contexts attached inside the event's scope (a stand-in made current), detached with it.
+    extra_tokens: tuple[object, ...] = ()
     #: Spans to end with the event besides ``span`` (the unsampled original of an error span).
-    also_end: list[trace.Span] = field(default_factory=list)
+    also_end: tuple[trace.Span, ...] = ()
     #: The trace headers records made in this scope take along (batched hops; see ``items``).
     carrier: Mapping[str, str] | None = None
+    #: A record of a batched message (``items``): what it sends carries its process span's
+    #: context, without a ``send`` span of its own.
+    batched: bool = False
     failed: bool = False
     ended: bool = False
 

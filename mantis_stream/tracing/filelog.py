@@ -27,13 +27,23 @@ Notes
 
 * Export runs on the batch processor's thread: the file write never blocks the
   event loop.  One lock per exporter keeps lines whole.
-* The file only grows; rotate or delete it yourself (the demo appends to it).
+* Bounded: when a write would take the file over ``max_bytes``
+  (``MANTIS_TRACE_FILE_MAX_BYTES``, 64 MiB; 0: no limit) it is rotated like
+  ``logging.handlers.RotatingFileHandler`` does, ``PATH`` -> ``PATH.1`` ... up to
+  ``backups`` (``MANTIS_TRACE_FILE_BACKUPS``, 1) older files, the oldest
+  deleted.  A file already over the cap when the exporter starts (an earlier
+  demo run) is rotated first.  At most ``(backups + 1) * max_bytes`` on disk.
 * The reader skips lines it cannot parse (a line cut by a crash), counting them.
+  :func:`read_recent` reads from the end of the file, for the latest traces
+  (``trace list``); :func:`read_spans` takes a ``contains`` filter that skips
+  the lines without it unparsed (``trace show``).
 """
 
 from __future__ import annotations
 
 import base64
+import heapq
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +53,10 @@ from typing import Any
 import orjson
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-__all__ = ["FileSpanExporter", "SpanRecord", "read_spans", "to_otlp_json"]
+__all__ = ["FileSpanExporter", "SpanRecord", "read_recent", "read_spans", "to_otlp_json"]
+
+DEFAULT_MAX_BYTES = 64 << 20
+DEFAULT_BACKUPS = 1
 
 _ID_KEYS = ("traceId", "spanId", "parentSpanId")
 
@@ -72,12 +85,17 @@ def to_otlp_json(spans: Sequence[Any]) -> dict[str, Any]:
 
 
 class FileSpanExporter(SpanExporter):
-    """Appends spans to ``path``, one OTLP/JSON ``ExportTraceServiceRequest`` per line."""
+    """Appends spans to ``path``, one OTLP/JSON ``ExportTraceServiceRequest`` per line, rotating at ``max_bytes``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, max_bytes: int | None = None, backups: int | None = None) -> None:
         self.path = Path(path)
+        self.max_bytes = int(os.environ.get("MANTIS_TRACE_FILE_MAX_BYTES") or DEFAULT_MAX_BYTES) if max_bytes is None else max_bytes
+        self.backups = int(os.environ.get("MANTIS_TRACE_FILE_BACKUPS") or DEFAULT_BACKUPS) if backups is None else backups
+        if self.max_bytes < 0 or self.backups < 0:
+            raise ValueError("MANTIS_TRACE_FILE_MAX_BYTES and MANTIS_TRACE_FILE_BACKUPS must be >= 0")
         self._lock = threading.Lock()
         self._file: Any = None
+        self._size = 0
         self._closed = False
 
     def _open(self) -> Any:
@@ -85,7 +103,23 @@ class FileSpanExporter(SpanExporter):
             if self.path.parent and not self.path.parent.exists():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the exporter's life
+            self._size = self._file.tell()
         return self._file
+
+    def _rotate(self) -> None:
+        """``PATH.(n-1)`` -> ``PATH.n`` ... ``PATH`` -> ``PATH.1``; without backups the file starts over."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+            return
+        for i in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{i + 1}"))
+        if self.path.exists():
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
 
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
         if self._closed:
@@ -96,8 +130,12 @@ class FileSpanExporter(SpanExporter):
             line = orjson.dumps(to_otlp_json(spans)) + b"\n"
             with self._lock:
                 f = self._open()
+                if self.max_bytes and self._size and self._size + len(line) > self.max_bytes:
+                    self._rotate()
+                    f = self._open()
                 f.write(line)
                 f.flush()
+                self._size += len(line)
         except Exception:  # noqa: BLE001 - counted as dropped by the caller
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
@@ -200,18 +238,80 @@ def _spans_of(request: dict[str, Any]) -> Iterator[SpanRecord]:
                 )
 
 
-def read_spans(path: str | Path) -> ReadResult:
-    """Every span in an OTLP/JSON-lines file (OSError when it cannot be read)."""
+def _parse_into(line: bytes, spans: list[SpanRecord]) -> bool:
+    """Append the spans of one line; False when the line cannot be read."""
+    line = line.strip()
+    if not line:
+        return True
+    try:
+        spans.extend(_spans_of(orjson.loads(line)))
+    except (orjson.JSONDecodeError, ValueError, TypeError, KeyError, AttributeError):
+        return False
+    return True
+
+
+def read_spans(path: str | Path, contains: str | None = None) -> ReadResult:
+    """Every span in an OTLP/JSON-lines file (OSError when it cannot be read).
+
+    ``contains``: only lines holding this text (e.g. part of a trace id) are parsed.
+    """
     spans: list[SpanRecord] = []
     bad = 0
+    needle = contains.encode() if contains else None
     with open(path, "rb") as f:
         for line in f:
-            line = line.strip()
-            if not line:
+            if needle is not None and needle not in line:
                 continue
-            try:
-                request = orjson.loads(line)
-                spans.extend(_spans_of(request))
-            except (orjson.JSONDecodeError, ValueError, TypeError, KeyError, AttributeError):
+            bad += not _parse_into(line, spans)
+    return ReadResult(spans, bad)
+
+
+_CHUNK = 1 << 20
+#: How far before the oldest of the wanted traces' starts :func:`read_recent` keeps reading: spans
+#: reach the file when they end, in batches, so a trace's spans sit in lines written over its duration.
+RECENT_MARGIN_NS = 300 * 10**9
+
+
+def _lines_backwards(f: Any) -> Iterator[bytes]:
+    f.seek(0, os.SEEK_END)
+    pos = f.tell()
+    rest = b""
+    while pos > 0:
+        step = min(_CHUNK, pos)
+        pos -= step
+        f.seek(pos)
+        block = f.read(step) + rest
+        lines = block.split(b"\n")
+        rest = lines[0]
+        yield from reversed(lines[1:])
+    if rest:
+        yield rest
+
+
+def read_recent(path: str | Path, traces: int) -> ReadResult:
+    """The spans of (at least) the ``traces`` most recent traces, read from the end of the file.
+
+    Why: ``trace list`` on a large file need not parse all of it.  Lines are read
+    newest first until ``traces`` trace ids are seen and a whole line's spans
+    ended more than :data:`RECENT_MARGIN_NS` before the oldest of their starts.
+    """
+    spans: list[SpanRecord] = []
+    bad = 0
+    starts: dict[str, int] = {}
+    cutoff: int | None = None
+    with open(path, "rb") as f:
+        for n, line in enumerate(_lines_backwards(f)):
+            found: list[SpanRecord] = []
+            if not _parse_into(line, found):
                 bad += 1
+                continue
+            if not found:
+                continue
+            if len(starts) >= traces and (cutoff is None or n % 256 == 0):
+                cutoff = heapq.nlargest(traces, starts.values())[-1] - RECENT_MARGIN_NS
+            if cutoff is not None and max(s.end for s in found) < cutoff:
+                break
+            for s in found:
+                starts[s.trace_id] = min(starts.get(s.trace_id, s.start), s.start)
+            spans.extend(found)
     return ReadResult(spans, bad)

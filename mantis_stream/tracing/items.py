@@ -11,8 +11,7 @@ shape the sensor gives a message of its own:
 
 * :func:`open_item`: a CONSUMER ``process <topic>`` span per record, under the
   context the record carries (its ``traceparent``), with the messaging
-  attributes of the Kafka message it came in; a stage whose strategy is 100%
-  restarts an unsampled trace with a link, as the sensor does.
+  attributes of the Kafka message it came in.
 * :func:`outgoing_carrier`: the headers a record takes along into the next
   batch: its process span's context, so the next stage's process span is its
   child.  A record inside a batch has no ``send`` span of its own (the batch is
@@ -21,11 +20,15 @@ shape the sensor gives a message of its own:
 Notes
 =====
 
-* Cheap when unsampled: a record whose upstream trace is not sampled (and whose
-  stage does not restart it) gets no SDK span at all, and the headers it came
-  with go on unchanged.  With tracing off (``OTEL_SDK_DISABLED``) a record gets
-  no tracing state at all (:func:`open_item` returns None) and its headers still
-  go on, to the next batch and to the public messages made from it.
+* Near-free when unsampled: a record whose ``traceparent`` flags say "not
+  sampled" skips the propagators (:func:`decided_unsampled` reads the header
+  text), gets no SDK span, and the headers it came with go on verbatim; its
+  context (the upstream span, non-recording) is still current in its scope, so
+  spans started there follow the decision and an outcome that must be
+  recorded (``spans.keep``, ``spans.mark_failed``) stays in its trace.
+  With tracing off (``OTEL_SDK_DISABLED``) a record gets no tracing state at all
+  (:func:`open_item` returns None) and its headers still go on, to the next
+  batch and to the public messages made from it.
 * The record's :class:`~.context.EventTrace` rides in its context like an
   event's, so a dead letter sent inside it marks it failed (see the sensor).
 """
@@ -34,24 +37,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
 from functools import partial
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 
 from . import carriers, setup
 from .attributes import process_attributes
-from .context import EVENT_KEY, STAGE_KEY, EventTrace
-from .spans import start_with_restart
+from .context import CARRIED, EVENT_KEY, STAGE_KEY, EventTrace
+from .spans import continue_span
 
-__all__ = ["open_item", "outgoing_carrier", "use_item", "carried", "carrier_of"]
+__all__ = ["open_item", "outgoing_carrier", "use_item", "carried", "carrier_of", "decided_unsampled", "unsampled_headers"]
 
-#: The headers of the record being handled when tracing is off (see :func:`use_item`).
-_carried: ContextVar[Mapping[str, str] | None] = ContextVar("mantis-carried", default=None)
+_TRACEPARENT_LENGTH = 55
+_INVALID_TRACE_ID = "0" * 32
 
 
 def carrier_of(ctx: Context | None) -> dict[str, str]:
@@ -66,10 +68,48 @@ def _enabled() -> bool:
     return rt is not None and rt.enabled
 
 
-def _traced(stage: str, name: str, parent: Context) -> bool:
-    """Whether ``name`` under ``parent`` may record: else no SDK span is made at all."""
-    sc = trace.get_current_span(parent).get_span_context()
-    return not sc.is_valid or sc.trace_flags.sampled or setup._runtime.restarts_unsampled(stage, name)  # type: ignore[union-attr]
+def decided_unsampled(carrier: Mapping[str, str] | None) -> Context | None:
+    """The context of ``carrier`` when it is only a W3C context whose flags say "not sampled", else None.
+
+    Why: read from the header text, without the propagators, for the records
+    that will never be exported.  Anything else (no context, B3, Jaeger,
+    baggage, a malformed header) goes through the propagators.
+    """
+    if not carrier:
+        return None
+    tp = carrier.get("traceparent")
+    if tp is None or len(tp) != _TRACEPARENT_LENGTH or tp[:3] != "00-" or tp[35] != "-" or tp[52] != "-":
+        return None
+    if tp[54] not in "02468ace" or (len(carrier) > 1 and any(k not in ("traceparent", "tracestate") for k in carrier)):
+        return None
+    if not carriers.w3c_configured():
+        return None
+    try:
+        trace_id, span_id = int(tp[3:35], 16), int(tp[36:52], 16)
+        flags = TraceFlags(int(tp[53:55], 16))
+    except ValueError:
+        return None
+    if not (trace_id and span_id) or tp != tp.lower():
+        return None
+    state = carrier.get("tracestate")
+    sc = SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags,
+                     trace_state=TraceState.from_header([state]) if state else None)
+    return trace.set_span_in_context(NonRecordingSpan(sc))
+
+
+def unsampled_headers(headers: Any) -> dict[str, str] | None:
+    """The W3C trace headers of a Kafka message when it has no other trace context headers, else None."""
+    if not headers:
+        return None
+    carrier: dict[str, str] = {}
+    owned = carriers.owned_fields()
+    for key, value in headers.items() if isinstance(headers, Mapping) else headers:
+        name = (key.decode("latin-1") if isinstance(key, bytes) else str(key)).lower()
+        if name in ("traceparent", "tracestate"):
+            carrier[name] = value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
+        elif name in owned:
+            return None  # baggage, B3, Jaeger: the propagators read them
+    return carrier if carrier.get("traceparent") else None
 
 
 def open_item(
@@ -87,16 +127,17 @@ def open_item(
     """
     if not _enabled():
         return None
-    parent = carriers.extract(carrier)
     name = "process " + topic
-    if _traced(stage, name, parent):
-        span = start_with_restart(stage, name, parent, kind=SpanKind.CONSUMER)
+    describe = partial(process_attributes, topic, partition, offset, group)
+    parent = decided_unsampled(carrier)
+    if parent is not None:  # the decision is in the flags: no SDK call, the upstream span stands
+        span = trace.get_current_span(parent)
     else:
-        span = trace.get_current_span(parent)  # the upstream context, passed on untouched
+        parent = carriers.extract(carrier)
+        span = continue_span(stage, name, parent, kind=SpanKind.CONSUMER)
     ctx = trace.set_span_in_context(span, parent) if span.get_span_context().is_valid else parent
     ctx = otel_context.set_value(STAGE_KEY, stage, ctx)
-    record = EventTrace(stage=stage, name=name, span=span, ctx=ctx, parent=parent)
-    describe = partial(process_attributes, topic, partition, offset, group)
+    record = EventTrace(stage=stage, name=name, span=span, ctx=ctx, parent=parent, batched=True)
     if span.is_recording():  # built only for spans that record (an error stand-in asks for them later)
         record.attributes = describe()
         span.set_attributes(record.attributes)
@@ -115,25 +156,25 @@ def use_item(record: EventTrace | None, carrier: Mapping[str, str]) -> Iterator[
     :func:`outgoing_carrier` and the sensor's sends.
     """
     if record is None:
-        reset = _carried.set(carrier)
+        reset = CARRIED.set(carrier)
         try:
             yield
         finally:
-            _carried.reset(reset)
+            CARRIED.reset(reset)
         return
     token = otel_context.attach(record.ctx)
     try:
         yield
     finally:
-        for extra in reversed(record.extra_tokens):  # an error stand-in made current inside
+        for extra in reversed(record.extra_tokens):  # a stand-in made current inside
             otel_context.detach(extra)
-        record.extra_tokens.clear()
+        record.extra_tokens = ()
         otel_context.detach(token)
 
 
 def carried() -> Mapping[str, str] | None:
     """With tracing off, the headers of the record being handled (else None)."""
-    return _carried.get()
+    return CARRIED.get()
 
 
 def outgoing_carrier() -> Mapping[str, str]:
@@ -143,13 +184,13 @@ def outgoing_carrier() -> Mapping[str, str]:
     record), or the headers it came with when its trace does not record.
     Elsewhere (an event's scope): the current context.
     """
-    kept = _carried.get()
-    if kept is not None:
-        return kept
     ctx = otel_context.get_current()
     record = ctx.get(EVENT_KEY)
-    if not isinstance(record, EventTrace):
-        return carrier_of(ctx)
-    if record.carrier is None:
-        record.carrier = carrier_of(record.ctx)
-    return record.carrier
+    if isinstance(record, EventTrace):
+        if record.carrier is None:
+            record.carrier = carrier_of(record.ctx)
+        return record.carrier
+    kept = carried()
+    if kept is not None:
+        return kept
+    return carrier_of(ctx)

@@ -10,21 +10,23 @@ sampler, so :class:`StrategySampler` reads the same file (the path in
 ``MANTIS_SAMPLING_STRATEGIES``) and applies it locally, one sampler per stage
 service.
 
-Rules, in order (``should_sample``):
+Rules, in order (``should_sample``): ParentBased, with the strategies file as
+the root sampler, and outcome-based keeping.
 
-1. A span carrying ``error.type`` at start is always sampled: an error inside an
-   unsampled trace is still recorded (``fail_event`` starts such a span, in the
-   same trace id, with a link to the unsampled span it stands for).
-2. With a parent: follow its decision (parent-based).  Except when the parent is
-   unsampled and this operation's effective strategy is probabilistic 1.0: the
-   span is sampled in the same trace (e.g. ``send mantis.work-orders``).  For a
-   *remote* unsampled parent the sensor goes further first: it starts a new
-   trace with a link to the parent (:meth:`StrategySampler.restarts_unsampled`),
-   which then reaches rule 4 as a root.
-3. A root with links (a batch span): sampled when any linked context is.
-4. A root: the operation's probabilistic strategy if the service (or the
+1. A span that starts with ``error.type`` or ``mantis.sampling.reason`` is
+   always sampled: an error, an anomaly at or over its threshold or a work
+   order inside an unsampled trace is still recorded, in the same trace id
+   (:func:`~mantis_stream.tracing.spans.keep` starts such a span).
+2. With a parent: follow its decision (W3C, B3 and Jaeger headers alike), except
+   for a B3 parent without a sampling state ("defer", see
+   :func:`~mantis_stream.tracing.carriers.is_deferred`), decided by rule 3 in the
+   parent's trace id.
+3. A root: the operation's probabilistic strategy if the service (or the
    default strategy) names the operation, else the service's strategy
-   (probabilistic or rate limiting), else the default strategy.
+   (probabilistic or rate limiting), else the default strategy.  A service's
+   strategy therefore applies where that service starts a trace: for readings
+   without context, preprocessing (or ingestion for HTTP) decides for the whole
+   pipeline.
 
 Probabilistic decisions are deterministic on the trace id (the low 64 bits,
 like ``TraceIdRatioBased``): the same trace id gets the same decision in every
@@ -59,6 +61,7 @@ from opentelemetry.trace import Link, SpanKind, get_current_span
 from opentelemetry.util.types import Attributes
 
 from . import semconv
+from .carriers import is_deferred
 
 __all__ = [
     "PROBABILISTIC", "RATELIMITING", "SHIPPED_STRATEGIES", "Strategy", "ServiceStrategy", "Strategies", "StrategiesFileError",
@@ -248,8 +251,6 @@ def trace_id_sampled(trace_id: int, p: float) -> bool:
 _SAMPLE = Decision.RECORD_AND_SAMPLE
 _DROP = Decision.DROP
 _REASON_ERROR = {semconv.SAMPLING_REASON: "error"}
-_REASON_FULL = {semconv.SAMPLING_REASON: "operation-100%"}
-_REASON_LINKED = {semconv.SAMPLING_REASON: "linked-sampled"}
 
 
 def _result(decision: Decision, attributes: Attributes, extra: Mapping[str, Any], trace_state: Any) -> SamplingResult:
@@ -277,11 +278,6 @@ class StrategySampler(Sampler):
     def probability_for(self, operation: str) -> float | None:
         return self.strategy.probability_for(operation)
 
-    def restarts_unsampled(self, operation: str) -> bool:
-        """True when this operation's strategy is 100%: an unsampled remote parent starts a new trace."""
-        p = self.strategy.probability_for(operation)
-        return p is not None and p >= 1.0
-
     def should_sample(
         self,
         parent_context: Context | None,
@@ -296,17 +292,15 @@ class StrategySampler(Sampler):
         # ones passed in), so they are passed through, plus this sampler's own.
         parent = get_current_span(parent_context).get_span_context()
         parent_state = parent.trace_state if parent.is_valid else None
-        if attributes and semconv.ERROR_TYPE in attributes:
-            return _result(_SAMPLE, attributes, _REASON_ERROR, parent_state)
-        if parent.is_valid:
+        if attributes:
+            if semconv.ERROR_TYPE in attributes:
+                return _result(_SAMPLE, attributes, _REASON_ERROR, parent_state)
+            if semconv.SAMPLING_REASON in attributes:
+                return SamplingResult(_SAMPLE, attributes, parent_state)
+        if parent.is_valid and not is_deferred(parent_context, parent):
             if parent.trace_flags.sampled:
                 return SamplingResult(_SAMPLE, attributes, parent_state)
-            p = self.strategy.probability_for(name)
-            if p is not None and p >= 1.0:
-                return _result(_SAMPLE, attributes, _REASON_FULL, parent_state)
             return SamplingResult(_DROP, None, parent_state)
-        if links and any(link.context.is_valid and link.context.trace_flags.sampled for link in links):
-            return _result(_SAMPLE, attributes, _REASON_LINKED, None)
         p = self.strategy.operations.get(name)
         if p is not None:
             sampled = trace_id_sampled(trace_id, p)
@@ -318,8 +312,8 @@ class StrategySampler(Sampler):
             sampled = trace_id_sampled(trace_id, self.strategy.strategy.param)
             tags = self._svc_attrs
         if not sampled:
-            return SamplingResult(_DROP, None, None)
-        return _result(_SAMPLE, attributes, tags, None)
+            return SamplingResult(_DROP, None, parent_state)
+        return _result(_SAMPLE, attributes, tags, parent_state)
 
     def get_description(self) -> str:
         return f"JaegerStrategySampler{{{self.service}, {self.strategy.strategy.describe()}, ops={len(self.strategy.operations)}}}"

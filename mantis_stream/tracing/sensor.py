@@ -11,16 +11,21 @@ the pipeline in Jaeger as its own service:
   spans from :mod:`.items`) extract the context from the Kafka headers and start
   a CONSUMER span ``process <topic>`` (messaging conventions 1.44) under the
   stage's service; make it current for the agent's code.  The parent is the
-  producer's span (a single message may use it, per the conventions).  When the
-  parent is unsampled but the stage samples this operation at 100%, a new trace
-  is started with a link to the parent.
+  producer's span (a single message may use it, per the conventions).
+  Parent-based: a parent whose flags say "not sampled" gets no SDK span (its
+  context goes on unchanged); a message whose only trace header is such a W3C
+  ``traceparent`` skips the propagators (``items.decided_unsampled``) and its
+  headers go on verbatim.
 * ``on_stream_event_out``: end it (ERROR + exception when the event failed, see
   :func:`~mantis_stream.tracing.fail_event`).  Batch agents' events are acked by
   ``take_events`` itself, without the sensor's state: the span is found again by
   event in :mod:`.context`.
 * ``on_send_initiated``: a PRODUCER span ``send <topic>`` under the current
   context, injected into the message's headers, replacing the stale trace
-  headers a ``forward()`` copies.  A send to the dead-letter topic from inside an
+  headers a ``forward()`` copies.  No span in an unsampled context (its
+  context is injected as it is), nor for a record of a batched message sending
+  in its own scope (the message carries the record's process span context: one
+  span per record per stage).  A send to the dead-letter topic from inside an
   event's context marks that event failed.  The span ends on
   ``on_send_completed`` / ``on_send_error``.  A send with no trace context at
   all (a table's changelog, sent from the producer's buffer task; a command-line
@@ -63,8 +68,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import carriers, semconv, setup
 from .attributes import MAX_STRING, process_attributes
 from .context import EVENT_KEY, STAGE_KEY, EventTrace, pop, register
-from .items import carried
-from .spans import _describe, mark_failed, start_with_restart
+from .items import carried, carrier_of, decided_unsampled, unsampled_headers
+from .spans import _describe, continue_span, mark_failed
 
 __all__ = ["TracingSensor"]
 
@@ -153,11 +158,13 @@ class TracingSensor(Sensor):
             stage = self.stage_for(stream)
             message = event.message
             headers = getattr(message, "headers", None) or getattr(event, "headers", None)
-            parent = carriers.extract(headers)
             name = "process " + tp.topic
+            carrier = unsampled_headers(headers)
+            decided = decided_unsampled(carrier)
+            parent = decided if decided is not None else carriers.extract(headers)
             # Attributes are set once the span is known to record: a dropped
             # (unsampled) span or tracing off costs no attribute building.
-            span = start_with_restart(stage, name, parent, kind=SpanKind.CONSUMER)
+            span = continue_span(stage, name, parent, kind=SpanKind.CONSUMER)
             attrs: dict[str, Any] = {}
             if span.is_recording():
                 attrs = self._process_attributes(tp, offset, stream, event)
@@ -165,6 +172,8 @@ class TracingSensor(Sensor):
             ctx = trace.set_span_in_context(span, parent) if span.get_span_context().is_valid else parent
             ctx = otel_context.set_value(STAGE_KEY, stage, ctx)
             record = EventTrace(stage=stage, name=name, span=span, ctx=ctx, parent=parent, attributes=attrs)
+            if decided is not None:
+                record.carrier = carrier  # its trace headers go on as they came
             if not attrs:
                 record.lazy_attributes = partial(self._process_attributes, tp, offset, stream, event)
             record.ctx = otel_context.set_value(EVENT_KEY, record, ctx)
@@ -192,7 +201,7 @@ class TracingSensor(Sensor):
                     otel_context.detach(token)
                 if record.token is not None:
                     otel_context.detach(record.token)
-            record.extra_tokens.clear()
+            record.extra_tokens = ()
             record.token = None
             record.end()
         except Exception as exc:  # pragma: no cover
@@ -211,8 +220,10 @@ class TracingSensor(Sensor):
                 if not trace.get_current_span(ctx).is_recording() and record.span.is_recording():
                     ctx = record.ctx
             stage = ctx.get(STAGE_KEY)
+            current = trace.get_current_span(ctx)
+            sc = current.get_span_context()
             if stage is None:
-                if not trace.get_current_span(ctx).get_span_context().is_valid:
+                if not sc.is_valid:
                     kept = carried()
                     if kept:  # tracing off, inside a batched record: its headers go on
                         carriers.write_replacing(message.headers, kept)
@@ -221,6 +232,17 @@ class TracingSensor(Sensor):
                     # headers.  No span, and the headers are left as they are.
                     return None
                 stage = self.default_stage
+            record = ctx.get(EVENT_KEY)
+            if isinstance(record, EventTrace) and record.span is current and (
+                record.batched or not sc.trace_flags.sampled
+            ) and topic not in self.dead_letter_topics:
+                if record.carrier is None:
+                    record.carrier = carrier_of(record.ctx)
+                carriers.write_replacing(message.headers, record.carrier)
+                return None
+            if not sc.trace_flags.sampled:
+                carriers.inject_replacing(message.headers, ctx)  # parent-based: no span, the context goes on
+                return None
             span = setup.stage_tracer(stage).start_span("send " + topic, context=ctx, kind=SpanKind.PRODUCER)
             if span.is_recording():
                 attrs: dict[str, Any] = {

@@ -321,11 +321,6 @@ class TracingRuntime:
             self._tracers[stage] = tracer
             return tracer
 
-    def restarts_unsampled(self, stage: str, operation: str) -> bool:
-        sampler = self._samplers.get(stage) if stage in self._tracers else self.sampler(stage)
-        fn = getattr(sampler, "restarts_unsampled", None)
-        return bool(fn(operation)) if fn is not None else False
-
     def force_flush(self, timeout_millis: int = 5_000) -> bool:
         if self.processor is None:
             return True

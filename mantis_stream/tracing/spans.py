@@ -1,23 +1,30 @@
-"""Helpers agents call to make spans: batches, failures, HTTP server spans.
+"""Helpers agents call to make spans: batches, outcomes, failures, HTTP server spans.
 
 Why this exists
 ===============
 
 Agents should say *what* they do (``compute_fft`` over 500 frames, this reading
-is a dead letter, this is ``POST /api/v1/ingest``) and not how OpenTelemetry
-links, restarts or samples it.  Those rules live here:
+is a dead letter, this score is an anomaly, this is ``POST /api/v1/ingest``) and
+not how OpenTelemetry parents, samples or keeps it.  Those rules live here:
 
-* :func:`batch_span`: one span for work done over many events, linked to each
-  event's process span (and each process span linked back to it), a new root
-  whose sampling follows the linked traces.
-* :func:`fail_event`: the event's process span gets ERROR and the exception.  In
-  an unsampled trace a sampled ``process <topic>`` span with ``error.type`` is
-  started in the same trace id (child of, and linked to, the unsampled process
-  span), and becomes the event's context: the dead letter sent afterwards
-  carries a sampled ``traceparent`` of the same trace.
+* :func:`continue_span`: a span under an incoming context.  Parent-based: when
+  the parent's flags already say "not sampled" no SDK span is made at all; the
+  parent's own (non-recording) span stands for it, so its ``traceparent`` goes on
+  verbatim.
+* :func:`batch_span`: one span for work done over many records: the child of
+  the first sampled record's process span (so a sampled reading's trace shows
+  the stage's compute span), linked to the other sampled records (and they back
+  to it).  No SDK span when no record of the batch is sampled.
+* :func:`keep` / :func:`mark_failed`: an outcome that must be recorded although
+  the record's trace is not sampled (an anomaly at or over its threshold, a work
+  order, an error): a sampled ``process <topic>`` span is started in the same
+  trace id, child of the unsampled context, and becomes the record's context, so
+  what the record sends afterwards carries a sampled ``traceparent`` of the
+  reading's trace (the sampler keeps spans that start with ``error.type`` or
+  ``mantis.sampling.reason``).
+* :func:`annotate`: attributes on the record's process span, when it records.
 * :func:`http_server_span`: a SERVER span continuing a ``traceparent`` from HTTP
-  headers; a 100%-sampled operation receiving an unsampled parent starts a new
-  trace linked to it, like the Kafka sensor does.
+  headers.
 """
 
 from __future__ import annotations
@@ -33,9 +40,11 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from . import carriers, semconv, setup
 from .attributes import span_attributes
-from .context import STAGE_KEY, EventTrace, context_of, record_of
+from .context import STAGE_KEY, EventTrace, record_of
 
-__all__ = ["batch_span", "fail_event", "http_server_span", "set_http_status", "mark_failed", "start_with_restart"]
+__all__ = [
+    "annotate", "batch_span", "continue_span", "fail_event", "http_server_span", "keep", "mark_failed", "set_http_status",
+]
 
 _MAX_DESCRIPTION = 256
 
@@ -55,36 +64,70 @@ def _error(span: trace.Span, exc: BaseException | None, etype: str, description:
     span.set_status(Status(StatusCode.ERROR, description))
 
 
+def _stand_in(record: EventTrace, attributes: Mapping[str, Any], link_reason: str) -> trace.Span | None:
+    """Start a sampled process span for ``record`` in its (unsampled) trace; it becomes the record's span."""
+    rt = setup.current_runtime()
+    if rt is None or not rt.enabled:
+        return None  # tracing is off: nothing to record
+    was_current = trace.get_current_span() is record.span
+    ctx = record.ctx
+    span = record.span
+    sc = span.get_span_context()
+    if not sc.is_valid:
+        return None
+    attrs = dict(record.attributes or (record.lazy_attributes() if record.lazy_attributes else {}))
+    attrs.update(attributes)
+    stand_in = rt.tracer(record.stage).start_span(
+        record.name,
+        context=ctx,
+        kind=SpanKind.CONSUMER,
+        attributes=attrs,
+        links=[Link(sc, {semconv.LINK_REASON: link_reason})],
+    )
+    record.also_end += (span,)
+    record.span = stand_in
+    record.carrier = None  # what it sends from now on carries the sampled context
+    record.ctx = trace.set_span_in_context(stand_in, ctx)
+    if was_current:
+        record.extra_tokens += (otel_context.attach(record.ctx),)
+    return stand_in
+
+
 def mark_failed(record: EventTrace, exc: BaseException | None, *, reason: str = "sent to the dead-letter topic") -> None:
     """Give ``record``'s process span ERROR status (or a sampled stand-in in an unsampled trace)."""
     if record.failed and exc is None:
         return
     record.failed = True
     etype, description = _describe(exc, reason)
-    span = record.span
-    if span.is_recording():
-        _error(span, exc, etype, description)
+    if record.span.is_recording():
+        _error(record.span, exc, etype, description)
         return
-    sc = span.get_span_context()
-    rt = setup.current_runtime()
-    if not sc.is_valid or rt is None or not rt.enabled:
-        return  # tracing is off: nothing to record
-    attributes = dict(record.attributes or (record.lazy_attributes() if record.lazy_attributes else {}))
-    attributes[semconv.ERROR_TYPE] = etype  # the sampler keeps spans that start with error.type
-    err = rt.tracer(record.stage).start_span(
-        record.name,
-        context=record.ctx,
-        kind=SpanKind.CONSUMER,
-        attributes=attributes,
-        links=[Link(sc, {semconv.LINK_REASON: "error-in-unsampled-trace"})],
-    )
-    _error(err, exc, etype, description)
-    record.also_end.append(span)
-    record.span = err
-    was_current = trace.get_current_span() is span
-    record.ctx = trace.set_span_in_context(err, record.ctx)
-    if was_current:
-        record.extra_tokens.append(otel_context.attach(record.ctx))
+    err = _stand_in(record, {semconv.ERROR_TYPE: etype}, "error-in-unsampled-trace")
+    if err is not None:
+        _error(err, exc, etype, description)
+
+
+def keep(record: EventTrace | None, reason: str, **attributes: Any) -> None:
+    """Record ``record`` although its trace is not sampled (``reason``: ``anomaly``, ``work-order``).
+
+    In a sampled trace only ``attributes`` are added to its process span.
+    """
+    if record is None:
+        return
+    attrs = span_attributes(**attributes)
+    if record.span.is_recording():
+        record.span.set_attributes(attrs)
+        return
+    attrs[semconv.SAMPLING_REASON] = reason
+    _stand_in(record, attrs, "outcome-in-unsampled-trace")
+
+
+def annotate(target: Any, **attributes: Any) -> None:
+    """Put ``attributes`` (through :func:`span_attributes`) on the process span of ``target``
+    (a record's ``EventTrace`` or a Faust event), if it records."""
+    record = target if isinstance(target, EventTrace) or target is None else record_of(target)
+    if record is not None and record.span.is_recording():
+        record.span.set_attributes(span_attributes(**attributes))
 
 
 def fail_event(event: Any, exc: BaseException) -> None:
@@ -98,7 +141,7 @@ def fail_event(event: Any, exc: BaseException) -> None:
         mark_failed(record, exc)
 
 
-def start_with_restart(
+def continue_span(
     stage: str,
     name: str,
     parent: Context,
@@ -106,16 +149,19 @@ def start_with_restart(
     kind: SpanKind,
     attributes: Mapping[str, Any] | None = None,
 ) -> trace.Span:
-    """Start ``name`` under ``parent`` for ``stage``; restart the trace (with a link) when the parent
-    is unsampled and the stage's strategy for ``name`` is 100%."""
+    """Start ``name`` under ``parent`` for ``stage``: parent-based.
+
+    A parent whose flags say "not sampled" (and did not defer the decision) gets
+    no SDK call: its own non-recording span is returned, and its context goes on
+    unchanged.
+    """
+    current = trace.get_current_span(parent)
+    sc = current.get_span_context()
+    if sc.is_valid and not sc.trace_flags.sampled and not carriers.is_deferred(parent, sc):
+        return current
     rt = setup._runtime or setup.current_runtime()
     tracer = rt.tracer(stage) if rt is not None else setup.stage_tracer(stage)
-    links = None
-    psc = trace.get_current_span(parent).get_span_context()
-    if psc.is_valid and not psc.trace_flags.sampled and rt is not None and rt.restarts_unsampled(stage, name):
-        links = [Link(psc, {semconv.LINK_REASON: "unsampled-parent"})]
-        parent = trace.set_span_in_context(trace.INVALID_SPAN, parent)
-    return tracer.start_span(name, context=parent, kind=kind, attributes=attributes, links=links)
+    return tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
 
 
 def _context_for(span: trace.Span, parent: Context, stage: str) -> Context:
@@ -143,40 +189,57 @@ def _current(span: trace.Span, ctx: Context) -> Iterator[None]:
         span.end()
 
 
+#: Most links a batch span carries to the other sampled records of its batch.
+MAX_BATCH_LINKS = 128
+
+
 @contextlib.contextmanager
 def batch_span(stage: str, name: str, events: Sequence[Any], **attributes: Any) -> Iterator[trace.Span]:
-    """One span for work over ``events`` (Faust events or records' ``EventTrace``), linked to each one's process-span context.
+    """One span for work over ``events`` (Faust events or records' ``EventTrace``), current for the block.
 
-    The span is a new root (a batch belongs to no single trace) and current for
-    the block; it is sampled when any linked trace is.  Each event's recording
-    process span gets a link back to it.  An exception escaping the block is
-    recorded (ERROR) and re-raised.
+    Its parent is the first sampled record's process span; it links to the other
+    sampled records (at most :data:`MAX_BATCH_LINKS`) and they back to it.  When
+    no record is sampled no span is made: the first record's (unsampled) context
+    is current, so spans started inside are not sampled either.  An exception
+    escaping the block is recorded (ERROR) and re-raised.
     """
-    links: list[Link] = []
-    records: list[EventTrace] = []
+    first: Context | None = None
+    parent: EventTrace | None = None
+    sampled: list[EventTrace] = []
     for event in events:
         record = event if isinstance(event, EventTrace) else record_of(event)
-        if record is not None:
-            records.append(record)
-            ctx: Context | None = record.ctx
-        else:
-            ctx = context_of(event)
-        if ctx is None:
+        if record is None:
             continue
-        sc = trace.get_current_span(ctx).get_span_context()
-        if sc.is_valid:
-            links.append(Link(sc))
+        if record.span.get_span_context().trace_flags.sampled:
+            if parent is None:
+                parent = record
+            elif len(sampled) < MAX_BATCH_LINKS:
+                sampled.append(record)
+        elif first is None and parent is None:
+            first = trace.set_span_in_context(record.span, Context())
+    if parent is None:
+        if first is None:
+            yield trace.INVALID_SPAN
+            return
+        token = otel_context.attach(otel_context.set_value(STAGE_KEY, stage, first))
+        try:
+            yield trace.get_current_span(first)
+        finally:
+            otel_context.detach(token)
+        return
     attrs = span_attributes(**attributes)
     attrs[semconv.MESSAGING_BATCH_MESSAGE_COUNT] = len(events)
-    root = otel_context.set_value(STAGE_KEY, stage, Context())
-    span = setup.stage_tracer(stage).start_span(name, context=root, links=links, attributes=attrs)
-    sc = span.get_span_context()
-    if span.is_recording():
+    ctx = trace.set_span_in_context(parent.span, Context())  # not the record's scope: no sends of its own
+    span = setup.stage_tracer(stage).start_span(
+        name, context=ctx, attributes=attrs, links=[Link(r.span.get_span_context()) for r in sampled],
+    )
+    if sampled:
         back = {semconv.LINK_REASON: "batch"}
-        for record in records:
+        sc = span.get_span_context()
+        for record in sampled:
             if record.span.is_recording():
                 record.span.add_link(sc, back)
-    with _current(span, _context_for(span, root, stage)):
+    with _current(span, _context_for(span, ctx, stage)):
         yield span
 
 
@@ -191,7 +254,7 @@ def http_server_span(stage: str, method: str, route: str, headers: Mapping[str, 
     method = method.upper()
     parent = carriers.http_extract(headers)
     attrs = {semconv.HTTP_REQUEST_METHOD: method, semconv.HTTP_ROUTE: route, semconv.URL_PATH: route}
-    span = start_with_restart(stage, f"{method} {route}", parent, kind=SpanKind.SERVER, attributes=attrs)
+    span = continue_span(stage, f"{method} {route}", parent, kind=SpanKind.SERVER, attributes=attrs)
     with _current(span, _context_for(span, parent, stage)):
         yield span
 
