@@ -14,7 +14,6 @@ import os
 
 import faust
 import numpy as np
-import orjson
 from faust.contrib.opentelemetry import setup_opentelemetry
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pytest
 
 import mantis_stream  # noqa: F401  (registers the agents)
 from mantis_stream import topics as names

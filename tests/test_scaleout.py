@@ -18,7 +18,6 @@ from collections import Counter, defaultdict
 
 import numpy as np
 import orjson
-import pytest
 from aiokafka import AIOKafkaProducer
 
 from conftest import collect

@@ -14,7 +14,6 @@ import csv
 import os
 from pathlib import Path
 
-import click
 from faust.cli import argument, option
 
 from ..app import app, settings
@@ -38,7 +37,7 @@ async def evaluate_nab(self: object, root: str | None, workers: int, results: st
                            "mantis-stream evaluate-nab ~/data/NAB")
     if not (Path(root) / LABELS).is_file():
         raise CommandError(f"{root}: not a NAB folder (no {LABELS}); give the one holding data/ and labels/")
-    files, scores = run_detector(root, workers=workers, **NAB_DETECT_DEFAULTS)
+    files, scores = run_detector(root, workers=workers, window=settings.scalar_window)
     cs = score_corpus(files, scores)
     print(format_table(cs))
     print()
