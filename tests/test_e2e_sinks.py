@@ -99,12 +99,12 @@ def influx_count(server: Any, url: str, measurement: str, field: str, asset_pref
     return series[0]["values"][0][1] if series else 0
 
 
-def sink_messages(prefix: str, n: int = 20) -> dict[str, list[tuple[bytes, list[tuple[str, bytes]]]]]:
-    """Messages for the sink topics, each with its own traceparent header."""
+def sink_messages(prefix: str, n: int = 20, salt: int = 0) -> dict[str, list[tuple[bytes, list[tuple[str, bytes]]]]]:
+    """Messages for the sink topics, each with its own traceparent header (``traceparent(salt + ...)``)."""
     out: dict[str, list] = {names.ANOMALIES: [], names.RUL: [], names.FEATURES: [], names.WORK_ORDERS: []}
     for i in range(n):
         ts = iso(T0 + timedelta(seconds=i))
-        _, header = traceparent(1000 + i)
+        _, header = traceparent(salt + 1000 + i)
         headers = [("traceparent", header.encode())]
         asset = f"{prefix}-PUMP"
         out[names.ANOMALIES].append((orjson.dumps({
@@ -120,7 +120,7 @@ def sink_messages(prefix: str, n: int = 20) -> dict[str, list[tuple[bytes, list[
             "asset_id": asset, "sensor_id": "VIB-1", "ts": ts, "features": {"rms": 0.1 * i, "kurtosis": 3.0},
         }), headers))
     for j in range(3):
-        trace_id, header = traceparent(2000 + j)
+        trace_id, header = traceparent(salt + 2000 + j)
         out[names.WORK_ORDERS].append((orjson.dumps({
             "work_order_id": f"{prefix}-wo-{j}", "asset_id": f"{prefix}-FAN-{j}", "priority": "high",
             "reason": "rul_below_threshold", "created_at": iso(T0), "rul": 12.0,
@@ -315,9 +315,10 @@ async def test_storage_spans_in_the_storage_service(broker, start_worker, postgr
             "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
             "OTEL_EXPORTER_OTLP_ENDPOINT": rx.grpc_endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
         })
-        messages = sink_messages(prefix, n=3)
-        await produce_all(broker.bootstrap, messages)
-        order_trace = traceparent(2001)[0]  # the second work order's header
+        # Trace ids of their own: the topics hold earlier tests' messages, which a new group reads too.
+        salt = uuid.uuid4().int % 10**9 * 10**4
+        await produce_all(broker.bootstrap, sink_messages(prefix, n=3, salt=salt))
+        order_trace = traceparent(salt + 2001)[0]  # the second work order's header
 
         def ready(spans: list) -> bool:
             names_seen = {s.name for s in spans if s.service == "mantis-storage"}
@@ -387,7 +388,8 @@ async def test_an_unsampled_readings_work_order_trace_holds_its_assessment_order
 
         def complete(spans: list) -> bool:
             names_seen = {(s.service, s.name) for s in spans if s.trace_id == order_trace}
-            return {("mantis-orchestrator", "create_work_order"), ("mantis-storage", "insert_work_order")} <= names_seen
+            return {("mantis-orchestrator", "create_work_order"), ("mantis-storage", "insert_work_order"),
+                    ("mantis-storage", f"process {names.WORK_ORDERS}")} <= names_seen
 
         spans = await asyncio.to_thread(rx.wait_for, complete, 60)
         worker.stop()
