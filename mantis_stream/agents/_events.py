@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from faust.streams import _current_event
-from faust.types import EventT
+from faust.types import EventT, StreamT
 
 from .. import tracing
-from ..errors import send_item_dead_letter
+from ..errors import send_dead_letter, send_item_dead_letter
+from ..models.records import maintenance_asset
+from ..models.reading import InvalidReading
 
 
 @contextmanager
@@ -54,3 +56,20 @@ async def dead_letter_all(stage: str, items: Sequence[Any], exc: BaseException) 
     for item in items:
         with tracing.use_item(item.trace, item.carrier):
             await send_item_dead_letter(item, stage, exc)
+
+
+async def maintenance_events(stream: StreamT, stage: str) -> AsyncIterator[tuple[EventT, str]]:
+    """Each valid ``mantis.maintenance`` event and its asset, yielded inside the event's scope.
+
+    An event that names no valid asset or action becomes a dead letter. The
+    caller's work between two yields runs in the event's scope (its trace, its
+    changelog partition), like a batch agent's work under ``event_scope``.
+    """
+    async for event in stream.events():
+        with event_scope(event):
+            try:
+                asset_id = maintenance_asset(event.value)
+            except InvalidReading as exc:
+                await send_dead_letter(event, stage, exc)
+                continue
+            yield event, asset_id

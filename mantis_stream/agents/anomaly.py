@@ -15,12 +15,11 @@ from typing import Any
 
 from .. import tracing
 from ..app import anomalies_topic, app, assessments_topic, feature_batches_topic, maintenance_topic
-from ..errors import send_dead_letter, send_item_dead_letter
+from ..errors import send_item_dead_letter
 from ..models import records
 from ..models.anomaly import ConditionMonitor, MonitorResult
-from ..models.reading import InvalidReading
 from ._batch import Item, Outbox, close_items, item_scope, open_items
-from ._events import asset_key, event_scope, group_items
+from ._events import asset_key, group_items, maintenance_events
 from ._replay import batches
 from ._state import TableBackedCache, bytes_table
 
@@ -105,17 +104,11 @@ def monitor_keys(asset_id: str) -> list[str]:
 @app.agent(maintenance_topic, name="maintenance-anomaly")
 async def maintenance(stream):  # type: ignore[no-untyped-def]
     """Recommission every monitor of a serviced asset: its healthy reference is the new machine's."""
-    async for event in stream.events():
-        with event_scope(event):
-            try:
-                asset_id = records.maintenance_asset(event.value)
-            except InvalidReading as exc:
-                await send_dead_letter(event, STAGE, exc)
-                continue
-            keys = monitor_keys(asset_id)
-            with tracing.stage_tracer(STAGE).start_as_current_span(
-                "reset_reference", attributes=tracing.span_attributes(asset_id=asset_id, **{"monitors.count": len(keys)}),
-            ):
-                for key in keys:
-                    detectors.get(key).reset()
-                detectors.save((key, event) for key in keys)
+    async for event, asset_id in maintenance_events(stream, STAGE):
+        keys = monitor_keys(asset_id)
+        with tracing.stage_tracer(STAGE).start_as_current_span(
+            "reset_reference", attributes=tracing.span_attributes(asset_id=asset_id, **{"monitors.count": len(keys)}),
+        ):
+            for key in keys:
+                detectors.get(key).reset()
+            detectors.save((key, event) for key in keys)

@@ -17,12 +17,12 @@ from opentelemetry import trace
 
 from .. import tracing
 from ..app import app, assessments_topic, maintenance_topic, settings, work_orders_topic
-from ..errors import send_dead_letter, send_item_dead_letter
+from ..errors import send_item_dead_letter
 from ..models import records
 from ..models.maintenance import MAX_FEATURES, AssetMaintenance, Decision
-from ..models.reading import InvalidReading, format_timestamp
+from ..models.reading import format_timestamp
 from ._batch import close_items, item_scope, open_items
-from ._events import asset_key, dead_letter_all, event_scope, group_items
+from ._events import asset_key, dead_letter_all, group_items, maintenance_events
 from ._replay import batches
 from ._state import TableBackedCache, bytes_table
 
@@ -106,13 +106,7 @@ async def orchestrator(stream):  # type: ignore[no-untyped-def]
 @app.agent(maintenance_topic, name="maintenance-orders")
 async def maintenance(stream):  # type: ignore[no-untyped-def]
     """A serviced asset: resolve its open work orders, start its rules afresh."""
-    async for event in stream.events():
-        with event_scope(event):
-            try:
-                asset_id = records.maintenance_asset(event.value)
-            except InvalidReading as exc:
-                await send_dead_letter(event, STAGE, exc)
-                continue
-            for decision in states.get(asset_id).on_maintenance(event.value):
-                await publish(asset_id, decision)
-            states.save([(asset_id, event)])
+    async for event, asset_id in maintenance_events(stream, STAGE):
+        for decision in states.get(asset_id).on_maintenance(event.value):
+            await publish(asset_id, decision)
+        states.save([(asset_id, event)])
