@@ -239,4 +239,6 @@ def test_compose_has_prometheus_scraping_the_worker_and_grafana():
     assert f"{ROOT}/config/grafana-dashboard.json:/var/lib/grafana/dashboards/mantis/mantis-stream.json:ro" in resolved
     assert f"{ROOT}/config/grafana-provisioning/datasources:/etc/grafana/provisioning/datasources:ro" in resolved
     prometheus_yml = (ROOT / "config" / "prometheus.yml").read_text()
-    assert "metrics_path: /metrics" in prometheus_yml and 'targets: ["worker:6066"]' in prometheus_yml
+    # every replica of the worker service (``--scale worker=N``), found by DNS, on the worker's web port
+    assert "metrics_path: /metrics" in prometheus_yml and 'names: ["worker"]' in prometheus_yml
+    assert "port: 6066" in prometheus_yml
