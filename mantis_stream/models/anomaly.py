@@ -487,7 +487,8 @@ class HealthyReference:
         """Forget everything: the next ``warmup`` points commission the reference again."""
         self.n_seen = 0
         self._commissioning: dict[str, list[float]] = {}
-        self.baseline: dict[str, tuple[float, float, bool]] = {}  # feature -> (median, noise, relative)
+        # feature -> (median, noise, relative alert margin: 0 when judged in noise units only)
+        self.baseline: dict[str, tuple[float, float, float]] = {}
         self.reference: dict[str, float] = {}
 
     @property
@@ -501,11 +502,9 @@ class HealthyReference:
             v = x.get(name)
             if v is None or not math.isfinite(v):
                 continue
-            base, noise, relative = self.baseline[name]
-            kind = feature_kind(name.rpartition(":")[2])
+            _, noise, margin = self.baseline[name]
             sev = (v - ref) / noise / self.z_alert
-            if relative:
-                margin = self.alert_factor ** 2 - 1.0 if kind == "power" else self.alert_factor - 1.0
+            if margin:
                 sev = min(sev, (v / ref - 1.0) / margin)
             out.append(Departure(name, float(v), ref, v / ref if ref else math.inf, max(0.0, sev)))
         out.sort(key=lambda d: d.severity, reverse=True)
@@ -531,13 +530,8 @@ class HealthyReference:
             v = x.get(name)
             if v is None or not math.isfinite(v):
                 continue
-            base, noise, relative = self.baseline[name]
-            kind = feature_kind(name.rpartition(":")[2])
-            if relative:
-                margin = self.alert_factor ** 2 - 1.0 if kind == "power" else self.alert_factor - 1.0
-                half = abs(base) * margin * self.max_drift
-            else:
-                half = noise * self.z_alert * self.max_drift
+            base, noise, margin = self.baseline[name]
+            half = (abs(base) * margin if margin else noise * self.z_alert) * self.max_drift
             self.reference[name] = min(max(ref + (v - ref) / self.tau, base - half), base + half)
 
     def _commission(self) -> None:
@@ -548,8 +542,11 @@ class HealthyReference:
             med = float(np.median(settled))
             noise = 1.4826 * float(np.median(np.abs(settled - med)))
             noise = max(noise, 1e-6 * abs(med), 1e-12)
-            relative = bool(settled.min() > 0.0) and feature_kind(name.rpartition(":")[2]) != "upward"
-            self.baseline[name] = (med, noise, relative)
+            kind = feature_kind(name.rpartition(":")[2])
+            margin = 0.0  # judged in noise units only
+            if settled.min() > 0.0 and kind != "upward":  # also as a factor on the reference
+                margin = self.alert_factor ** 2 - 1.0 if kind == "power" else self.alert_factor - 1.0
+            self.baseline[name] = (med, noise, margin)
             self.reference[name] = med
         self._commissioning = {}
 
