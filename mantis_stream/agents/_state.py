@@ -15,8 +15,8 @@ empties the cache so a partition that comes back is reloaded from its changelog.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 from faust.types import EventT, TableT
 
@@ -24,6 +24,7 @@ from ..app import app, settings
 from ._events import event_scope
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def bytes_table(name: str) -> TableT:
@@ -71,6 +72,32 @@ class TableBackedCache(Generic[T]):
             obj = self._load(key, raw) if raw else self._new(key)
             self._live[key] = obj
         return obj
+
+    def apply(self, by_key: Mapping[str, Sequence[Any]], step: Callable[[T, Any], R],
+              ) -> tuple[list[tuple[Any, T, R]], list[tuple[Any, Exception]], list[tuple[str, EventT]]]:
+        """Each record (``_batch.Item``) through its key's object, in order.
+
+        Returns (record, object, result) for the records done, (record, error) for
+        the failed ones (a state that cannot be loaded fails all its records; a
+        step that raises fails one), and (key, last event) of every key used,
+        ready for :meth:`save`.
+        """
+        done: list[tuple[Any, T, R]] = []
+        failed: list[tuple[Any, Exception]] = []
+        touched: list[tuple[str, EventT]] = []
+        for key, items in by_key.items():
+            try:
+                obj = self.get(key)
+            except Exception as exc:  # noqa: BLE001 - a state that cannot be loaded: its records cannot be used
+                failed.extend((item, exc) for item in items)
+                continue
+            touched.append((key, items[-1].event))
+            for item in items:
+                try:
+                    done.append((item, obj, step(obj, item)))
+                except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
+                    failed.append((item, exc))
+        return done, failed, touched
 
     def keys(self) -> set[str]:
         """Every key held here: live objects and this worker's table partitions."""

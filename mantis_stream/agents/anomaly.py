@@ -17,8 +17,8 @@ from .. import tracing
 from ..app import anomalies_topic, app, assessments_topic, feature_batches_topic, maintenance_topic
 from ..errors import send_item_dead_letter
 from ..models import records
-from ..models.anomaly import ConditionMonitor, MonitorResult
-from ._batch import Item, Outbox, close_items, item_scope, open_items
+from ..models.anomaly import ConditionMonitor
+from ._batch import Outbox, close_items, item_scope, open_items
 from ._events import asset_key, group_items, maintenance_events
 from ._replay import batches
 from ._state import TableBackedCache, bytes_table
@@ -44,22 +44,8 @@ async def anomaly(stream):  # type: ignore[no-untyped-def]
         items = await open_items(STAGE, events)
         out = Outbox(assessments_topic, STAGE)
         by_key = await group_items(STAGE, items, lambda item: detector_key(item.value))
-        touched: list[tuple[str, Any]] = []
-        scored: list[tuple[Item, ConditionMonitor, MonitorResult]] = []
-        failed: list[tuple[Item, Exception]] = []
         with tracing.batch_span(STAGE, "predict_anomaly", [item.trace for item in items], **{"batch.size": len(items)}):
-            for key, key_items in by_key.items():
-                try:
-                    detector = detectors.get(key)
-                except Exception as exc:  # noqa: BLE001 - a model state that cannot be loaded: its records cannot be scored
-                    failed.extend((item, exc) for item in key_items)
-                    continue
-                touched.append((key, key_items[-1].event))
-                for item in key_items:
-                    try:
-                        scored.append((item, detector, detector.process_one(item.value["features"])))
-                    except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
-                        failed.append((item, exc))
+            scored, failed, touched = detectors.apply(by_key, lambda detector, item: detector.process_one(item.value["features"]))
         for item, exc in failed:
             with item_scope(item):
                 await send_item_dead_letter(item, STAGE, exc)

@@ -17,7 +17,7 @@ from ..errors import send_item_dead_letter
 from ..models import records
 from ..models.rul import RulModel, RulTracker
 from ..runtime import check_at_worker_start
-from ._batch import Item, Outbox, close_items, item_scope, open_items
+from ._batch import Outbox, close_items, item_scope, open_items
 from ._events import asset_key, group_items
 from ._replay import batches
 from ._state import TableBackedCache, bytes_table
@@ -85,26 +85,13 @@ async def rul(stream):  # type: ignore[no-untyped-def]
         used = model()
         out = Outbox(assessments_topic, STAGE)
         by_key = await group_items(STAGE, items, lambda item: tracker_key(item.value))
-        touched: list[tuple[str, Any]] = []
-        estimated: list[tuple[Item, Any]] = []
-        failed: list[tuple[Item, Exception]] = []
         with tracing.batch_span(STAGE, "predict_rul", [item.trace for item in items], **{"batch.size": len(items)}):
-            for key, key_items in by_key.items():
-                try:
-                    tracker = trackers.get(key)
-                except Exception as exc:  # noqa: BLE001 - a tracker state that cannot be loaded: its records cannot be used
-                    failed.extend((item, exc) for item in key_items)
-                    continue
-                touched.append((key, key_items[-1].event))
-                for item in key_items:
-                    try:
-                        estimated.append((item, tracker.update(time_of(item.value), item.value["features"])))
-                    except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
-                        failed.append((item, exc))
+            estimated, failed, touched = trackers.apply(
+                by_key, lambda tracker, item: tracker.update(time_of(item.value), item.value["features"]))
         for item, exc in failed:
             with item_scope(item):
                 await send_item_dead_letter(item, STAGE, exc)
-        for item, estimate in estimated:
+        for item, _, estimate in estimated:
             message = item.value
             tracing.annotate(
                 item.trace, asset_id=message["asset_id"], sensor_id=message["sensor_id"],
