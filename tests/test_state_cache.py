@@ -128,3 +128,27 @@ def test_interval_zero_writes_after_every_batch(clock: list[float]) -> None:
         touch(cache, "a", value)
     assert [value for _, value in table.writes] == [bytes([0]), bytes([0, 1]), bytes([0, 1, 2])]
     assert hooks.timers == [], "no timer needed"
+
+
+def test_apply_steps_each_record_through_its_keys_state_and_collects_failures() -> None:
+    def load(key: str, raw: bytes) -> list[int]:
+        if raw == b"\xff":
+            raise ValueError("bad state")
+        return list(raw)
+
+    table = Table(Hooks())
+    dict.__setitem__(table, "corrupt", b"\xff")  # a stored state the loader refuses
+    cache: TableBackedCache[list[int]] = TableBackedCache(table, new=lambda key: [], load=load, dump=bytes,
+                                                          checkpoint_seconds=0.0)
+    record = lambda value: SimpleNamespace(value=value, event=Event())  # noqa: E731
+    a1, a2, bad, c1, c2 = record(1), record("x"), record(2), record(3), record(4)
+
+    def step(state: list[int], item: Any) -> int:
+        state.append(int(item.value))
+        return sum(state)
+
+    done, failed, touched = cache.apply({"a": [a1, a2], "corrupt": [bad], "c": [c1, c2]}, step)
+    assert [(item, result) for item, _, result in done] == [(a1, 1), (c1, 3), (c2, 7)]
+    assert all(state is cache.get(key) for (_, state, _), key in zip(done, ("a", "c", "c")))
+    assert [(item, type(exc)) for item, exc in failed] == [(a2, ValueError), (bad, ValueError)]
+    assert touched == [("a", a2.event), ("c", c2.event)], "keys whose state was used, with their last event"
