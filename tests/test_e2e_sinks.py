@@ -326,8 +326,10 @@ async def test_storage_spans_in_the_storage_service(broker, start_worker, postgr
             ids = {s.span_id for s in spans}
             writes_parented = all(s.parent_span_id in ids for s in spans if s.name == "write_influxdb")
             orders = {s.trace_id for s in spans if s.name == "insert_work_order"}
+            # the process span ends after its insert: it may come in a later export
+            processed = {s.trace_id for s in spans if s.name == f"process {names.WORK_ORDERS}"}
             return ({"insert_work_order", "insert rul_history", "write_influxdb"} <= names_seen and writes_parented
-                    and order_trace in orders)
+                    and order_trace in orders and order_trace in processed)
 
         spans = await asyncio.to_thread(rx.wait_for, ready, 60)
         worker.stop()
