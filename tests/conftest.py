@@ -160,9 +160,53 @@ async def collect(bootstrap: str, topics: tuple[str, ...], until: Callable[[dict
         await consumer.stop()
 
 
+class CapturingProducer:
+    """Stands in for the worker's aiokafka producer behind ``agents._publish`` (bulk public records).
+
+    Each record of a batch is captured as ``(topic, {"key", "value", "headers"})``,
+    like a captured ``Topic.send``; a batch holding a record for which
+    ``refuses(topic, value)`` is true fails as the broker fails a batch it refuses.
+    """
+
+    def __init__(self, captured: list[tuple[str, dict[str, Any]]],
+                 refuses: Callable[[str, bytes], bool] = lambda topic, value: False) -> None:
+        self.captured, self.refuses = captured, refuses
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(PARTITIONS))
+
+    def create_batch(self) -> "_Builder":
+        return _Builder()
+
+    async def send_batch(self, batch: "_Builder", topic: str, *, partition: int) -> asyncio.Future[Any]:
+        from aiokafka.errors import MessageSizeTooLargeError
+        from aiokafka.structs import RecordMetadata, TopicPartition
+
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if any(self.refuses(topic, value) for _, value, _ in batch.records):
+            future.set_exception(MessageSizeTooLargeError())
+            return future
+        for key, value, headers in batch.records:
+            self.captured.append((topic, {"key": key, "value": orjson.loads(value), "headers": headers}))
+        future.set_result(RecordMetadata(topic, partition, TopicPartition(topic, partition), 0, -1, 0, 0))
+        return future
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
+
+    def append(self, *, timestamp: Any, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> object:
+        self.records.append((key, value, list(headers)))
+        return object()
+
+    def close(self) -> None:
+        pass
+
+
 @pytest.fixture
 def sent() -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    """The project's app with every ``Topic.send`` captured as (topic, kwargs) instead of produced."""
+    """The project's app with every ``Topic.send`` and bulk public record captured as (topic, kwargs) instead of produced."""
     from unittest import mock
 
     import faust
@@ -176,5 +220,7 @@ def sent() -> Iterator[list[tuple[str, dict[str, Any]]]]:
     async def fake_send(self: faust.Topic, **kwargs: Any) -> None:
         captured.append((self.get_topic_name(), kwargs))
 
-    with mock.patch.object(faust.Topic, "send", fake_send):
+    producer = CapturingProducer(captured)
+    with mock.patch.object(faust.Topic, "send", fake_send), \
+            mock.patch("mantis_stream.agents._publish._kafka_producer", lambda: producer):
         yield captured

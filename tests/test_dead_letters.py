@@ -32,6 +32,8 @@ from mantis_stream.app import settings
 from mantis_stream.errors import MAX_HEADER_BYTES, payload_fields
 from mantis_stream.settings import Settings
 
+from conftest import CapturingProducer
+
 LIMIT = settings.dead_letter_payload_bytes
 
 
@@ -48,8 +50,8 @@ def feature_record(i: int, asset: str = "P-1") -> dict[str, Any]:
 
 @pytest.fixture
 def refusing() -> Iterator[tuple[list[tuple[str, dict[str, Any]]], list[tuple[str | None, bytes]]]]:
-    """``Topic.send`` captured; a send whose value holds a listed marker (on the listed topic, or any)
-    is refused as the producer refuses an oversized message."""
+    """``Topic.send`` and the bulk public records captured; a send (or a record) whose value holds a listed
+    marker (on the listed topic, or any) is refused as the producer (or broker) refuses an oversized message."""
     from mantis_stream.app import app
 
     app.finalize()
@@ -64,7 +66,12 @@ def refusing() -> Iterator[tuple[list[tuple[str, dict[str, Any]]], list[tuple[st
             raise ProducerSendError("Error while sending: MessageSizeTooLargeError()")
         sent.append((self.get_topic_name(), kwargs))
 
-    with mock.patch.object(faust.Topic, "send", send):
+    def refuses(topic: str, raw: bytes) -> bool:
+        return any(m in raw and t in (None, topic) for t, m in markers)
+
+    producer = CapturingProducer(sent, refuses)
+    with mock.patch.object(faust.Topic, "send", send), \
+            mock.patch("mantis_stream.agents._publish._kafka_producer", lambda: producer):
         yield sent, markers
 
 

@@ -141,6 +141,11 @@ class Outbox:
         entry = dumps({"value": value, "trace": tracing.outgoing_carrier()})
         self._pending[partition].append((entry, origin))
 
+    def discard(self, origins: set[int]) -> None:
+        """Drop what came from these origins (by ``id``): e.g. records whose public output was refused."""
+        for partition, entries in self._pending.items():
+            self._pending[partition] = [(entry, origin) for entry, origin in entries if id(origin) not in origins]
+
     async def flush(self) -> None:
         """Send what is queued, outside any trace (a batch belongs to none)."""
         failed: set[int] = set()
@@ -161,7 +166,7 @@ class Outbox:
                                     error = alone
                             if id(origin) not in failed:
                                 failed.add(id(origin))
-                                await self._dead_letter(origin, error)
+                                await dead_letter(origin, self.stage, error)
         finally:
             otel_context.detach(token)
         self._pending.clear()
@@ -169,12 +174,14 @@ class Outbox:
     async def _send(self, partition: int, entries: list[bytes]) -> None:
         await self.topic.send(partition=partition, value=ITEMS + b",".join(entries) + b"]}")
 
-    async def _dead_letter(self, origin: Item | EventT, exc: BaseException) -> None:
-        if isinstance(origin, Item):
-            with item_scope(origin):
-                await send_item_dead_letter(origin, self.stage, exc)
-        else:
-            await send_dead_letter(origin, self.stage, exc)
+
+async def dead_letter(origin: Item | EventT, stage: str, exc: BaseException) -> None:
+    """The dead letter of a record (under its trace) or of a consumed message."""
+    if isinstance(origin, Item):
+        with item_scope(origin):
+            await send_item_dead_letter(origin, stage, exc)
+    else:
+        await send_dead_letter(origin, stage, exc)
 
 
 def _chunks(entries: list[tuple[bytes, Any]], limit: int) -> Iterator[list[tuple[bytes, Any]]]:

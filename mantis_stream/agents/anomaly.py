@@ -19,7 +19,8 @@ from ..errors import send_item_dead_letter
 from ..models import records
 from ..models.anomaly import ConditionMonitor
 from ._batch import Outbox, close_items, item_scope, open_items
-from ._events import asset_key, group_items, maintenance_events
+from ._events import group_items, maintenance_events
+from ._publish import Publisher
 from ._replay import batches
 from ._state import TableBackedCache, bytes_table
 
@@ -42,6 +43,7 @@ def detector_key(message: dict[str, Any]) -> str:
 async def anomaly(stream):  # type: ignore[no-untyped-def]
     async for events in batches(stream, STAGE):
         items = await open_items(STAGE, events)
+        public = Publisher(STAGE)
         out = Outbox(assessments_topic, STAGE)
         by_key = await group_items(STAGE, items, lambda item: detector_key(item.value))
         with tracing.batch_span(STAGE, "predict_anomaly", [item.trace for item in items], **{"batch.size": len(items)}):
@@ -71,11 +73,12 @@ async def anomaly(stream):  # type: ignore[no-untyped-def]
                         {"name": detector.name, "version": detector.version}, result.warm,
                         result.level, [d.as_dict() for d in result.departures[:MAX_DEPARTURES]],
                     )
-                    await anomalies_topic.send(key=asset_key(message["asset_id"]), value=result_message)
+                    public.add(anomalies_topic, message["asset_id"], result_message, item)
                 except Exception as exc:  # noqa: BLE001 - a record whose output cannot be made or sent
                     await send_item_dead_letter(item, STAGE, exc)
                     continue
                 out.add(item.partition, result_message, item)
+        out.discard(await public.flush())
         await out.flush()
         close_items(items)
         detectors.save(touched)

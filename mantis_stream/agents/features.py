@@ -22,7 +22,7 @@ from ..dsp.stats import window_features_many
 from ..errors import send_item_dead_letter
 from ..models import records
 from ._batch import Outbox, close_items, item_scope, open_items
-from ._events import asset_key
+from ._publish import Publisher
 from ._replay import batches
 
 STAGE = "feature-extraction"
@@ -72,6 +72,7 @@ async def features(stream):  # type: ignore[no-untyped-def]
                     with item_scope(item):
                         await send_item_dead_letter(item, STAGE, exc)
                     results.append(None)
+        public = Publisher(STAGE)
         out = Outbox(feature_batches_topic, STAGE)
         for item, frame, feats in zip(items, frames, results):
             if feats is None:  # already a dead letter
@@ -80,10 +81,11 @@ async def features(stream):  # type: ignore[no-untyped-def]
                 tracing.annotate(item.trace, asset_id=frame["asset_id"], sensor_id=frame["sensor_id"], **{"features.count": len(feats)})
                 try:
                     message = records.features_message(frame, feats)
-                    await features_topic.send(key=asset_key(frame["asset_id"]), value=message)
+                    public.add(features_topic, frame["asset_id"], message, item)
                 except Exception as exc:  # noqa: BLE001 - a record whose output cannot be made or sent
                     await send_item_dead_letter(item, STAGE, exc)
                     continue
                 out.add(item.partition, message, item)
+        out.discard(await public.flush())
         await out.flush()
         close_items(items)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from faust.types import EventT
 from opentelemetry import trace
 
 from .. import tracing
@@ -21,8 +22,9 @@ from ..errors import send_item_dead_letter
 from ..models import records
 from ..models.maintenance import MAX_FEATURES, AssetMaintenance, Decision
 from ..models.reading import format_timestamp
-from ._batch import close_items, item_scope, open_items
-from ._events import asset_key, dead_letter_all, group_items, maintenance_events
+from ._batch import Item, close_items, item_scope, open_items
+from ._events import dead_letter_all, group_items, maintenance_events
+from ._publish import Publisher
 from ._replay import batches
 from ._state import TableBackedCache, bytes_table
 
@@ -46,8 +48,8 @@ def current_trace_id() -> str | None:
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
-async def publish(asset_id: str, decision: Decision) -> None:
-    """The decision's span (why, as attributes and events) and its message on mantis.work-orders."""
+def publish(public: Publisher, asset_id: str, decision: Decision, origin: Item | EventT) -> None:
+    """The decision's span (why, as attributes and events) and its message, queued for mantis.work-orders."""
     attributes: dict[str, Any] = {
         "work_order.id": decision.work_order_id, "work_order.reason": decision.reason,
         "work_order.priority": decision.priority, "work_order.action": decision.action,
@@ -69,13 +71,14 @@ async def publish(asset_id: str, decision: Decision) -> None:
             format_timestamp(time.time()), decision.rul, current_trace_id(), decision.evidence,
             decision.action, decision.why,
         )
-        await work_orders_topic.send(key=asset_key(asset_id), value=order)
+        public.add(work_orders_topic, asset_id, order, origin)
 
 
 @app.agent(assessments_topic, name="orchestrator")
 async def orchestrator(stream):  # type: ignore[no-untyped-def]
     async for events in batches(stream, STAGE):
         items = await open_items(STAGE, events)
+        public = Publisher(STAGE)
         by_asset = await group_items(STAGE, items, lambda item: str(item.value.get("asset_id", "")))
         touched: list[tuple[str, Any]] = []
         for asset_id, asset_items in by_asset.items():
@@ -96,9 +99,10 @@ async def orchestrator(stream):  # type: ignore[no-untyped-def]
                         if decision is not None:
                             # Every work order is recorded, in the reading's trace id, even when it is not sampled.
                             tracing.keep(item.trace, "work-order", asset_id=asset_id)
-                            await publish(asset_id, decision)
+                            publish(public, asset_id, decision, item)
                     except Exception as exc:  # noqa: BLE001 - a bad record (or a refused send) must not stop the stage
                         await send_item_dead_letter(item, STAGE, exc)
+        await public.flush()
         close_items(items)
         states.save(touched)
 
@@ -107,6 +111,8 @@ async def orchestrator(stream):  # type: ignore[no-untyped-def]
 async def maintenance(stream):  # type: ignore[no-untyped-def]
     """A serviced asset: resolve its open work orders, start its rules afresh."""
     async for event, asset_id in maintenance_events(stream, STAGE):
+        public = Publisher(STAGE)
         for decision in states.get(asset_id).on_maintenance(event.value):
-            await publish(asset_id, decision)
+            publish(public, asset_id, decision, event)
+        await public.flush()
         states.save([(asset_id, event)])

@@ -18,7 +18,8 @@ from ..models import records
 from ..models.rul import RulModel, RulTracker
 from ..runtime import check_at_worker_start
 from ._batch import Outbox, close_items, item_scope, open_items
-from ._events import asset_key, group_items
+from ._events import group_items
+from ._publish import Publisher
 from ._replay import batches
 from ._state import TableBackedCache, bytes_table
 
@@ -83,6 +84,7 @@ async def rul(stream):  # type: ignore[no-untyped-def]
     async for events in batches(stream, STAGE):
         items = await open_items(STAGE, events)
         used = model()
+        public = Publisher(STAGE)
         out = Outbox(assessments_topic, STAGE)
         by_key = await group_items(STAGE, items, lambda item: tracker_key(item.value))
         with tracing.batch_span(STAGE, "predict_rul", [item.trace for item in items], **{"batch.size": len(items)}):
@@ -106,11 +108,12 @@ async def rul(stream):  # type: ignore[no-untyped-def]
                         message, estimate.rul, estimate.unit, estimate.lower, estimate.upper, estimate.health_index,
                         {"name": used.name, "version": used.version},
                     )
-                    await rul_topic.send(key=asset_key(message["asset_id"]), value=result_message)
+                    public.add(rul_topic, message["asset_id"], result_message, item)
                 except Exception as exc:  # noqa: BLE001 - a record whose output cannot be made or sent
                     await send_item_dead_letter(item, STAGE, exc)
                     continue
                 out.add(item.partition, result_message, item)
+        out.discard(await public.flush())
         await out.flush()
         close_items(items)
         trackers.save(touched)
