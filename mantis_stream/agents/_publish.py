@@ -107,7 +107,7 @@ class Publisher:
         self._pending = defaultdict(list)
         results = await asyncio.gather(*(future for _, _, future in sent), return_exceptions=True)
         refused: set[int] = set()
-        for (tp, run, _), result in zip(sent, results):
+        for (tp, run, _), result in zip(sent, results, strict=True):
             if isinstance(result, BaseException):
                 await self._one_by_one(producer, tp, run, result, refused)
             else:
