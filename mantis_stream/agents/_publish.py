@@ -68,6 +68,7 @@ def _kafka_producer() -> AIOKafkaProducer:
 
 
 def _transient(exc: BaseException) -> bool:
+    """A failure of the broker or the connection, not of the record: the batch is processed again, not dead-lettered."""
     return isinstance(exc, KafkaTimeoutError) or (isinstance(exc, KafkaError) and exc.retriable)
 
 
