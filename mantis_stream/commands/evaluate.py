@@ -38,6 +38,7 @@ from faust.cli import argument, option
 from ..app import app, settings
 from ..datasets import cmapss, femto
 from ..evaluation.rul import cross_validate_cmapss, femto_leave_one_out_data
+from ..evaluation.scoring import CUT_FRACTIONS
 from ..models.rul import Bearing, RulEstimate
 
 DATASETS = ("ims", "femto", "nab", "cmapss")
@@ -155,7 +156,7 @@ def evaluate_femto(paths: Sequence[str], out: Path, plt: Any) -> str:
         if plt is None:
             return
         t = np.array([ts for ts, _ in traj])
-        cuts = [f * (end - start) / 3600.0 for f in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)]
+        cuts = [f * (end - start) / 3600.0 for f in CUT_FRACTIONS]
         plot_rul(plt, out / f"{_safe(name)}.png", f"{name}: held out, trained on the others", (t - start) / 3600.0,
                  [e for _, e in traj], end - t, threshold, "hours since the first file", cuts)
 

@@ -199,7 +199,7 @@ def femto_leave_one_out_data(
         p = [y for _, y in pairs]
         per[name] = {
             "accuracy": round(phm2012_accuracy(a, p), 4),
-            "cuts": [{"fraction": f, "actual_s": round(x, 1), "predicted_s": round(y, 1)} for f, (x, y) in zip(fr, pairs)],
+            "cuts": [{"fraction": f, "actual_s": round(float(x), 1), "predicted_s": round(float(y), 1)} for f, (x, y) in zip(fr, pairs)],
         }
         actual += a
         pred += p
