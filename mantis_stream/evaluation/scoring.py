@@ -26,11 +26,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from ..models.rul import RulEstimate
+
+#: A unit id (C-MAPSS unit numbers, or names).
+U = TypeVar("U", int, str)
 
 __all__ = [
     "CUT_FRACTIONS",
@@ -78,7 +82,8 @@ def phm2012_errors(actual: ArrayLike, pred: ArrayLike) -> np.ndarray:
     a, p = _pair(actual, pred)
     if np.any(a <= 0):
         raise ValueError("actual RUL must be positive for the PHM 2012 percent error")
-    return 100.0 * (a - p) / a
+    er: np.ndarray = 100.0 * (a - p) / a
+    return er
 
 
 def phm2012_accuracy(actual: ArrayLike, pred: ArrayLike) -> float:
@@ -93,14 +98,14 @@ def phm2012_accuracy(actual: ArrayLike, pred: ArrayLike) -> float:
     return float(np.mean(a))
 
 
-def unit_folds(units: Sequence[int | str], k: int = 5, seed: int = 0) -> list[tuple[list, list]]:
+def unit_folds(units: Sequence[U], k: int = 5, seed: int = 0) -> list[tuple[list[U], list[U]]]:
     """Split unit ids into ``k`` (train, validation) folds, every unit validated once."""
     ids = sorted(set(units), key=str)
     if k < 2 or k > len(ids):
         raise ValueError(f"need 2 <= k <= number of units ({len(ids)}), got k={k}")
     order = np.random.default_rng(seed).permutation(len(ids))
     shuffled = [ids[i] for i in order]
-    folds = []
+    folds: list[tuple[list[U], list[U]]] = []
     for f in range(k):
         val = sorted(shuffled[f::k], key=str)
         val_set = set(val)

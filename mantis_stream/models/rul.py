@@ -125,7 +125,7 @@ class MlpEnsemble:
         return float(self.predict(x[None, :])[0])
 
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "x_mean": self.x_mean.tolist(),
             "x_std": self.x_std.tolist(),
@@ -134,7 +134,7 @@ class MlpEnsemble:
         }
 
     @classmethod
-    def from_json(cls, d: Mapping) -> MlpEnsemble:
+    def from_json(cls, d: Mapping[str, Any]) -> MlpEnsemble:
         layers = [
             [(np.asarray(l["w"], dtype=np.float64), np.asarray(l["b"], dtype=np.float64)) for l in net]
             for net in d["layers"]
@@ -165,7 +165,7 @@ class CmapssPart:
         lo, hi = self.bound_q[i]
         return max(0.0, rul + lo), max(rul, rul + hi)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "featurizer": self.featurizer.to_json(),
             "regressor": self.regressor.to_json(),
@@ -175,7 +175,7 @@ class CmapssPart:
         }
 
     @classmethod
-    def from_json(cls, d: Mapping) -> CmapssPart:
+    def from_json(cls, d: Mapping[str, Any]) -> CmapssPart:
         return cls(
             CmapssFeaturizer.from_json(d["featurizer"]),
             MlpEnsemble.from_json(d["regressor"]),
@@ -218,7 +218,7 @@ class RulModel:
     def generic_params(self, unit: str) -> GenericParams:
         return self.generic.get(unit) or self.generic.get("seconds") or GenericParams()
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "name": self.name,
@@ -229,7 +229,7 @@ class RulModel:
         }
 
     @classmethod
-    def from_json(cls, d: Mapping) -> RulModel:
+    def from_json(cls, d: Mapping[str, Any]) -> RulModel:
         if d.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} model file (format={d.get('format')!r})")
         return cls(
