@@ -192,14 +192,14 @@ def femto_leave_one_out_data(
         model = fit_femto([v for k, v in data.items() if k != name], fractions=fr, progress=say)
         start = min(rows[0][0] for rows in channels.values() if rows)
         traj = bearing_trajectory(model, channels)
-        pairs = estimates_at_cuts(traj, start, end, fr)
+        cuts = estimates_at_cuts(traj, start, end, fr)
         if on_bearing is not None:
             on_bearing(name, traj, start, end)
-        a = [x for x, _ in pairs]
-        p = [y for _, y in pairs]
+        a = [x for _, x, _ in cuts]
+        p = [y for _, _, y in cuts]
         per[name] = {
             "accuracy": round(phm2012_accuracy(a, p), 4),
-            "cuts": [{"fraction": f, "actual_s": round(float(x), 1), "predicted_s": round(float(y), 1)} for f, (x, y) in zip(fr, pairs)],
+            "cuts": [{"fraction": f, "actual_s": round(x, 1), "predicted_s": round(y, 1)} for f, x, y in cuts],
         }
         actual += a
         pred += p

@@ -139,8 +139,11 @@ def best_constant(actual: ArrayLike) -> tuple[float, float]:
 CUT_FRACTIONS: tuple[float, ...] = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
 
 
-def estimates_at_cuts(traj: Sequence[tuple[float, RulEstimate]], start: float, end: float, fractions: Sequence[float] = CUT_FRACTIONS) -> list[tuple[float, float]]:
-    """(actual, predicted) RUL when the history is cut at each fraction of its life.
+def estimates_at_cuts(
+    traj: Sequence[tuple[float, RulEstimate]], start: float, end: float, fractions: Sequence[float] = CUT_FRACTIONS
+) -> list[tuple[float, float, float]]:
+    """(fraction, actual, predicted RUL) when the history is cut at each fraction of its life
+    (fractions before the first estimate are left out).
 
     The estimate at a cut is the last one at or before it: the tracker is causal,
     so this equals running it on the truncated history.
@@ -152,5 +155,5 @@ def estimates_at_cuts(traj: Sequence[tuple[float, RulEstimate]], start: float, e
         i = int(np.searchsorted(times, cut, side="right")) - 1
         if i < 0:
             continue
-        out.append((end - cut, traj[i][1].rul))
+        out.append((float(f), float(end - cut), float(traj[i][1].rul)))
     return out
