@@ -89,11 +89,10 @@ class RulEstimate:
     degrading: bool = False
 
 
+# --------------------------------------------------------------------------------------
+# A small MLP ensemble in numpy (no scikit-learn; fitted by mantis_stream.training.mlp)
+# --------------------------------------------------------------------------------------
 
-# --------------------------------------------------------------------------------------
-# A small MLP ensemble in numpy (no scikit-learn at run time or training time)
-# A small MLP ensemble in numpy (trained by mantis_stream.training.mlp)
-# --------------------------------------------------------------------------------------
 
 @dataclass
 class MlpEnsemble:
@@ -140,7 +139,6 @@ class MlpEnsemble:
             for net in d["layers"]
         ]
         return cls(np.asarray(d["x_mean"], dtype=np.float64), np.asarray(d["x_std"], dtype=np.float64), layers, float(d["y_scale"]))
-
 
 
 # --------------------------------------------------------------------------------------
