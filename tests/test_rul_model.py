@@ -28,8 +28,9 @@ from mantis_stream.evaluation.rul import (  # noqa: E402
 from mantis_stream.models.health import GenericHealth, GenericParams  # noqa: E402
 from mantis_stream.models.maintenance import AssetMaintenance  # noqa: E402
 from mantis_stream.models.reading import validate_reading  # noqa: E402
-from mantis_stream.models.rul import RulEstimate, RulModel, RulTracker, fit_cmapss, run_tracker  # noqa: E402
+from mantis_stream.models.rul import RulEstimate, RulModel, RulTracker, run_tracker  # noqa: E402
 from mantis_stream.settings import Settings  # noqa: E402
+from mantis_stream.training.rul import fit_cmapss  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # scorers, against hand-computed values

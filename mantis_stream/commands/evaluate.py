@@ -36,6 +36,10 @@ import numpy as np
 from faust.cli import argument, option
 
 from ..app import app, settings
+from ..datasets import cmapss, femto
+from ..evaluation.rul import cross_validate_cmapss, femto_leave_one_out_data
+from ..evaluation.scoring import CUT_FRACTIONS
+from ..models.rul import Bearing, RulEstimate
 
 DATASETS = ("ims", "femto", "nab", "cmapss")
 
@@ -140,22 +144,19 @@ def plot_scores(plt: Any, path: Path, title: str, x: np.ndarray, values: np.ndar
 
 
 def evaluate_femto(paths: Sequence[str], out: Path, plt: Any) -> str:
-    from ..datasets import femto
-    from ..evaluation.rul import femto_leave_one_out_data
-
     if len(paths) < 2:
         raise click.UsageError("femto needs at least two bearings (leave one out)")
-    data = {}
+    data: dict[str, Bearing] = {}
     with _bar(list(paths), "frame features") as bar:
         for p in bar:
             data[femto.bearing_name(p)] = (femto.bearing_features(p), femto.life_end_ts(p))
     threshold = settings.rul_threshold_seconds
 
-    def draw(name: str, traj: list, start: float, end: float) -> None:
+    def draw(name: str, traj: list[tuple[float, RulEstimate]], start: float, end: float) -> None:
         if plt is None:
             return
         t = np.array([ts for ts, _ in traj])
-        cuts = [f * (end - start) / 3600.0 for f in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)]
+        cuts = [f * (end - start) / 3600.0 for f in CUT_FRACTIONS]
         plot_rul(plt, out / f"{_safe(name)}.png", f"{name}: held out, trained on the others", (t - start) / 3600.0,
                  [e for _, e in traj], end - t, threshold, "hours since the first file", cuts)
 
@@ -163,7 +164,7 @@ def evaluate_femto(paths: Sequence[str], out: Path, plt: Any) -> str:
         folds = iter(bar)
         next(folds, None)
 
-        def on_bearing(name: str, traj: list, start: float, end: float) -> None:
+        def on_bearing(name: str, traj: list[tuple[float, RulEstimate]], start: float, end: float) -> None:
             draw(name, traj, start, end)
             next(folds, None)
 
@@ -178,9 +179,6 @@ def evaluate_femto(paths: Sequence[str], out: Path, plt: Any) -> str:
 
 
 def evaluate_cmapss(paths: Sequence[str], out: Path, plt: Any, quick: bool) -> str:
-    from ..datasets import cmapss
-    from ..evaluation.rul import cross_validate_cmapss
-
     hist = [list(u.rows()) for p in paths for u in cmapss.load_units(p)]
     threshold = settings.rul_threshold_cycles
     kw = {"members": 1, "epochs": 5} if quick else {"members": 3, "epochs": 40}
@@ -190,7 +188,7 @@ def evaluate_cmapss(paths: Sequence[str], out: Path, plt: Any, quick: bool) -> s
         units = iter(bar)
         next(units, None)
 
-        def on_unit(i: int, traj: list, cuts: list[int]) -> None:
+        def on_unit(i: int, traj: list[RulEstimate | None], cuts: list[int]) -> None:
             if plt is not None:
                 n = len(hist[i])
                 x = np.array([t for t, _ in hist[i]], dtype=np.float64)

@@ -2,7 +2,7 @@
 
 Why this exists: the RUL agent's model is trained and checked here, on the
 public run-to-failure sets, with the *same* ``RulModel``/``RulTracker`` the
-agent runs (``mantis_stream.models.rul``): evaluate-rul feeds each test unit's
+agent runs (``mantis_stream.models.rul``, fitted by ``mantis_stream.training.rul``): evaluate-rul feeds each test unit's
 rows to a fresh tracker, exactly as the agent does message by message.
 
 Usage::
@@ -22,15 +22,24 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 import orjson
 from faust.cli import argument, option
 
 from ..app import app
-from ..datasets import cmapss
+from ..datasets import cmapss, femto
 from ..evaluation.rul import score_cmapss
-from ..models.rul import RulModel, fit_cmapss, run_tracker
+from ..models.rul import (
+    Bearing,
+    History,
+    RulEstimate,
+    RulModel,
+    femto_estimate,
+    run_tracker,
+)
+from ..training.rul import fit_cmapss, fit_femto
 from ._oneline import one_line_errors
 
 FORMATS = click.Choice(["cmapss", "femto"])
@@ -59,8 +68,8 @@ def load_model(path: str | None) -> RulModel:
         raise click.UsageError(f"cannot read RUL model {path}: {exc}") from None
 
 
-def cmapss_histories(paths: tuple[str, ...]) -> list[list[tuple[float, dict[str, float]]]]:
-    out = []
+def cmapss_histories(paths: tuple[str, ...]) -> list[History]:
+    out: list[History] = []
     for p in paths:
         units = cmapss.load_units(p)
         _say(f"{p}: {len(units)} units")
@@ -72,14 +81,11 @@ def train(fmt: str, paths: tuple[str, ...], base: RulModel, *, quick: bool = Fal
     """Train the part of ``base`` that ``fmt`` covers; returns the new model."""
     if fmt == "cmapss":
         hist = cmapss_histories(paths)
-        kw = {"members": 2, "epochs": 15, "bound_folds": 2} if quick else {}
+        kw: dict[str, Any] = {"members": 2, "epochs": 15, "bound_folds": 2} if quick else {}
         trained = fit_cmapss(hist, progress=_say, **kw)
         trained.generic = base.generic
     else:
-        from ..datasets import femto
-        from ..models.rul import fit_femto
-
-        bearings = []
+        bearings: list[Bearing] = []
         for p in paths:
             _say(f"{p}: computing frame features")
             bearings.append((femto.bearing_features(p), femto.life_end_ts(p)))
@@ -139,16 +145,13 @@ async def predict_rul(self: object, fmt: str, model_path: str | None, paths: tup
                 est = run_tracker(model, "cycles", u.rows())
                 _print_json(_line(f"{prefix}{u.unit}", est, "cycles"))
         return
-    from ..datasets import femto
-    from ..models.rul import femto_estimate
-
     for p in paths:
         _say(f"{p}: computing frame features")
         est = femto_estimate(model, femto.bearing_features(p))
         _print_json(_line(femto.bearing_name(p), est, "seconds"))
 
 
-def _line(asset_id: str, est, unit: str) -> dict:
+def _line(asset_id: str, est: RulEstimate | None, unit: str) -> dict[str, object]:
     if est is None:
         return {"asset_id": asset_id, "rul": None, "unit": unit}
     return {

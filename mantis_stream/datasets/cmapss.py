@@ -48,7 +48,7 @@ class Unit:
         for c, v in zip(self.cycles, self.values):
             yield int(c), dict(zip(CHANNELS, (float(x) for x in v)))
 
-    def truncated(self, n: int) -> "Unit":
+    def truncated(self, n: int) -> Unit:
         return Unit(self.unit, self.cycles[:n], self.values[:n])
 
 

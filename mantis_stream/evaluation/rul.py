@@ -1,116 +1,69 @@
-"""Scoring RUL predictions the way the published benchmarks do.
+"""RUL evaluation runs: cross-validation on C-MAPSS, leave one bearing out on FEMTO.
 
-Why this exists: figures in docs/models-rul.md are only comparable with the
-literature if they are computed with the benchmarks' own formulas, so the
-formulas live in one place, with tests against hand-computed values:
+Why this exists: a model figure is only worth something when it is measured on
+units the model was not fitted on, with the same :class:`RulTracker` the agent
+runs (offline == streaming by construction). Each run fits with
+:mod:`mantis_stream.training.rul` on the training part, replays the held-out
+units through a fresh tracker and scores the estimates at the protocol's cuts
+with the published formulas (:mod:`.scoring`, re-exported here).
 
-- RMSE, in the data set's unit (C-MAPSS: cycles, with the true RUL usually
-  capped at 125 cycles by the papers we compare with);
-- the PHM08 challenge's asymmetric score, ``sum(exp(-d/13) - 1)`` for early
-  predictions (``d = predicted - true < 0``) and ``sum(exp(d/10) - 1)`` for
-  late ones: a late prediction (an engine that fails before we said) costs more;
-- the IEEE PHM 2012 (FEMTO/PRONOSTIA) accuracy: the mean of
-  ``A_i = exp(-ln(0.5) * Er_i / 5)`` when ``Er_i <= 0`` (over-estimate) and
-  ``exp(ln(0.5) * Er_i / 20)`` when ``Er_i > 0``, with
-  ``Er_i = 100 * (actual_i - predicted_i) / actual_i``.
-
-Plus the cross-validation helpers (folds by unit, random truncation points as
-the official C-MAPSS test sets are made) used by the evaluation runs.
+Usage: ``mantis-stream evaluate cmapss|femto PATH...`` (tables and pictures), or
+``python -m mantis_stream.evaluation.rul cmapss-cv|femto-loo PATH...`` (JSON).
 
 Pure numpy; no Kafka, Faust or asyncio.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import argparse
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import orjson
+from numpy.typing import ArrayLike
+
+from ..datasets import cmapss, femto
+from ..models.rul import (
+    Bearing,
+    History,
+    RulEstimate,
+    RulModel,
+    RulTracker,
+    bearing_trajectory,
+    run_tracker,
+)
+from ..training.rul import fit_cmapss, fit_femto
+from .scoring import (
+    CUT_FRACTIONS,
+    best_constant,
+    estimates_at_cuts,
+    phm08_score,
+    phm2012_accuracy,
+    phm2012_errors,
+    rmse,
+    truncation_points,
+    unit_folds,
+)
 
 __all__ = [
-    "rmse",
+    "best_constant",
+    "cross_validate_cmapss",
+    "femto_leave_one_out",
+    "femto_leave_one_out_data",
+    "last_estimates",
     "phm08_score",
-    "phm2012_errors",
     "phm2012_accuracy",
-    "unit_folds",
+    "phm2012_errors",
+    "rmse",
+    "score_cmapss",
+    "trajectory",
     "truncation_points",
+    "unit_folds",
 ]
 
-
-def _pair(true: Sequence[float], pred: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    t = np.asarray(true, dtype=np.float64).ravel()
-    p = np.asarray(pred, dtype=np.float64).ravel()
-    if t.shape != p.shape:
-        raise ValueError(f"true and predicted differ in length ({t.size} vs {p.size})")
-    if t.size == 0:
-        raise ValueError("no predictions to score")
-    return t, p
-
-
-def rmse(true: Sequence[float], pred: Sequence[float]) -> float:
-    """Root mean squared error of ``pred`` against ``true``."""
-    t, p = _pair(true, pred)
-    return float(np.sqrt(np.mean((p - t) ** 2)))
-
-
-def phm08_score(true: Sequence[float], pred: Sequence[float]) -> float:
-    """The PHM08 asymmetric score (lower is better; 0 is perfect).
-
-    ``d = pred - true``; each unit costs ``exp(-d/13) - 1`` when early (d < 0)
-    and ``exp(d/10) - 1`` when late (d >= 0). Summed over units, as published.
-    """
-    t, p = _pair(true, pred)
-    d = p - t
-    cost = np.where(d < 0, np.expm1(-d / 13.0), np.expm1(d / 10.0))
-    return float(np.sum(cost))
-
-
-def phm2012_errors(actual: Sequence[float], pred: Sequence[float]) -> np.ndarray:
-    """Percent errors ``Er_i = 100 (actual - pred) / actual`` (actual must be > 0)."""
-    a, p = _pair(actual, pred)
-    if np.any(a <= 0):
-        raise ValueError("actual RUL must be positive for the PHM 2012 percent error")
-    return 100.0 * (a - p) / a
-
-
-def phm2012_accuracy(actual: Sequence[float], pred: Sequence[float]) -> float:
-    """Mean PHM 2012 accuracy ``A_i`` in (0, 1] (higher is better).
-
-    Over-estimates (``Er <= 0``) halve the accuracy every 5 %, under-estimates
-    every 20 %: predicting a bearing lives longer than it does is what hurts.
-    """
-    er = phm2012_errors(actual, pred)
-    ln_half = math.log(0.5)
-    a = np.where(er <= 0, np.exp(-ln_half * er / 5.0), np.exp(ln_half * er / 20.0))
-    return float(np.mean(a))
-
-
-def unit_folds(units: Sequence[int | str], k: int = 5, seed: int = 0) -> list[tuple[list, list]]:
-    """Split unit ids into ``k`` (train, validation) folds, every unit validated once."""
-    ids = sorted(set(units), key=str)
-    if k < 2 or k > len(ids):
-        raise ValueError(f"need 2 <= k <= number of units ({len(ids)}), got k={k}")
-    order = np.random.default_rng(seed).permutation(len(ids))
-    shuffled = [ids[i] for i in order]
-    folds = []
-    for f in range(k):
-        val = sorted(shuffled[f::k], key=str)
-        val_set = set(val)
-        folds.append(([u for u in ids if u not in val_set], val))
-    return folds
-
-
-def truncation_points(length: int, n: int = 1, min_history: int = 31, seed: int | np.random.Generator = 0) -> list[int]:
-    """Random cut lengths for a history of ``length`` rows (the rows kept).
-
-    The official C-MAPSS test histories stop at a random cycle before failure;
-    validation units are cut the same way: a uniform draw in
-    ``[min(min_history, length), length]`` rows kept, so the true RUL at the cut
-    is ``length - kept`` cycles.
-    """
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    lo = min(min_history, length)
-    return [int(x) for x in rng.integers(lo, length + 1, size=n)]
+Progress = Callable[[str], None]
 
 
 # --------------------------------------------------------------------------------------
@@ -118,14 +71,12 @@ def truncation_points(length: int, n: int = 1, min_history: int = 31, seed: int 
 # --------------------------------------------------------------------------------------
 
 
-def last_estimates(model, unit: str, histories):
+def last_estimates(model: RulModel, unit: str, histories: Iterable[History]) -> list[RulEstimate | None]:
     """The tracker's last estimate for each history ``[(t, features), ...]``."""
-    from ..models.rul import run_tracker
-
     return [run_tracker(model, unit, hist) for hist in histories]
 
 
-def score_cmapss(model, histories, truth: Sequence[float]) -> dict[str, float]:
+def score_cmapss(model: RulModel, histories: Iterable[History], truth: ArrayLike) -> dict[str, float]:
     """evaluate-rul's numbers: RMSE and PHM08 score of the last estimates.
 
     ``rmse``/``score`` compare with the truth capped at the model's cap (the
@@ -134,42 +85,41 @@ def score_cmapss(model, histories, truth: Sequence[float]) -> dict[str, float]:
     the raw truth.
     """
     ests = last_estimates(model, "cycles", histories)
-    if any(e is None for e in ests):
+    found = [e for e in ests if e is not None]
+    if len(found) < len(ests):
         raise ValueError("a unit produced no estimate (empty history?)")
-    pred = np.array([e.rul for e in ests])
+    pred = np.array([e.rul for e in found])
     true = np.asarray(truth, dtype=np.float64)
     cap = model.cmapss.cap if model.cmapss is not None else float("inf")
     capped = np.minimum(true, cap)
     return {
         "rmse": rmse(capped, pred),
         "score": phm08_score(capped, pred),
-        "units": int(len(true)),
+        "units": len(true),
         "rmse_uncapped": rmse(true, pred),
         "score_uncapped": phm08_score(true, pred),
         "cap": cap,
     }
 
 
-def trajectory(model, unit: str, history) -> list:
+def trajectory(model: RulModel, unit: str, history: History) -> list[RulEstimate | None]:
     """The tracker's estimate after every row (None where it gives none)."""
-    from ..models.rul import RulTracker
-
     tracker = RulTracker(model, unit)
     return [tracker.update(t, f) for t, f in history]
 
 
 def cross_validate_cmapss(
-    histories,
+    histories: Sequence[History],
     *,
     k: int = 5,
     cuts_per_unit: int = 5,
     min_history: int = 31,
     cap: float = 125.0,
     seed: int = 0,
-    progress=None,
-    on_unit=None,
-    **fit_kwargs,
-) -> dict:
+    progress: Progress | None = None,
+    on_unit: Callable[[int, list[RulEstimate | None], list[int]], None] | None = None,
+    **fit_kwargs: Any,
+) -> dict[str, Any]:
     """k-fold by unit: train on k-1 folds, cut each validation unit at random points.
 
     The estimate at a cut is the tracker's after the cut's last row (causal: the
@@ -177,16 +127,19 @@ def cross_validate_cmapss(
     ``on_unit(index, trajectory, cuts)``, when given, is called for each
     validation unit with its out-of-fold estimates after every row.
     """
-    from ..models.rul import fit_cmapss
-
     say = progress or (lambda m: None)
     ids = list(range(len(histories)))
     rng = np.random.default_rng(seed + 1)
     cuts = {i: truncation_points(len(histories[i]), cuts_per_unit, min_history, rng) for i in ids}
-    true_all, pred_all, lo_all, hi_all, fold_rmse = [], [], [], [], []
+    true_all: list[float] = []
+    pred_all: list[float] = []
+    lo_all: list[float] = []
+    hi_all: list[float] = []
+    fold_rmse: list[float] = []
     for f, (train, val) in enumerate(unit_folds(ids, k, seed)):
         model = fit_cmapss([histories[i] for i in train], cap=cap, seed=seed + f, **fit_kwargs)
-        t_f, p_f = [], []
+        t_f: list[float] = []
+        p_f: list[float] = []
         for i in val:
             traj = trajectory(model, "cycles", histories[i])
             if on_unit is not None:
@@ -194,7 +147,9 @@ def cross_validate_cmapss(
             n = len(histories[i])
             for kept in cuts[i]:
                 est = traj[kept - 1]
-                t_f.append(min(n - kept, cap))
+                if est is None:
+                    raise ValueError(f"unit {i + 1}: no estimate after {kept} rows")
+                t_f.append(float(min(n - kept, cap)))
                 p_f.append(est.rul)
                 lo_all.append(est.lower)
                 hi_all.append(est.upper)
@@ -210,45 +165,41 @@ def cross_validate_cmapss(
         "rmse": rmse(t, p),
         "score": phm08_score(t, p),
         "score_per_unit": phm08_score(t, p) / len(t),
-        "cuts": int(len(t)),
+        "cuts": len(t),
         "fold_rmse": [round(x, 3) for x in fold_rmse],
         "rmse_true_below_cap": rmse(t[near], p[near]) if near.any() else None,
         "interval_coverage": float(inside.mean()),
     }
 
 
-def best_constant(actual: Sequence[float]) -> tuple[float, float]:
-    """(guess, accuracy): the one RUL for every cut with the best PHM 2012 accuracy,
-    the floor a model must beat on the same cuts (found with hindsight)."""
-    a = np.asarray(actual, dtype=np.float64)
-    grid = np.geomspace(a.min() * 0.1, a.max(), 400)
-    scores = np.array([phm2012_accuracy(a, np.full(a.shape, g)) for g in grid])
-    i = int(np.argmax(scores))
-    return float(grid[i]), float(scores[i])
-
-
-def femto_leave_one_out_data(data, *, fractions: Sequence[float] | None = None, progress=None, on_bearing=None) -> dict:
+def femto_leave_one_out_data(
+    data: Mapping[str, Bearing],
+    *,
+    fractions: Sequence[float] | None = None,
+    progress: Progress | None = None,
+    on_bearing: Callable[[str, list[tuple[float, RulEstimate]], float, float], None] | None = None,
+) -> dict[str, Any]:
     """:func:`femto_leave_one_out` on computed features: ``{name: (channels, failure ts)}``.
 
     ``on_bearing(name, trajectory, start, end)``, when given, is called after each
     held-out bearing with its (ts, estimate) trajectory (``evaluate`` plots it)."""
-    from ..models.rul import CUT_FRACTIONS, bearing_trajectory, estimates_at_cuts, fit_femto
-
     say = progress or (lambda m: None)
     fr = tuple(fractions or CUT_FRACTIONS)
-    per, actual, pred = {}, [], []
+    per: dict[str, dict[str, Any]] = {}
+    actual: list[float] = []
+    pred: list[float] = []
     for name, (channels, end) in data.items():
         model = fit_femto([v for k, v in data.items() if k != name], fractions=fr, progress=say)
         start = min(rows[0][0] for rows in channels.values() if rows)
         traj = bearing_trajectory(model, channels)
-        pairs = estimates_at_cuts(traj, start, end, fr)
+        cuts = estimates_at_cuts(traj, start, end, fr)
         if on_bearing is not None:
             on_bearing(name, traj, start, end)
-        a = [x for x, _ in pairs]
-        p = [y for _, y in pairs]
+        a = [x for _, x, _ in cuts]
+        p = [y for _, _, y in cuts]
         per[name] = {
             "accuracy": round(phm2012_accuracy(a, p), 4),
-            "cuts": [{"fraction": f, "actual_s": round(x, 1), "predicted_s": round(y, 1)} for f, (x, y) in zip(fr, pairs)],
+            "cuts": [{"fraction": f, "actual_s": round(x, 1), "predicted_s": round(y, 1)} for f, x, y in cuts],
         }
         actual += a
         pred += p
@@ -264,14 +215,12 @@ def femto_leave_one_out_data(data, *, fractions: Sequence[float] | None = None, 
     }
 
 
-def femto_leave_one_out(folders: Sequence[str], *, fractions: Sequence[float] | None = None, progress=None) -> dict:
+def femto_leave_one_out(folders: Sequence[str], *, fractions: Sequence[float] | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Leave one bearing out: fit on the others, score the held-out one cut at
     ``fractions`` of its life with the PHM 2012 accuracy (mean over all cuts),
     next to the best constant guess on the same cuts. Folders or ``.npz`` files."""
-    from ..datasets import femto
-
     say = progress or (lambda m: None)
-    data = {}
+    data: dict[str, Bearing] = {}
     for f in folders:
         say(f"{f}: computing frame features")
         data[femto.bearing_name(f)] = (femto.bearing_features(f), femto.life_end_ts(f))
@@ -280,11 +229,6 @@ def femto_leave_one_out(folders: Sequence[str], *, fractions: Sequence[float] | 
 
 def _main(argv: list[str] | None = None) -> None:
     """``python -m mantis_stream.evaluation.rul cmapss-cv|femto-loo PATH...`` (docs/models-rul.md)."""
-    import argparse
-    import sys
-
-    import orjson
-
     ap = argparse.ArgumentParser(prog="python -m mantis_stream.evaluation.rul")
     ap.add_argument("what", choices=["cmapss-cv", "femto-loo"])
     ap.add_argument("paths", nargs="+")
@@ -299,8 +243,6 @@ def _main(argv: list[str] | None = None) -> None:
         print(m, file=sys.stderr, flush=True)
 
     if args.what == "cmapss-cv":
-        from ..datasets import cmapss
-
         hist = [list(u.rows()) for p in args.paths for u in cmapss.load_units(p)]
         kw = {k: v for k, v in (("members", args.members), ("epochs", args.epochs)) if v is not None}
         out = cross_validate_cmapss(hist, k=args.folds, cuts_per_unit=args.cuts, seed=args.seed, progress=say, bound_folds=0, **kw)

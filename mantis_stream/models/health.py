@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.special import stdtrit
@@ -97,7 +98,8 @@ class CmapssFeaturizer:
             st = np.fromiter((features[s] for s in self.settings), dtype=np.float64, count=len(self.settings))
             d = (((st / self.settings_scale) - self.centers) ** 2).sum(axis=1)
             r = int(np.argmin(d))
-        return (x - self.mean[r]) / self.std[r]
+        z: np.ndarray = (x - self.mean[r]) / self.std[r]
+        return z
 
     def update(self, state: np.ndarray, features: Mapping[str, float], age: float) -> np.ndarray:
         """Fold one cycle into ``state`` (in place) and return the feature vector."""
@@ -133,7 +135,7 @@ class CmapssFeaturizer:
     def features_from_state(self, state: np.ndarray, age: float) -> np.ndarray:
         k, h = self.k, self._HEAD
         zf, zs, zt, uz, zb = (state[h + i * k : h + (i + 1) * k] for i in range(5))
-        n, s0f, s0s, s0t, su, suu, nb = state[:h]
+        _n, s0f, s0s, s0t, su, suu, nb = state[:h]
         mean_f = zf / s0f
         mean_s = zs / s0s
         den = s0t * suu - su * su
@@ -144,7 +146,7 @@ class CmapssFeaturizer:
         drift = mean_s - zb / max(nb, 1.0)
         return np.concatenate([mean_f, mean_s, slope * self.trend_scale, drift, [age / self.age_scale]])
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "sensors": list(self.sensors),
             "settings": list(self.settings),
@@ -161,7 +163,7 @@ class CmapssFeaturizer:
         }
 
     @classmethod
-    def from_json(cls, d: Mapping) -> "CmapssFeaturizer":
+    def from_json(cls, d: Mapping[str, Any]) -> CmapssFeaturizer:
         return cls(
             sensors=list(d["sensors"]),
             settings=list(d["settings"]),
@@ -228,11 +230,11 @@ class GenericParams:
     rul_scale: float = 1.0
     z_bounds: float = 1.645
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     @classmethod
-    def from_json(cls, d: Mapping) -> "GenericParams":
+    def from_json(cls, d: Mapping[str, Any]) -> GenericParams:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
 
@@ -280,7 +282,7 @@ class GenericHealth:
     HEAD = 16
 
     @classmethod
-    def for_features(cls, params: GenericParams, features: Mapping[str, float], life_prior: bool = True) -> "GenericHealth":
+    def for_features(cls, params: GenericParams, features: Mapping[str, float], life_prior: bool = True) -> GenericHealth:
         """Pick what to track from the first message's keys."""
         for key in SEVERITY_KEYS:
             if key in features:
