@@ -13,7 +13,7 @@ import pytest
 from mantis_stream.commands.config import check_influx_url, check_postgres_dsn, environment, mask_headers, problems
 from mantis_stream.settings import Settings, load_config_file, mask_url
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SECRETS = ("s3cret-pw", "abc123key", "tok-xyz", "sasl-pw")
 
 

@@ -199,7 +199,7 @@ async def test_metrics_endpoint_and_trace_file_after_an_end_to_end_run(broker, s
 
 # -- dashboard and compose -------------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 
 

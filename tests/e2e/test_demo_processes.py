@@ -50,6 +50,7 @@ def wait_for_line(demo: subprocess.Popen[str], pattern: str, seen: list[str], ti
     raise AssertionError(f"no line matching {pattern!r}:\n{''.join(seen)}")
 
 
+@pytest.mark.broker
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
 def test_a_signal_to_the_demo_group_stops_every_process_it_started(tmp_path: Path, sig: signal.Signals) -> None:
     demo = start_demo(tmp_path, f"kafka://127.0.0.1:{free_port()}")  # nothing listens there: the demo starts Tansu
@@ -85,6 +86,7 @@ def test_a_signal_to_the_demo_group_stops_every_process_it_started(tmp_path: Pat
             demo.wait()
 
 
+@pytest.mark.broker
 def test_the_demo_says_when_it_uses_a_broker_it_did_not_start(tmp_path: Path) -> None:
     with EmbeddedBroker() as broker:
         demo = start_demo(tmp_path, broker.url)

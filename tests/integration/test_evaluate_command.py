@@ -16,11 +16,11 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "rul"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "fixtures" / "rul"))
 
 import rul_synth  # noqa: E402
 
-NAB_FIXTURE = Path(__file__).parent / "fixtures" / "nab"
+NAB_FIXTURE = Path(__file__).parents[1] / "fixtures" / "nab"
 CLI = [sys.executable, "-c", "import mantis_stream.commands.evaluate; from mantis_stream.__main__ import main; main()"]
 
 

@@ -28,7 +28,7 @@ from mantis_stream.sinks.records import (
 from servers import *  # noqa: F401,F403  (fixtures; conftest may import them too)
 from servers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.postgres
 

@@ -1,4 +1,6 @@
-"""Traces without Jaeger: the OTLP JSON-lines file exporter and ``mantis-stream trace show|list``.
+"""Traces without Jaeger: the OTLP JSON-lines file exporter and what ``mantis-stream trace show|list`` renders.
+
+The commands themselves run in a subprocess in ``tests/integration/test_trace_cli.py``.
 
 ``fixtures/traces/pipeline.jsonl`` was recorded from a real worker on the local
 broker (``MANTIS_TRACE_FILE``, ``OTEL_TRACES_SAMPLER=always_on``), keeping four
@@ -9,9 +11,6 @@ is a string: dead letter, error spans) and a one-span trace.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -24,17 +23,9 @@ from mantis_stream.commands.trace import build_tree, critical_path, render_list,
 from mantis_stream.tracing import setup
 from mantis_stream.tracing.filelog import FileSpanExporter, SpanRecord, read_spans
 
-FIXTURE = Path(__file__).parent / "fixtures" / "traces" / "pipeline.jsonl"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "traces" / "pipeline.jsonl"
 WORK_ORDER_TRACE = "00000000000000000000000000abc024"
 ERROR_TRACE = "00000000000000000000000000abc028"
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MANTIS_", "OTEL_"))}
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "mantis_stream", *args], capture_output=True, text=True,
-                          env=full_env, cwd=ROOT, timeout=120)
 
 
 def span(sid: str, parent: str, start: int, end: int, service: str = "svc", name: str | None = None) -> SpanRecord:
@@ -156,20 +147,6 @@ def test_list_summarizes_each_trace_with_its_slowest_stage():
     assert by_id[WORK_ORDER_TRACE].slowest_stage == "mantis-preprocessing"
     text = render_list(summaries, color=False)
     assert len(text.splitlines()) == 5 and "slowest stage" in text.splitlines()[0]
-
-
-def test_trace_commands_from_the_cli():
-    shown = run_cli("trace", "show", "abc024", "--file", str(FIXTURE), "--width", "160")
-    assert shown.returncode == 0, shown.stderr
-    assert f"Trace {WORK_ORDER_TRACE}" in shown.stdout and "19 spans" in shown.stdout
-    assert "\x1b[" not in shown.stdout  # not a terminal: no colors
-    listed = run_cli("trace", "list", env={"MANTIS_TRACE_FILE": str(FIXTURE)})
-    assert listed.returncode == 0, listed.stderr
-    assert sum(1 for line in listed.stdout.splitlines() if line[:32].isalnum()) == 4
-    missing = run_cli("trace", "show", "ffff", "--file", str(FIXTURE))
-    assert missing.returncode == 1 and missing.stderr.strip() == f"mantis-stream trace: trace ffff not in {FIXTURE}"
-    nofile = run_cli("trace", "list", "--file", "/nonexistent/t.jsonl")
-    assert nofile.returncode == 1 and nofile.stderr.count("\n") == 1 and "no trace file at" in nofile.stderr
 
 
 # -- a bounded file, quick on a large one --------------------------------------------------------

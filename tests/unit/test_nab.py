@@ -26,7 +26,7 @@ from mantis_stream.evaluation.nab import (
 )
 from mantis_stream.models.anomaly import detect_series
 
-FIXTURES = Path(__file__).parent / "fixtures" / "nab"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "nab"
 SPIKE_FILE = FIXTURES / "data" / "synthetic" / "spike_and_shift.csv"
 
 

@@ -69,6 +69,7 @@ def test_no_wait_tries_once_then_stops_in_one_line() -> None:
     assert clock.sleeps == []
 
 
+@pytest.mark.broker
 async def test_worker_started_before_the_broker_waits_then_processes(tmp_path: Path) -> None:
     port = free_port()
     app_id = f"mantis-test-{uuid.uuid4().hex[:8]}"

@@ -19,7 +19,7 @@ from mantis_stream.errors import _record
 from mantis_stream.models import records
 from mantis_stream.models.reading import InvalidReading
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "interface.md").read_text(encoding="utf-8")
 #: Variables only the tests set (fault injection); not part of the contract.
 TEST_HOOKS = {"MANTIS_TEST_FAULT"}

@@ -29,7 +29,7 @@ from mantis_stream import topics as names
 LIMIT = 4096
 PAYLOAD_BYTES = 16_384
 FRAME = 64
-FUZZ = Path(__file__).parent / "fuzz"
+FUZZ = Path(__file__).parents[1] / "fuzz"
 
 
 def sized(asset: str, sensor: str, size: int) -> bytes:

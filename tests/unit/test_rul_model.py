@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "rul"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "fixtures" / "rul"))
 
 import rul_synth  # noqa: E402
 
