@@ -33,7 +33,7 @@ from mantis_stream import topics as names
 from mantis_stream.demo.broker import EmbeddedBroker, free_port
 
 try:  # the sinks' servers (PostgreSQL, InfluxDB)
-    from servers import *  # noqa: F401,F403
+    from servers import *  # noqa: F403
 except ImportError:  # pragma: no cover - before the sinks land
     pass
 

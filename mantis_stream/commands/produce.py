@@ -76,7 +76,7 @@ async def start_producer(**options: object) -> AIOKafkaProducer:
     producer = AIOKafkaProducer(**client_options(settings.broker), **options)
     try:
         await asyncio.wait_for(producer.start(), CONNECT_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         await producer.stop()
         raise CommandError(f"no answer from the Kafka broker at {settings.broker} in {CONNECT_TIMEOUT:.0f} s; does "
                            "MANTIS_KAFKA_SECURITY_PROTOCOL match its listener?") from None

@@ -30,7 +30,7 @@ import heapq
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ def nab_row_to_reading(asset_id: str, sensor_id: str, timestamp: str, value: flo
     """A NAB row (``timestamp,value``; naive timestamps are UTC) as a scalar reading."""
     dt = datetime.fromisoformat(timestamp.strip())
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return {"asset_id": asset_id, "sensor_id": sensor_id, "ts": dt.timestamp(), "value": float(value)}
 
 

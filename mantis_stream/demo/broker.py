@@ -80,7 +80,7 @@ class EmbeddedBroker:
     def url(self) -> str:
         return f"kafka://{self.bootstrap}"
 
-    def start(self, timeout: float = 15.0) -> "EmbeddedBroker":
+    def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         listener = f"tcp://{self.bootstrap}"
         # Tansu reads OTEL_* itself: keep the worker's tracing settings away from it.
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -123,7 +123,7 @@ class EmbeddedBroker:
             proc.kill()
             proc.wait()
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -98,7 +98,7 @@ class FrameAssembler:
         return head + self._buf.tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "FrameAssembler":
+    def from_bytes(cls, data: bytes) -> FrameAssembler:
         """Inverse of :meth:`to_bytes`."""
         if len(data) < _HEADER.size:
             raise ValueError("FrameAssembler state is truncated")

@@ -31,8 +31,9 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Generic, Sequence, TypeVar
+from typing import Generic, TypeVar
 
 from ..settings import mask_url
 
@@ -169,7 +170,7 @@ class WriteBuffer(Generic[T]):
                 await self._flush(batch)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any driver error is classified below: retried, or split to find the bad row
                 self.stats.failures += 1
                 if not self._is_transient(exc):
                     await self._write_rows_one_by_one(batch, exc)
@@ -213,7 +214,7 @@ class WriteBuffer(Generic[T]):
         delay = self.backoff.delay(attempt)
         try:
             await asyncio.wait_for(self._closed.wait(), timeout=delay)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         self._check_open()
 

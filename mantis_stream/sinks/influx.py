@@ -38,8 +38,9 @@ import logging
 import math
 import warnings
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiohttp
@@ -87,7 +88,7 @@ class InfluxTarget:
     retention_policy: str | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> "InfluxTarget":
+    def from_url(cls, url: str) -> InfluxTarget:
         """``http[s]://[user:password@]host[:port][/prefix]/database[?rp=policy]``."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):

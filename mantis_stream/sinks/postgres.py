@@ -31,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -210,7 +211,7 @@ class PostgresSink(BufferedSink[Record]):
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), timeout=5.0)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a pool that cannot close in time is terminated
                 pool.terminate()
 
     async def _ensure_ready(self) -> asyncpg.Pool:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
-from typing import Any, Mapping, NamedTuple, Union
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -90,7 +91,7 @@ class FeatureVector(NamedTuple):
     trace_id: str | None
 
 
-Record = Union[AnomalyEvent, RulEstimate, WorkOrder, FeatureVector]
+Record = AnomalyEvent | RulEstimate | WorkOrder | FeatureVector
 
 
 # -- helpers -----------------------------------------------------------------
@@ -126,7 +127,7 @@ def parse_ts(value: Any, field: str = "ts") -> datetime:
         if not math.isfinite(value):
             raise InvalidMessage(field, "not finite")
         try:
-            return datetime.fromtimestamp(value, tz=timezone.utc)
+            return datetime.fromtimestamp(value, tz=UTC)
         except (OverflowError, OSError, ValueError):
             raise InvalidMessage(field, f"out of range: {value!r}") from None
     if not isinstance(value, str) or not value:
@@ -141,8 +142,8 @@ def parse_ts(value: Any, field: str = "ts") -> datetime:
     except ValueError:
         raise InvalidMessage(field, f"not an RFC 3339 timestamp: {value!r}") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
 
 
 def _text(value: Mapping[str, Any], field: str, *, required: bool = True, default: str = "") -> str:
@@ -253,7 +254,7 @@ def work_order(value: Mapping[str, Any], trace_id: str | None = None) -> WorkOrd
         asset_id=_text(value, "asset_id"),
         priority=_text(value, "priority", required=False, default="medium"),
         reason=_text(value, "reason"),
-        created_at=parse_ts(created, "created_at") if created is not None else datetime.now(timezone.utc),
+        created_at=parse_ts(created, "created_at") if created is not None else datetime.now(UTC),
         rul=_number(value, "rul", required=False),
         # jsonb rejects \u0000 too; orjson writes NaN/inf as null.
         evidence=orjson.dumps(evidence).decode().replace("\\u0000", ""),

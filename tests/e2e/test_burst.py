@@ -22,9 +22,10 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from conftest import collect
 from mantis_stream import limits
 from mantis_stream import topics as names
+
+from conftest import collect
 
 LIMIT = 4096
 PAYLOAD_BYTES = 16_384
@@ -150,7 +151,7 @@ async def test_a_hostile_burst_on_one_partition_loses_nothing_and_crashes_nothin
     letters = letters_of(found)
     assert sorted(v["source"]["offset"] for v in letters) == sorted(bad_offsets), "one dead letter per bad input"
     bound = limits.dead_letter_bytes(PAYLOAD_BYTES)
-    for value, headers, record in found[names.DEAD_LETTERS]:
+    for _value, _headers, record in found[names.DEAD_LETTERS]:
         assert len(record.value) + sum(len(k) + len(v or b"") for k, v in record.headers) <= bound
     for letter in letters:
         name = bad_offsets[letter["source"]["offset"]]

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, spawn_worker
 from mantis_stream.demo.broker import free_port
 from mantis_stream.settings import check_postgres_dsn, mask_url
 from mantis_stream.tracing.attributes import clean_value
+
+from conftest import ROOT, spawn_worker
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str = "", cwd: Path | None = None,

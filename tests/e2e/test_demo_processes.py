@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from mantis_stream.demo.broker import EmbeddedBroker, free_port
+
+from conftest import ROOT
 
 
 def alive(pid: int) -> bool:

@@ -16,8 +16,9 @@ import numpy as np
 import orjson
 import pytest
 
-from conftest import collect, produce
 from mantis_stream import topics as names
+
+from conftest import collect, produce
 
 CHUNK = 1024
 #: Per pump: the monitor commissions over 300 scores; the last 20 step 30 % up, past the 1.25 alert factor.

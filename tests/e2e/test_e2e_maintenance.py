@@ -11,9 +11,10 @@ import uuid
 
 import orjson
 
-from conftest import collect, produce
 from mantis_stream import topics as names
 from mantis_stream.tracing.filelog import read_spans
+
+from conftest import collect, produce
 
 COMMISSIONING = 300  # REFERENCE_DEFAULTS["warmup"]
 

@@ -8,8 +8,9 @@ import uuid
 
 import orjson
 
-from conftest import collect, produce
 from mantis_stream import topics as names
+
+from conftest import collect, produce
 
 FRAME = 2048
 CHUNK = 1024
@@ -114,7 +115,7 @@ async def test_every_shape_reaches_every_topic_and_bad_input_becomes_dead_letter
     assert all(o["work_order_id"] and o["created_at"] for o in orders)
 
     letters = [(v, h) for v, h, _ in found[names.DEAD_LETTERS]]
-    for name, (raw, field) in bad.items():
+    for name, (_raw, field) in bad.items():
         matching = [v for v, _ in letters if v["payload"] == payloads[name]]
         assert matching, f"no dead letter for {name}"
         letter = matching[0]

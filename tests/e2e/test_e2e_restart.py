@@ -9,8 +9,9 @@ import uuid
 import numpy as np
 import orjson
 
-from conftest import collect, produce
 from mantis_stream import topics as names
+
+from conftest import collect, produce
 
 RATE = 10240.0
 CHUNK = 1024

@@ -10,21 +10,23 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from conftest import collect, produce
 from mantis_stream import topics as names
-from servers import *  # noqa: F401,F403
+
+from conftest import collect, produce
+from servers import *  # noqa: F403
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.influxdb]
 
-T0 = datetime(2026, 11, 29, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 # The worker's own stages also react to what these tests produce (the anomaly
 # and RUL stages read mantis.features): count only the rows of these models.
 ANOMALY_MODEL = "e2e-anomaly"
@@ -120,7 +122,7 @@ def sink_messages(prefix: str, n: int = 20, salt: int = 0) -> dict[str, list[tup
             "asset_id": asset, "sensor_id": "VIB-1", "ts": ts, "features": {"rms": 0.1 * i, "kurtosis": 3.0},
         }), headers))
     for j in range(3):
-        trace_id, header = traceparent(salt + 2000 + j)
+        _trace_id, header = traceparent(salt + 2000 + j)
         out[names.WORK_ORDERS].append((orjson.dumps({
             "work_order_id": f"{prefix}-wo-{j}", "asset_id": f"{prefix}-FAN-{j}", "priority": "high",
             "reason": "rul_below_threshold", "created_at": iso(T0), "rul": 12.0,
@@ -285,7 +287,7 @@ async def test_pipeline_readings_reach_both_databases(broker, start_worker, post
     asset = f"{prefix}-ENGINE"
     readings = []
     for i in range(60):
-        trace_id, header = traceparent(3000 + i)
+        _trace_id, header = traceparent(3000 + i)
         readings.append((orjson.dumps({
             "asset_id": asset, "sensor_id": "GAS-PATH", "ts": iso(T0 + timedelta(seconds=i)), "cycle": i + 1,
             "channels": {"s2": 642.0 + 0.01 * i, "s3": 1585.0 + 0.2 * i, "s4": 1400.0 + 0.3 * i},

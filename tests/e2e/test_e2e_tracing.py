@@ -21,8 +21,9 @@ import aiohttp
 import orjson
 import pytest
 
-from conftest import collect, produce
 from mantis_stream import topics as names
+
+from conftest import collect, produce
 from otlp_receiver import OTLPReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.broker
@@ -175,7 +176,7 @@ async def test_bad_reading_error_span_and_dead_letter_same_trace(broker, receive
         return any(marker.decode() in v.get("payload", "") for v, _h, _r in found[names.DEAD_LETTERS])
 
     found = await collect(broker.bootstrap, (names.DEAD_LETTERS,), ours, timeout=90)
-    value, headers, _record = next(item for item in found[names.DEAD_LETTERS] if marker.decode() in item[0].get("payload", ""))
+    _value, headers, _record = next(item for item in found[names.DEAD_LETTERS] if marker.decode() in item[0].get("payload", ""))
     tp = headers["traceparent"].decode().split("-")
     assert tp[1] == trace_id and int(tp[3], 16) & 1  # the dead letter carries the reading's trace, sampled
 

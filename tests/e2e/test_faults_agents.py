@@ -17,8 +17,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from conftest import PARTITIONS, collect, produce
 from mantis_stream import topics as names
+
+from conftest import PARTITIONS, collect, produce
 
 READINGS = 12
 
@@ -88,7 +89,7 @@ async def test_a_message_that_crashes_its_agent_every_time_becomes_one_dead_lett
     readings = [orjson.dumps({"asset_id": calm, "sensor_id": "TMP", "ts": 1_790_000_000 + i, "value": 20.0 + i})
                 for i in range(READINGS)]
     bad = orjson.dumps({"asset_id": poison, "sensor_id": "TMP", "ts": 1_790_000_000, "value": 1.0})
-    await produce(broker.bootstrap, names.READINGS, readings[:6] + [bad] + readings[6:], key=b"same-partition")
+    await produce(broker.bootstrap, names.READINGS, [*readings[:6], bad, *readings[6:]], key=b"same-partition")
 
     def done(found: dict) -> bool:
         calm_features = [v for v, _, _ in found[names.FEATURES] if v["asset_id"] == calm]

@@ -16,10 +16,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import PARTITIONS, collect, produce, spawn_worker, wait_ready
 from mantis_stream import topics as names
 from mantis_stream.demo.broker import EmbeddedBroker, free_port
 from mantis_stream.kafka import wait_for_broker
+
+from conftest import PARTITIONS, collect, produce, spawn_worker, wait_ready
 
 
 class FakeClock:

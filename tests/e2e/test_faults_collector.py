@@ -19,9 +19,10 @@ import uuid
 import orjson
 import pytest
 
-from conftest import collect, produce
 from mantis_stream import topics as names
 from mantis_stream.demo.broker import free_port
+
+from conftest import collect, produce
 
 N = 120
 
@@ -47,7 +48,7 @@ class HangingServer:
                 continue
             self.conns.append(conn)  # hold it open, read nothing
 
-    def __enter__(self) -> "HangingServer":
+    def __enter__(self) -> HangingServer:
         self._thread.start()
         return self
 
@@ -92,9 +93,8 @@ async def test_collector_down_or_hanging_does_not_stall_the_pipeline(broker, sta
 
     down_port = free_port()  # nothing listens there
     scheme = "http"
-    path = "" if protocol == "grpc" else ""
     env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
-           "OTEL_EXPORTER_OTLP_ENDPOINT": f"{scheme}://127.0.0.1:{down_port}{path}", "OTEL_EXPORTER_OTLP_TIMEOUT": "2"}
+           "OTEL_EXPORTER_OTLP_ENDPOINT": f"{scheme}://127.0.0.1:{down_port}", "OTEL_EXPORTER_OTLP_TIMEOUT": "2"}
     down, worker = await run_load(broker, start_worker, env)
     stop_down = stop_time(worker)
     assert worker.proc.returncode is not None

@@ -18,8 +18,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from conftest import PARTITIONS, collect, produce
 from mantis_stream import topics as names
+
+from conftest import PARTITIONS, collect, produce
 
 
 async def get(url: str) -> tuple[int, dict[str, Any]]:
@@ -35,7 +36,7 @@ async def wait_for(url: str, ok: Callable[[int, dict[str, Any]], bool], timeout:
     while time.monotonic() - started < timeout:
         try:
             status, body = await get(url)
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             status, body = 0, {}
         if ok(status, body):
             return time.monotonic() - started, status, body
@@ -55,7 +56,7 @@ async def test_health_is_unready_within_15_s_of_the_broker_death_and_ready_after
     assert body["broker"]["reachable"] and body["broker"]["partitions_assigned"] > 0
     broker.stop()
     try:
-        took, status, body = await wait_for(health, lambda s, b: s == 503, 15)
+        took, _status, body = await wait_for(health, lambda s, b: s == 503, 15)
         assert body["status"] == "unavailable" and not body["broker"]["reachable"]
         assert any("broker not reachable" in p for p in body["problems"]), body
         assert (await get(live))[0] == 200, "the process is alive: liveness must not fail with the broker"

@@ -18,10 +18,11 @@ import aiohttp
 import orjson
 import pytest
 
-from conftest import collect, produce, spawn_worker
-from test_scaleout import drain
 from mantis_stream import topics as names
 from mantis_stream.errors import payload_text
+
+from conftest import collect, produce, spawn_worker
+from test_scaleout import drain
 
 FUZZ = Path(__file__).parents[1] / "fuzz"
 CORPUS = sorted(p for p in FUZZ.iterdir() if p.name.startswith(("bad-", "ok-")))

@@ -19,11 +19,12 @@ from faust.types import TP
 from opentelemetry import context as otel_context
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import collect, produce
 from mantis_stream import topics as names
 from mantis_stream.metrics import OTHER_ASSET, MetricsSensor, render
 from mantis_stream.tracing.context import STAGE_KEY
 from mantis_stream.tracing.filelog import read_spans
+
+from conftest import collect, produce
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

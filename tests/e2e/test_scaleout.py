@@ -20,8 +20,9 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from conftest import collect
 from mantis_stream import topics as names
+
+from conftest import collect
 
 RATE = 10240.0
 CHUNK = 768

@@ -21,11 +21,12 @@ import orjson
 import pytest
 from faust.auth import SASLCredentials, SSLCredentials
 
-from conftest import collect, produce
 from mantis_stream import topics as names
 from mantis_stream.demo.broker import free_port
 from mantis_stream.kafka import broker_credentials
 from mantis_stream.settings import Settings, mask_url
+
+from conftest import collect, produce
 from otlp_receiver import OTLPReceiver
 
 # ------------------------------------------------------------ broker_credentials

@@ -23,9 +23,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import PARTITIONS, ROOT, collect, produce
 from mantis_stream import topics as names
 from mantis_stream.supervisor import worker_commands
+
+from conftest import PARTITIONS, ROOT, collect, produce
 
 pytestmark = pytest.mark.broker
 

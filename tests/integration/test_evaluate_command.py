@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "fixtures" / "rul"))
 
-import rul_synth  # noqa: E402
+import rul_synth
 
 NAB_FIXTURE = Path(__file__).parents[1] / "fixtures" / "nab"
 CLI = [sys.executable, "-c", "import mantis_stream.commands.evaluate; from mantis_stream.__main__ import main; main()"]

@@ -18,8 +18,9 @@ import pytest
 from faust.tables.recovery import Recovery
 from faust.types import TP
 
-from conftest import produce
 from mantis_stream import recovery
+
+from conftest import produce
 
 
 @pytest.mark.parametrize(("records", "expected"), [

@@ -17,11 +17,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "fixtures" / "rul"))
 
-import rul_synth  # noqa: E402
+from mantis_stream.datasets import cmapss, femto
+from mantis_stream.evaluation.rul import rmse, score_cmapss
+from mantis_stream.models.rul import RulModel, femto_estimate, run_tracker
 
-from mantis_stream.datasets import cmapss, femto  # noqa: E402
-from mantis_stream.evaluation.rul import rmse, score_cmapss  # noqa: E402
-from mantis_stream.models.rul import RulModel, femto_estimate, run_tracker  # noqa: E402
+import rul_synth
 
 # Works whether or not mantis_stream.commands imports the RUL commands itself.
 CLI = [sys.executable, "-c", "import mantis_stream.commands.rul, mantis_stream.commands.replay; from mantis_stream.__main__ import main; main()"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -15,12 +15,13 @@ from mantis_stream import topics as names
 from mantis_stream.sinks.buffer import Backoff
 from mantis_stream.sinks.influx import InfluxSink, InfluxTarget, line, point
 from mantis_stream.sinks.records import from_message
-from servers import *  # noqa: F401,F403
+
+from servers import *  # noqa: F403
 
 pytestmark = pytest.mark.influxdb
 
 FAST = Backoff(initial=0.05, maximum=0.3)
-T0 = datetime(2026, 11, 29, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 

@@ -6,7 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -25,7 +25,8 @@ from mantis_stream.sinks.records import (
     parse_ts,
     trace_id_from_headers,
 )
-from servers import *  # noqa: F401,F403  (fixtures; conftest may import them too)
+
+from servers import *  # noqa: F403  (fixtures; conftest may import them too)
 from servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.postgres
 
 FAST = Backoff(initial=0.05, maximum=0.3)
-T0 = datetime(2026, 11, 29, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
@@ -418,8 +419,8 @@ async def test_work_orders_command_lists_a_table_with_trace_ids(sink, postgres_d
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].split()[:3] == ["WORK", "ORDER", "ASSET"] and "TRACE ID" in lines[0]
-    assert any(l.startswith("wo-1 (+1)") and TRACE in l and "open" in l for l in lines)
-    assert any(l.startswith("wo-2") and "closed" in l for l in lines)
+    assert any(line.startswith("wo-1 (+1)") and TRACE in line and "open" in line for line in lines)
+    assert any(line.startswith("wo-2") and "closed" in line for line in lines)
 
     result = await asyncio.to_thread(run_command, "--open", dsn=postgres_dsn)
     assert "wo-1" in result.stdout and "wo-2" not in result.stdout

@@ -85,8 +85,8 @@ async def test_each_record_gets_its_own_trace_through_a_batched_stage(sent, span
     (predict,) = [s for s in finished if s.name == "predict_anomaly"]
     first, *others = sorted(processes, key=lambda p: p.context.trace_id)
     assert predict.parent.span_id == first.context.span_id and predict.context.trace_id == first.context.trace_id
-    assert {l.context.span_id for l in predict.links} == {p.context.span_id for p in others}
-    assert all(any(l.context.span_id == predict.context.span_id for l in p.links) for p in others)
+    assert {link.context.span_id for link in predict.links} == {p.context.span_id for p in others}
+    assert all(any(link.context.span_id == predict.context.span_id for link in p.links) for p in others)
     assert len(finished) == 4
     # the public message and the batched record each carry the record's trace on
     public = [kw for t, kw in sent if t == names.ANOMALIES]

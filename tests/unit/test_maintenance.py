@@ -7,7 +7,11 @@ import random
 import orjson
 
 from mantis_stream.models.maintenance import (
-    ANOMALY_REASON, RUL_REASON, AssetMaintenance, defect_band, work_order_id,
+    ANOMALY_REASON,
+    RUL_REASON,
+    AssetMaintenance,
+    defect_band,
+    work_order_id,
 )
 
 

@@ -6,7 +6,9 @@ import math
 
 import orjson
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from mantis_stream.models.reading import InvalidReading, format_timestamp, parse_reading
 
@@ -64,11 +66,11 @@ def test_bad_fields_are_named(fields, field):
 
 
 def test_missing_required_fields_and_bad_payloads():
-    with pytest.raises(InvalidReading, match="^sensor_id: is required"):
+    with pytest.raises(InvalidReading, match=r"^sensor_id: is required"):
         parse_reading(orjson.dumps({"asset_id": "a", "ts": 1790000000, "value": 1}))
     with pytest.raises(InvalidReading, match="NaN and Infinity"):
         parse_reading(b'{"asset_id": "a", "sensor_id": "s", "ts": 1790000000, "value": NaN}')
-    with pytest.raises(InvalidReading, match="^payload: message is 20 bytes, over the limit of 10"):
+    with pytest.raises(InvalidReading, match=r"^payload: message is 20 bytes, over the limit of 10"):
         parse_reading(b"x" * 20, max_bytes=10)
 
 

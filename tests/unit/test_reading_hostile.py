@@ -16,7 +16,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from mantis_stream.agents.ingest import parse_body
 from mantis_stream.errors import payload_text

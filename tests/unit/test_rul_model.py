@@ -12,11 +12,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "fixtures" / "rul"))
 
-import rul_synth  # noqa: E402
-
-from mantis_stream.datasets import cmapss  # noqa: E402
-from mantis_stream.dsp.stats import window_features  # noqa: E402
-from mantis_stream.evaluation.rul import (  # noqa: E402
+from mantis_stream.datasets import cmapss
+from mantis_stream.dsp.stats import window_features
+from mantis_stream.evaluation.rul import (
     phm08_score,
     phm2012_accuracy,
     phm2012_errors,
@@ -25,11 +23,13 @@ from mantis_stream.evaluation.rul import (  # noqa: E402
     truncation_points,
     unit_folds,
 )
-from mantis_stream.models.health import GenericHealth, GenericParams  # noqa: E402
-from mantis_stream.models.maintenance import AssetMaintenance  # noqa: E402
-from mantis_stream.models.reading import validate_reading  # noqa: E402
-from mantis_stream.models.rul import RulEstimate, RulModel, RulTracker, fit_cmapss, run_tracker  # noqa: E402
-from mantis_stream.settings import Settings  # noqa: E402
+from mantis_stream.models.health import GenericHealth, GenericParams
+from mantis_stream.models.maintenance import AssetMaintenance
+from mantis_stream.models.reading import validate_reading
+from mantis_stream.models.rul import RulEstimate, RulModel, RulTracker, fit_cmapss, run_tracker
+from mantis_stream.settings import Settings
+
+import rul_synth
 
 # ---------------------------------------------------------------------------------------
 # scorers, against hand-computed values

@@ -194,7 +194,7 @@ def test_list_reads_only_the_end_of_a_large_file(tmp_path):
     from mantis_stream.tracing.filelog import RECENT_MARGIN_NS, read_recent
 
     path = tmp_path / "big.jsonl"
-    lines = [l for l in FIXTURE.read_bytes().splitlines() if l.strip()]
+    lines = [line for line in FIXTURE.read_bytes().splitlines() if line.strip()]
     t0 = 1_800_000_000 * 10**9
     with open(path, "wb") as f:
         for k in range(100):  # 100 copies of the fixture, each shifted in time and given other trace ids

@@ -13,6 +13,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from mantis_stream import tracing
 from mantis_stream.settings import Settings
 from mantis_stream.tracing import carriers, setup
+
 from test_tracing_sensor import PARENT, SAMPLED, TRACE, make_app, ready, tp_of
 
 
@@ -66,7 +67,7 @@ async def test_b3_multi_header_in_and_out_through_the_sensor(with_propagators) -
     src, out = app.topic("src"), app.topic("out")
 
     @app.agent(src, name="single")
-    async def single(stream):  # noqa: ANN001
+    async def single(stream):
         async for event in stream.events():
             await event.forward(out)
 
@@ -94,7 +95,7 @@ async def test_b3_single_header(with_propagators) -> None:
     src, out = app.topic("src"), app.topic("out")
 
     @app.agent(src, name="single")
-    async def single(stream):  # noqa: ANN001
+    async def single(stream):
         async for event in stream.events():
             await out.send(value=event.value)
 
@@ -114,7 +115,7 @@ async def test_jaeger_uber_trace_id(with_propagators) -> None:
     src, out = app.topic("src"), app.topic("out")
 
     @app.agent(src, name="single")
-    async def single(stream):  # noqa: ANN001
+    async def single(stream):
         async for event in stream.events():
             await event.forward(out)
 
@@ -178,7 +179,7 @@ async def run_single(headers: list) -> tuple[object, object]:
     src, out = app.topic("src"), app.topic("out")
 
     @app.agent(src, name="scorer")  # anomaly detection: 100 % in the shipped file, irrelevant under a parent
-    async def scorer(stream):  # noqa: ANN001
+    async def scorer(stream):
         async for event in stream.events():
             await event.forward(out)
 

@@ -229,7 +229,6 @@ def test_through_configure_each_stage_uses_its_service_strategy() -> None:
     exporter = InMemorySpanExporter()
     tracing.configure(Settings(), exporter)  # the shipped file
     try:
-        rng = random.Random(3)
         counts = {}
         for stage, p in (("preprocessing", 0.3), ("anomaly-detection", 1.0), ("storage", 0.1)):
             tracer = tracing.stage_tracer(stage)

@@ -39,7 +39,7 @@ class FakeProducer:
     async def maybe_start(self) -> None:
         return None
 
-    async def send(self, topic, key, value, partition=None, timestamp=None, headers=None):  # noqa: ANN001
+    async def send(self, topic, key, value, partition=None, timestamp=None, headers=None):
         self.sent.append((topic, key, value, headers))
         fut = asyncio.get_running_loop().create_future()
         p = partition or 0
@@ -109,7 +109,7 @@ async def test_process_span_parent_child_chain_and_injection(spans: InMemorySpan
     src, out = app.topic("src"), app.topic("out")
 
     @app.agent(src, name="single")
-    async def single(stream):  # noqa: ANN001
+    async def single(stream):
         async for event in stream.events():
             with tracing.stage_tracer("preprocessing").start_as_current_span(
                 "validate_reading", attributes=tracing.span_attributes(asset_id="PUMP-7", sensor_id="TMP-1")
@@ -159,7 +159,7 @@ async def test_forward_replaces_stale_traceparent_and_tracestate(spans: InMemory
     src, out = app.topic("src"), app.topic("out")
 
     @app.agent(src, name="single")
-    async def single(stream):  # noqa: ANN001
+    async def single(stream):
         async for event in stream.events():
             await event.forward(out)  # copies the raw incoming headers, stale traceparent included
 
@@ -181,7 +181,7 @@ async def test_message_without_context_starts_root_and_omits_null_key(spans: InM
     src = app.topic("src")
 
     @app.agent(src, name="single")
-    async def single(stream):  # noqa: ANN001
+    async def single(stream):
         async for _event in stream.events():
             pass
 
@@ -198,7 +198,7 @@ async def test_fail_event_gives_error_status_and_exception(spans: InMemorySpanEx
     src, dead = app.topic("src"), app.topic("mantis.dead-letters")
 
     @app.agent(src, name="single")
-    async def single(stream):  # noqa: ANN001
+    async def single(stream):
         async for event in stream.events():
             try:
                 raise ValueError("field 'ts': cannot read timestamp")
@@ -226,7 +226,7 @@ async def test_dead_letter_send_alone_marks_the_event_failed(spans: InMemorySpan
     src, dead = app.topic("src"), app.topic("mantis.dead-letters")
 
     @app.agent(src, name="single")
-    async def single(stream):  # noqa: ANN001
+    async def single(stream):
         async for _event in stream.events():
             await dead.send(value=b"{}")
 
@@ -246,7 +246,7 @@ async def test_error_in_unsampled_trace_is_still_recorded(tmp_path: Path) -> Non
         src, dead = app.topic("src"), app.topic("mantis.dead-letters")
 
         @app.agent(src, name="single")
-        async def single(stream):  # noqa: ANN001
+        async def single(stream):
             async for event in stream.events():
                 with tracing.stage_tracer("preprocessing").start_as_current_span("validate_reading"):
                     pass
@@ -289,7 +289,7 @@ async def test_unsampled_parent_no_span_even_in_a_100_percent_stage(tmp_path: Pa
         src, out = app.topic("src"), app.topic("out")
 
         @app.agent(src, name="scorer")
-        async def scorer(stream):  # noqa: ANN001
+        async def scorer(stream):
             async for event in stream.events():
                 await out.send(value=event.value)
 
@@ -314,7 +314,7 @@ async def test_batch_each_message_own_trace_and_batch_span_links_all(spans: InMe
     seen_batches: list[int] = []
 
     @app.agent(src, name="batch")
-    async def batch(stream):  # noqa: ANN001
+    async def batch(stream):
         async for events in stream.take_events(5, within=0.5):
             seen_batches.append(len(events))
             with tracing.batch_span("feature-extraction", "compute_fft", events, **{"batch.size": len(events)}):
@@ -344,11 +344,11 @@ async def test_batch_each_message_own_trace_and_batch_span_links_all(spans: InMe
     # the batch's compute span is in its first sampled message's trace, linked to the others'
     first, *others = sorted(processes, key=lambda p: p.context.trace_id)
     assert fft.parent.span_id == first.context.span_id and fft.context.trace_id == first.context.trace_id
-    assert {(l.context.trace_id, l.context.span_id) for l in fft.links} == {
+    assert {(link.context.trace_id, link.context.span_id) for link in fft.links} == {
         (p.context.trace_id, p.context.span_id) for p in others
     }
     for p in others:  # and each of those messages' spans links back to the batch
-        assert any(l.context.span_id == fft.context.span_id for l in p.links)
+        assert any(link.context.span_id == fft.context.span_id for link in p.links)
     children = found["extract_features"]
     sends = found["send out"]
     by_span = {p.context.span_id: p for p in processes}
@@ -396,7 +396,7 @@ async def test_batch_agent_failure_in_unsampled_trace(tmp_path: Path) -> None:
         traces = [f"{i + 1:032x}" for i in range(4)]
 
         @app.agent(src, name="batch")
-        async def batch(stream):  # noqa: ANN001
+        async def batch(stream):
             async for events in stream.take_events(4, within=0.5):
                 for event in events:
                     with tracing.use_event(event):

@@ -21,6 +21,7 @@ from mantis_stream import tracing
 from mantis_stream.settings import DEFAULT_SERVICES, Settings
 from mantis_stream.tracing import logs, setup
 from mantis_stream.tracing.sensor import TracingSensor
+
 from otlp_receiver import OTLPReceiver
 from test_tracing_sensor import SAMPLED, make_app, ready, tp_of
 
@@ -129,7 +130,7 @@ async def test_sdk_disabled_sensor_still_forwards_upstream_context(monkeypatch: 
     src, out = app.topic("src"), app.topic("out")
 
     @app.agent(src, name="single")
-    async def single(stream):  # noqa: ANN001
+    async def single(stream):
         async for event in stream.events():
             await out.send(value=event.value)
 
@@ -164,7 +165,7 @@ def test_slow_collector_bounded_queue_drops_are_counted_and_logged(
     tracer = tracing.stage_tracer("preprocessing")
     caplog.set_level(logging.WARNING, logger="mantis_stream.tracing")
     started = time.perf_counter()
-    for i in range(2000):
+    for _ in range(2000):
         with tracer.start_as_current_span("process mantis.readings"):
             pass
     elapsed = time.perf_counter() - started
