@@ -2,7 +2,7 @@
 #   make run    the demo on the embedded broker (installs what it needs)
 #   make test   the test suite against real servers (installs them too)
 # and, while working: make test-fast (tests/unit, no servers, under a minute) and
-# make lint (ruff; .ci/run runs it before the tests).
+# make lint (ruff, and mypy strict on mantis_stream/; .ci/run runs it before the tests).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -32,6 +32,7 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/bench_pipeline.py

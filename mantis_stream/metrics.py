@@ -324,12 +324,11 @@ def install(app: Any, settings: Any = None, *, route: str = "/metrics") -> Metri
     sensor = MetricsSensor(stages=names.AGENT_STAGES, app=app)
     app.sensors.add(sensor)
 
-    from aiohttp.web import Response
     from faust import web
 
     @app.page(route)
     class Metrics(web.View):
         async def get(self, request: web.Request) -> web.Response:
-            return Response(body=render(sensor.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})  # type: ignore[return-value]
+            return self.bytes(render(sensor.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return sensor

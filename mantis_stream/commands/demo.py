@@ -158,8 +158,9 @@ async def demo(self: object, duration: float | None, speed: float, folder: str) 
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         for task in tasks:
-            if not task.cancelled() and task.exception() and not isinstance(task.exception(), OSError):
-                raise task.exception()  # type: ignore[misc]
+            error = None if task.cancelled() else task.exception()
+            if error is not None and not isinstance(error, OSError):
+                raise error
     finally:
         say("stopping: plant, worker, broker ...")
         for client in (producer, consumer):

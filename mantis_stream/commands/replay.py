@@ -36,6 +36,7 @@ from typing import Any
 
 import click
 import orjson
+from aiokafka.structs import RecordMetadata
 from faust.cli import argument, option
 
 from .. import topics as names
@@ -120,7 +121,7 @@ async def replay(self: object, fmt: str, speed: float | None, topic: str, start:
     sent = 0
     t_wall0 = time.monotonic()
     ts0: float | None = None
-    pending: list[asyncio.Future] = []
+    pending: list[asyncio.Future[RecordMetadata]] = []
     try:
         for reading in readings:
             if speed is not None:

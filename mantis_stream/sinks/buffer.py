@@ -88,14 +88,14 @@ def _default_reject(row: object, exc: BaseException) -> None:
 class WriteBuffer(Generic[T]):
     def __init__(
         self,
-        flush: FlushFn,
+        flush: FlushFn[T],
         *,
         is_transient: TransientFn,
         name: str,
         capacity: int = 10_000,
         max_batch: int = 1_000,
         backoff: Backoff = Backoff(),
-        on_reject: RejectFn | None = None,
+        on_reject: RejectFn[T] | None = None,
     ) -> None:
         if capacity < 1 or max_batch < 1:
             raise ValueError("capacity and max_batch must be positive")
@@ -246,7 +246,7 @@ class BufferedSink(ABC, Generic[T]):
         capacity: int,
         max_batch: int,
         backoff: Backoff,
-        on_reject: RejectFn | None,
+        on_reject: RejectFn[T] | None,
     ) -> None:
         self._system = system  # "PostgreSQL", "InfluxDB": the logs' first word
         self._url = url
