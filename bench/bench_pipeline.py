@@ -169,7 +169,7 @@ class DiscardCollector(trace_service_pb2_grpc.TraceServiceServicer):
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
 
-    def Export(self, request, context):  # noqa: N802 - gRPC's name
+    def Export(self, request, context):  # gRPC's name
         self.spans += sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
         return trace_service_pb2.ExportTraceServiceResponse()
 

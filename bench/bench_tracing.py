@@ -43,16 +43,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import faust  # noqa: E402
-from faust.events import Event  # noqa: E402
-from faust.types import TP, Message, RecordMetadata  # noqa: E402
-from faust.types.tuples import PendingMessage  # noqa: E402
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult  # noqa: E402
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON  # noqa: E402
+import faust
+from faust.events import Event
+from faust.types import TP, Message, RecordMetadata
+from faust.types.tuples import PendingMessage
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-from mantis_stream import tracing  # noqa: E402
-from mantis_stream.settings import Settings  # noqa: E402
-from mantis_stream.tracing.sensor import TracingSensor  # noqa: E402
+from mantis_stream import tracing
+from mantis_stream.settings import Settings
+from mantis_stream.tracing.sensor import TracingSensor
 
 UNSAMPLED_PARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 SAMPLED_PARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -106,7 +106,7 @@ class PipeDiscard(Discard):
         records = [(
             s.context.trace_id, s.context.span_id, s.parent.span_id if s.parent else 0, s.name, s.kind.value,
             s.start_time, s.end_time, dict(s.attributes), s.status.status_code.value,
-            [(l.context.trace_id, l.context.span_id) for l in s.links], s.resource.attributes.get("service.name"),
+            [(link.context.trace_id, link.context.span_id) for link in s.links], s.resource.attributes.get("service.name"),
         ) for s in spans]
         self.conn.send_bytes(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
         return super().export(spans)

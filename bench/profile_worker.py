@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import ASSETS, drain, expected_outputs, make_readings, produce, start_worker, wait_ready  # noqa: E402
+from bench_pipeline import ASSETS, drain, expected_outputs, make_readings, produce, start_worker, wait_ready
 
-from mantis_stream import topics as names  # noqa: E402
-from mantis_stream.demo.broker import EmbeddedBroker  # noqa: E402
+from mantis_stream import topics as names
+from mantis_stream.demo.broker import EmbeddedBroker
 
 #: Layer -> marks; a sample counts for a layer when one of its frames (``"Qual.name (path:line)"``) contains a mark.
 LAYERS: dict[str, tuple[str, ...]] = {

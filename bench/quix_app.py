@@ -26,12 +26,13 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from quixstreams import Application, State
-from river import anomaly, preprocessing
 from quixstreams.models import TopicConfig
+from river import anomaly, preprocessing
 
 READINGS = "mantis.readings"
 FEATURES = "mantis.features"

@@ -42,8 +42,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mantis_stream import topics as names  # noqa: E402
-from mantis_stream.demo.broker import EmbeddedBroker, free_port, port_open  # noqa: E402
+from mantis_stream import topics as names
+from mantis_stream.demo.broker import EmbeddedBroker, free_port, port_open
 
 PARTITIONS = 4
 CHUNK = 1024
@@ -182,6 +182,7 @@ async def run(args: argparse.Namespace) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     stop = asyncio.Event()
+    counter: asyncio.Task[None] | None = None
     ok = False
     try:
         await producer.start()
@@ -238,7 +239,8 @@ async def run(args: argparse.Namespace) -> int:
         return 0 if ok else 1
     finally:
         stop.set()
-        await asyncio.sleep(0.6)
+        if counter is not None:
+            await asyncio.wait([counter], timeout=10)
         for client in (producer, admin, probe):
             try:
                 await asyncio.wait_for(client.stop() if hasattr(client, "stop") else client.close(), 10)

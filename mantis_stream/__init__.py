@@ -4,7 +4,7 @@
 registers every agent, web view and command on it.
 """
 
+from . import agents, commands  # noqa: F401  (registration side effects)
 from .app import app, settings
-from . import agents, commands  # noqa: F401,E402  (registration side effects)
 
 __all__ = ["app", "settings"]

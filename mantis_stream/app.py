@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import faust
 
-from . import codecs  # noqa: F401  (registers the "orjson" codec)
-from . import limits, metrics, tracing
-from .recovery import hold_deliveries_until_seek, read_highwaters_from_fetch
-from .runtime import bound_stop_time, run_start_checks, tune_garbage_collector
+from . import (
+    codecs,  # noqa: F401  (registers the "orjson" codec)
+    limits,
+    metrics,
+    tracing,
+)
 from . import topics as names
 from .kafka import LOCAL_FETCH_MAX_WAIT_MS, broker_credentials, broker_urls, limit_fetch_wait, profile_options
+from .recovery import hold_deliveries_until_seek, read_highwaters_from_fetch
+from .runtime import bound_stop_time, run_start_checks, tune_garbage_collector
 from .settings import Settings
 
 settings = Settings.from_env()

@@ -13,13 +13,15 @@ import hashlib
 import logging
 import re
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from faust.types import EventT
 
 from . import limits, tracing
 from .codecs import dumps
 from .models.reading import InvalidReading, format_timestamp
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +82,8 @@ def payload_text(value: Any) -> str:
 def payload_fields(value: Any, limit: int) -> dict[str, Any]:
     """A dead letter's payload: at most ``limit`` bytes of it, and its full length and SHA-256.
 
-    Why: the dead letter of a 5.8 MB message once carried it whole, the producer
-    refused it and the stage crashed.  The length, the digest and the source
+    Why: a dead letter carrying a multi-megabyte message whole would be refused
+    by the producer and stop the stage.  The length, the digest and the source
     offset still identify the original on the input topic.
     """
     raw = _raw_bytes(value)
@@ -95,7 +97,7 @@ def message_source(message: Any) -> dict[str, Any]:
     return {"topic": message.topic, "partition": message.partition, "offset": message.offset}
 
 
-def dead_letter_record(event: EventT, stage: str, exc: BaseException, payload_limit: int) -> dict[str, Any]:
+def dead_letter_record(event: EventT[T], stage: str, exc: BaseException, payload_limit: int) -> dict[str, Any]:
     """The dead letter of a consumed message; its payload is the message's bytes as they were on the topic."""
     message = event.message
     raw = message.value if isinstance(message.value, (bytes, bytearray, memoryview)) else event.value
@@ -132,7 +134,7 @@ def bounded_headers(headers: Any, limit: int = MAX_HEADER_BYTES) -> tuple[list[t
     return kept, 0
 
 
-async def send_dead_letter(event: EventT, stage: str, exc: BaseException) -> None:
+async def send_dead_letter(event: EventT[T], stage: str, exc: BaseException) -> None:
     """Mark the event's span failed and publish its dead letter."""
     from .app import settings
 

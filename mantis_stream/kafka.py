@@ -46,7 +46,7 @@ def wait_for_broker(broker: str, timeout: float, *, probe: Callable[[str, int], 
 
     Why: aiokafka's producer gives up at once when no bootstrap server answers
     ("Unable to bootstrap"), so a worker started before its broker (compose,
-    Kubernetes, a broker restart) used to die.  This retries with a capped
+    Kubernetes, a broker restart) would exit.  This retries with a capped
     back-off, logging every attempt, and exits clearly after ``timeout``
     seconds (``MANTIS_BROKER_WAIT``; 0: one try, and a clear exit when no broker answers).
     """
@@ -59,8 +59,8 @@ def wait_for_broker(broker: str, timeout: float, *, probe: Callable[[str, int], 
     while True:
         attempt += 1
         reasons = []
-        for host, port in servers:
-            reason = probe(host, port)
+        for server_host, server_port in servers:
+            reason = probe(server_host, server_port)
             if reason is None:
                 waited = clock() - start
                 if attempt > 1:
@@ -107,9 +107,9 @@ def limit_fetch_wait(max_wait_ms: int) -> None:
     """Cap how long the worker's consumer lets the broker hold a fetch.
 
     Why: Kafka answers a fetch as soon as data arrives, but Tansu holds it for
-    the whole ``fetch_max_wait_ms`` (measured: a message waits out the rest of
-    the 1500 ms Faust hard-codes), which adds up to a second of latency per
-    hop.  The local profile asks for ``LOCAL_FETCH_MAX_WAIT_MS`` instead; the
+    the whole ``fetch_max_wait_ms`` (a message waits out the rest of the
+    1500 ms Faust hard-codes), which adds up to a second of latency per hop.
+    The local profile asks for ``LOCAL_FETCH_MAX_WAIT_MS`` instead; the
     consumer is patched after Faust builds it and before it starts.
     """
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread

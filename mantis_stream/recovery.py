@@ -30,8 +30,8 @@ def hold_deliveries_until_seek() -> None:
     (``flow_control.resume()``). A message fetched meanwhile is queued, cleared
     and never read again (its read offset has moved on); the later ones are
     acked and ``Consumer._new_offset`` commits past the one-message hole (it
-    only stops at ``min(acked) - committed > 1``), so the message is lost: seen
-    as a missing ``rul_history`` row after a SIGKILL and restart under load.
+    only stops at ``min(acked) - committed > 1``), so the message is lost (a
+    missing ``rul_history`` row after a SIGKILL and restart under load).
     Suspending the flow first makes the conductor wait instead of queueing;
     Faust's own ``flow_control.resume()`` at the end releases it.
     """

@@ -235,7 +235,7 @@ class Settings:
     config_file: str | None = None
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         load_config_file()  # MANTIS_CONFIG_FILE: fills in what the environment does not set
         broker = os.environ.get("MANTIS_BROKER", cls.broker)
         profile = os.environ.get("MANTIS_BROKER_PROFILE") or ("local" if broker_is_local(broker) else "production")

@@ -1,4 +1,15 @@
-"""Shared fixtures: the real local broker (Tansu) and the worker as a subprocess."""
+"""Shared fixtures: the real local broker (Tansu) and the worker as a subprocess.
+
+Every test lives in one of three folders and is marked by it, so one folder or
+marker selects a tier (``make test-fast`` runs ``tests/unit``):
+
+- ``unit``: in the test process only: no broker, database, worker or CLI subprocess;
+- ``integration``: one real component: the broker, PostgreSQL, InfluxDB, or a CLI command in a subprocess;
+- ``e2e``: a worker process (or the demo / ``workers`` command that starts one) on the broker.
+
+The server markers (``broker``, ``postgres``, ``influxdb``) follow the fixtures a test
+uses, so ``-m "not postgres"`` deselects every test that needs PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -22,15 +33,34 @@ from mantis_stream import topics as names
 from mantis_stream.demo.broker import EmbeddedBroker, free_port
 
 try:  # the sinks' servers (PostgreSQL, InfluxDB)
-    from servers import *  # noqa: F401,F403
+    from servers import *  # noqa: F403
 except ImportError:  # pragma: no cover - before the sinks land
     pass
 
 # Unit tests configure tracing themselves; nothing may export to a default collector.
 os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")
 
-ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
 PARTITIONS = 4
+FOLDERS = ("unit", "integration", "e2e")
+SERVER_FIXTURES = {"broker": "broker", "postgres_server": "postgres", "influx_server": "influxdb"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by its folder and by the servers its fixtures start; refuse a misplaced test."""
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0]
+        if folder not in FOLDERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/unit, tests/integration or tests/e2e "
+                                    "(see tests/conftest.py); move it to the folder of its heaviest need")
+        item.add_marker(folder)
+        servers = [mark for fixture, mark in SERVER_FIXTURES.items() if fixture in item.fixturenames]
+        if folder == "unit" and servers:
+            raise pytest.UsageError(f"{item.nodeid}: a unit test needs {', '.join(servers)}; "
+                                    "move it to tests/integration or tests/e2e")
+        for mark in servers:
+            item.add_marker(mark)
 
 
 @pytest.fixture(scope="module")
@@ -175,10 +205,10 @@ class CapturingProducer:
     async def partitions_for(self, topic: str) -> set[int]:
         return set(range(PARTITIONS))
 
-    def create_batch(self) -> "_Builder":
+    def create_batch(self) -> _Builder:
         return _Builder()
 
-    async def send_batch(self, batch: "_Builder", topic: str, *, partition: int) -> asyncio.Future[Any]:
+    async def send_batch(self, batch: _Builder, topic: str, *, partition: int) -> asyncio.Future[Any]:
         from aiokafka.errors import MessageSizeTooLargeError
         from aiokafka.structs import RecordMetadata, TopicPartition
 

@@ -100,7 +100,7 @@ class OTLPReceiver:
                             status=STATUS.get(s.status.code, str(s.status.code)),
                             status_message=s.status.message,
                             events=[(e.name, _attrs(e.attributes)) for e in s.events],
-                            links=[(l.trace_id.hex(), l.span_id.hex(), _attrs(l.attributes)) for l in s.links],
+                            links=[(link.trace_id.hex(), link.span_id.hex(), _attrs(link.attributes)) for link in s.links],
                             flags=s.flags,
                             transport=transport,
                         )
@@ -112,11 +112,11 @@ class OTLPReceiver:
 
     # -- servers -----------------------------------------------------------------------
 
-    def start(self) -> "OTLPReceiver":
+    def start(self) -> OTLPReceiver:
         receiver = self
 
         class Servicer(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request, context):  # noqa: N802, ANN001
+            def Export(self, request, context):
                 receiver.add(request, "grpc")
                 return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -126,7 +126,7 @@ class OTLPReceiver:
         self._grpc.start()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 encoding = (self.headers.get("Content-Encoding") or "").lower()
                 if encoding == "gzip":
@@ -165,7 +165,7 @@ class OTLPReceiver:
             self._http.server_close()
             self._http = None
 
-    def __enter__(self) -> "OTLPReceiver":
+    def __enter__(self) -> OTLPReceiver:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -129,7 +129,7 @@ class Publisher:
                     metadata = await (await producer.send_batch(builder, tp.topic, partition=tp.partition))
                     self._completed(record, metadata, metadata.offset)
                     continue
-                except Exception as alone:  # noqa: BLE001 - this record is the one refused
+                except Exception as alone:
                     if _transient(alone):
                         raise
                     exc = alone

@@ -1,5 +1,16 @@
-"""CLI commands beside Faust's own (``mantis-stream --help`` lists them)."""
+"""CLI commands beside Faust's own (``mantis-stream --help`` lists them); importing a module registers its command."""
 
-from . import demo, detect, evaluate, evaluate_nab, maintenance, produce, replay, rul, work_orders  # noqa: F401
-from . import config, trace  # noqa: F401  (observability: mantis-stream config / trace show|list)
-from . import workers  # noqa: F401  (mantis-stream workers N: several worker processes, one group)
+from . import (  # noqa: F401
+    config,  # mantis-stream config: the settings as the worker reads them
+    demo,
+    detect,
+    evaluate,
+    evaluate_nab,
+    maintenance,
+    produce,
+    replay,
+    rul,
+    trace,  # mantis-stream trace show|list
+    work_orders,
+    workers,  # mantis-stream workers N: several worker processes, one group
+)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 import click
 from aiokafka.errors import KafkaError
 
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class CommandError(Exception):
@@ -36,12 +37,12 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def one_line_errors(fun: F) -> F:
+def one_line_errors(fun: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Wrap a command body: known failures exit with one line on stderr, status 1."""
     name = fun.__name__.replace("_", "-")
 
     @functools.wraps(fun)
-    async def run(*args: Any, **kwargs: Any) -> Any:
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
         # aiokafka logs every failed connection attempt; the command says what failed, once.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
         try:
@@ -49,4 +50,4 @@ def one_line_errors(fun: F) -> F:
         except (CommandError, click.ClickException, KafkaError, OSError) as exc:
             raise SystemExit(f"mantis-stream {name}: {describe(exc)}") from None
 
-    return run  # type: ignore[return-value]
+    return run

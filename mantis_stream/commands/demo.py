@@ -66,7 +66,7 @@ def start_worker(broker_url: str, folder: Path, web_port: int, embedded: bool) -
         OTEL_TRACES_EXPORTER=os.environ.get("OTEL_TRACES_EXPORTER", "none"),
         MANTIS_TRACE_FILE=str(Path(os.environ.get("MANTIS_TRACE_FILE") or folder / "mantis-traces.jsonl").resolve()),
     )
-    log = open(folder / "mantis-demo-worker.log", "ab")  # noqa: SIM115 - the child owns it
+    log = open(folder / "mantis-demo-worker.log", "ab")  # the worker process owns it
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "mantis_stream", "worker", "-l", "info"],
@@ -158,8 +158,9 @@ async def demo(self: object, duration: float | None, speed: float, folder: str) 
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         for task in tasks:
-            if not task.cancelled() and task.exception() and not isinstance(task.exception(), OSError):
-                raise task.exception()  # type: ignore[misc]
+            error = None if task.cancelled() else task.exception()
+            if error is not None and not isinstance(error, OSError):
+                raise error
     finally:
         say("stopping: plant, worker, broker ...")
         for client in (producer, consumer):

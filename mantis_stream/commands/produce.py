@@ -14,6 +14,7 @@ import sys
 import click
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 from faust.cli import option
 
 from .. import topics as names
@@ -49,7 +50,7 @@ async def produce(self: object, topic: str, header: tuple[str, ...], key: str | 
     sent = 0
     try:
         loop = asyncio.get_running_loop()
-        pending = []
+        pending: list[asyncio.Future[RecordMetadata]] = []
         lineno = 0
         while line := await loop.run_in_executor(None, sys.stdin.buffer.readline):
             lineno += 1
@@ -76,7 +77,7 @@ async def start_producer(**options: object) -> AIOKafkaProducer:
     producer = AIOKafkaProducer(**client_options(settings.broker), **options)
     try:
         await asyncio.wait_for(producer.start(), CONNECT_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         await producer.stop()
         raise CommandError(f"no answer from the Kafka broker at {settings.broker} in {CONNECT_TIMEOUT:.0f} s; does "
                            "MANTIS_KAFKA_SECURITY_PROTOCOL match its listener?") from None

@@ -30,12 +30,13 @@ import heapq
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 import orjson
+from aiokafka.structs import RecordMetadata
 from faust.cli import argument, option
 
 from .. import topics as names
@@ -50,7 +51,7 @@ def nab_row_to_reading(asset_id: str, sensor_id: str, timestamp: str, value: flo
     """A NAB row (``timestamp,value``; naive timestamps are UTC) as a scalar reading."""
     dt = datetime.fromisoformat(timestamp.strip())
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return {"asset_id": asset_id, "sensor_id": sensor_id, "ts": dt.timestamp(), "value": float(value)}
 
 
@@ -120,7 +121,7 @@ async def replay(self: object, fmt: str, speed: float | None, topic: str, start:
     sent = 0
     t_wall0 = time.monotonic()
     ts0: float | None = None
-    pending: list[asyncio.Future] = []
+    pending: list[asyncio.Future[RecordMetadata]] = []
     try:
         for reading in readings:
             if speed is not None:

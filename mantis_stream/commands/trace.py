@@ -41,7 +41,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 from faust.cli import argument, option
@@ -165,7 +165,7 @@ def render_waterfall(spans: list[SpanRecord], *, width: int | None = None, color
     errors = sum(s.error for s in spans)
     lines = [
         style(f"Trace {spans[0].trace_id}", bold=True)
-        + f"  {datetime.fromtimestamp(t0 / 1e9, timezone.utc).isoformat(timespec='milliseconds')}"
+        + f"  {datetime.fromtimestamp(t0 / 1e9, UTC).isoformat(timespec='milliseconds')}"
         + f"  duration {fmt_duration(total)}  {len(spans)} spans  {len(services)} services"
         + (style(f"  {errors} error(s)", fg="red") if errors else ""),
         f"{'':2}{'service  operation':<{label_w}} {'0':<{bar_w // 2}}{fmt_duration(total // 2):<{bar_w - bar_w // 2}} {'duration':>{dur_w}}",
@@ -242,7 +242,7 @@ def render_list(summaries: list[TraceSummary], *, color: bool = True) -> str:
     style = click.style if color else (lambda text, **kw: text)
     lines = [f"{'trace id':<32}  {'start (UTC)':<23}  {'duration':>9}  {'spans':>5}  {'errors':>6}  slowest stage"]
     for t in summaries:
-        when = datetime.fromtimestamp(t.start / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        when = datetime.fromtimestamp(t.start / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         row = (f"{t.trace_id:<32}  {when:<23}  {fmt_duration(t.duration):>9}  {t.spans:>5}  {t.errors:>6}  "
                f"{t.slowest_stage} ({fmt_duration(t.slowest_ns)})")
         lines.append(style(row, fg="red") if t.errors else row)

@@ -9,10 +9,10 @@ when it is unset or the database cannot be reached.
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from faust.cli import option
@@ -40,7 +40,7 @@ def _cell(key: str, value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
     if key == "rul" and isinstance(value, float):
         return f"{value:.1f}"
     return str(value)
@@ -70,7 +70,7 @@ async def fetch_work_orders(dsn: str | None, *, open_only: bool, asset: str | No
         raise WorkOrdersError("MANTIS_POSTGRES_DSN is not set (e.g. postgresql://user:password@localhost:5432/mantis)")
     try:
         conn = await asyncpg.connect(dsn, timeout=5.0)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
         reason = str(exc) or type(exc).__name__
         raise WorkOrdersError(f"cannot reach PostgreSQL at {mask_url(dsn)}: {reason}") from None
     try:

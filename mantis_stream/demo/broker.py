@@ -42,7 +42,7 @@ def die_with_parent() -> None:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -80,7 +80,7 @@ class EmbeddedBroker:
     def url(self) -> str:
         return f"kafka://{self.bootstrap}"
 
-    def start(self, timeout: float = 15.0) -> "EmbeddedBroker":
+    def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         listener = f"tcp://{self.bootstrap}"
         # Tansu reads OTEL_* itself: keep the worker's tracing settings away from it.
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -123,7 +123,7 @@ class EmbeddedBroker:
             proc.kill()
             proc.wait()
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -27,7 +27,7 @@ RESONANCE_HZ = 3_000.0
 
 def bpfo_hz(shaft_hz: float = SHAFT_HZ) -> float:
     b = BEARING
-    return b["n_balls"] / 2 * shaft_hz * (1 - b["ball_diameter"] / b["pitch_diameter"] * np.cos(np.radians(b["contact_angle_deg"])))
+    return float(b["n_balls"] / 2 * shaft_hz * (1 - b["ball_diameter"] / b["pitch_diameter"] * np.cos(np.radians(b["contact_angle_deg"]))))
 
 
 @dataclass

@@ -27,6 +27,7 @@ Notes
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -36,7 +37,7 @@ __all__ = ["FrameAssembler", "remove_dc"]
 # magic, version, dtype code, frame_size, hop, skip, n_buffered
 _HEADER = struct.Struct("<4sBBIIQI")
 _MAGIC = b"MSFA"
-_DTYPES = {0: np.dtype("<f8"), 1: np.dtype("<f4")}
+_DTYPES: dict[int, np.dtype[np.floating[Any]]] = {0: np.dtype("<f8"), 1: np.dtype("<f4")}
 _CODES = {v: k for k, v in _DTYPES.items()}
 
 
@@ -98,7 +99,7 @@ class FrameAssembler:
         return head + self._buf.tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "FrameAssembler":
+    def from_bytes(cls, data: bytes) -> FrameAssembler:
         """Inverse of :meth:`to_bytes`."""
         if len(data) < _HEADER.size:
             raise ValueError("FrameAssembler state is truncated")
@@ -120,4 +121,5 @@ class FrameAssembler:
 def remove_dc(frames: np.ndarray) -> np.ndarray:
     """Subtract each frame's mean: the sensor's DC offset (bias, gravity) carries no vibration."""
     f = np.asarray(frames, dtype=np.float64)
-    return f - f.mean(axis=-1, keepdims=True)
+    centred: np.ndarray = f - f.mean(axis=-1, keepdims=True)
+    return centred

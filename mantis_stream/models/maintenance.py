@@ -168,7 +168,7 @@ class AssetMaintenance:
                              "rul_by_sensor": self.rul_by_sensor})
 
     @classmethod
-    def from_bytes(cls, data: bytes, thresholds: dict[str, float], persistence: int) -> "AssetMaintenance":
+    def from_bytes(cls, data: bytes, thresholds: dict[str, float], persistence: int) -> AssetMaintenance:
         """Inverse of :meth:`to_bytes`; a version-1 state's open orders keep their ids, at their reason's lowest priority."""
         state = orjson.loads(data)
         version = state.pop("version", 1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -113,7 +113,7 @@ def parse_timestamp(x: Any, name: str = "ts") -> float:
         except ValueError:
             raise InvalidReading(name, f"cannot read timestamp {x[:40]!r} (RFC 3339 or Unix seconds)") from None
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         ts = dt.timestamp()
     else:
         raise InvalidReading(name, f"must be an RFC 3339 string or Unix seconds, got {type(x).__name__}")
@@ -124,7 +124,7 @@ def parse_timestamp(x: Any, name: str = "ts") -> float:
 
 def format_timestamp(ts: float) -> str:
     """Unix seconds -> RFC 3339 UTC with milliseconds (the output format)."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _waveform(obj: dict[str, Any], max_samples: int) -> tuple[np.ndarray, float]:

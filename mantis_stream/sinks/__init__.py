@@ -1,7 +1,7 @@
 """Where the pipeline's results are kept: PostgreSQL and InfluxDB 1.x.
 
 Why this exists: the storage stage's database code, kept apart from Faust so it
-is tested against real servers without a broker (``tests/test_sinks_*.py``).
+is tested against real servers without a broker (``tests/integration/test_sinks_*.py``).
 
 - :mod:`.records`: messages -> typed rows (pure, validating);
 - :mod:`.buffer`: bounded write buffer, retry with backoff through outages;

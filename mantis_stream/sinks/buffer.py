@@ -31,8 +31,9 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Generic, Sequence, TypeVar
+from typing import Generic, TypeVar
 
 from ..settings import mask_url
 
@@ -87,14 +88,14 @@ def _default_reject(row: object, exc: BaseException) -> None:
 class WriteBuffer(Generic[T]):
     def __init__(
         self,
-        flush: FlushFn,
+        flush: FlushFn[T],
         *,
         is_transient: TransientFn,
         name: str,
         capacity: int = 10_000,
         max_batch: int = 1_000,
         backoff: Backoff = Backoff(),
-        on_reject: RejectFn | None = None,
+        on_reject: RejectFn[T] | None = None,
     ) -> None:
         if capacity < 1 or max_batch < 1:
             raise ValueError("capacity and max_batch must be positive")
@@ -169,7 +170,7 @@ class WriteBuffer(Generic[T]):
                 await self._flush(batch)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any driver error is classified below: retried, or split to find the bad row
                 self.stats.failures += 1
                 if not self._is_transient(exc):
                     await self._write_rows_one_by_one(batch, exc)
@@ -213,7 +214,7 @@ class WriteBuffer(Generic[T]):
         delay = self.backoff.delay(attempt)
         try:
             await asyncio.wait_for(self._closed.wait(), timeout=delay)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         self._check_open()
 
@@ -245,7 +246,7 @@ class BufferedSink(ABC, Generic[T]):
         capacity: int,
         max_batch: int,
         backoff: Backoff,
-        on_reject: RejectFn | None,
+        on_reject: RejectFn[T] | None,
     ) -> None:
         self._system = system  # "PostgreSQL", "InfluxDB": the logs' first word
         self._url = url

@@ -38,8 +38,10 @@ import logging
 import math
 import warnings
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from datetime import datetime
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiohttp
@@ -87,7 +89,7 @@ class InfluxTarget:
     retention_policy: str | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> "InfluxTarget":
+    def from_url(cls, url: str) -> InfluxTarget:
         """``http[s]://[user:password@]host[:port][/prefix]/database[?rp=policy]``."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
@@ -104,7 +106,7 @@ class InfluxTarget:
             path="/" + "".join(s + "/" for s in segments[:-1]),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
-            retention_policy=(query.get("rp") or [None])[0],
+            retention_policy=query["rp"][0] if query.get("rp") else None,
         )
 
 
@@ -151,7 +153,7 @@ def line(measurement: str, tags: dict[str, str], fields: dict[str, Any], ts_ns: 
     return f"{_escape_measurement(measurement)}{tag_text} {','.join(field_text)} {ts_ns}"
 
 
-def _ns(ts: Any) -> int:
+def _ns(ts: datetime) -> int:
     # Exact integer arithmetic: floats would lose the microseconds.
     return (int(ts.timestamp()) * 1_000_000 + ts.microsecond) * 1000
 
@@ -178,7 +180,8 @@ def point(record: Record) -> tuple[str, str] | None:
     return None
 
 
-def _pair(measurement: str, tags: dict, fields: dict, record: Any) -> tuple[str, str] | None:
+def _pair(measurement: str, tags: dict[str, str], fields: dict[str, Any],
+          record: FeatureVector | AnomalyEvent | RulEstimate) -> tuple[str, str] | None:
     text = line(measurement, tags, fields, _ns(record.ts))
     return None if text is None else (measurement, text)
 
@@ -210,7 +213,7 @@ class InfluxSink(BufferedSink[tuple[str, str]]):
         max_batch: int = 5_000,
         backoff: Backoff = Backoff(),
         timeout: float = 10.0,
-        on_reject: RejectFn | None = None,
+        on_reject: RejectFn[tuple[str, str]] | None = None,
     ) -> None:
         self.url = url
         self.target = InfluxTarget.from_url(url)

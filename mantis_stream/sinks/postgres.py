@@ -31,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -163,7 +164,7 @@ def server_of(dsn: str) -> tuple[str, int, str]:
     return host, port, database
 
 
-def _column(rows: Sequence[tuple], index: int) -> list[Any]:
+def _column(rows: Sequence[Sequence[Any]], index: int) -> list[Any]:
     return [row[index] for row in rows]
 
 
@@ -180,7 +181,7 @@ class PostgresSink(BufferedSink[Record]):
         backoff: Backoff = Backoff(),
         connect_timeout: float = 5.0,
         command_timeout: float = 30.0,
-        on_reject: RejectFn | None = None,
+        on_reject: RejectFn[Record] | None = None,
     ) -> None:
         self.dsn = dsn
         self.address, self.port, self.database = server_of(dsn)
@@ -210,7 +211,7 @@ class PostgresSink(BufferedSink[Record]):
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), timeout=5.0)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a pool that cannot close in time is terminated
                 pool.terminate()
 
     async def _ensure_ready(self) -> asyncpg.Pool:
@@ -252,7 +253,7 @@ class PostgresSink(BufferedSink[Record]):
         orders = [r for r in batch if isinstance(r, WorkOrder)]
         seen: dict[str, tuple[datetime, datetime]] = {}
         for r in batch:
-            ts = r.created_at if isinstance(r, WorkOrder) else r.ts  # type: ignore[union-attr]
+            ts = r.created_at if isinstance(r, WorkOrder) else r.ts
             lo, hi = seen.get(r.asset_id, (ts, ts))
             seen[r.asset_id] = (min(lo, ts), max(hi, ts))
         assets = sorted(seen)  # a fixed order: no deadlock between two workers
@@ -309,13 +310,13 @@ class PostgresSink(BufferedSink[Record]):
 
     # -- reading (the work-orders command) -------------------------------------
 
-    async def work_orders(self, *, open_only: bool = False, asset: str | None = None, limit: int = 1000) -> list[dict]:
+    async def work_orders(self, *, open_only: bool = False, asset: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """Work orders, newest first, as dicts of :data:`WORK_ORDER_COLUMNS`."""
         pool = await self._ensure_ready()
         return await list_work_orders(pool, open_only=open_only, asset=asset, limit=limit)
 
 
-async def list_work_orders(conn: Any, *, open_only: bool = False, asset: str | None = None, limit: int = 1000) -> list[dict]:
+async def list_work_orders(conn: Any, *, open_only: bool = False, asset: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
     """Query work orders on an asyncpg connection or pool (newest first)."""
     sql = f"""
         SELECT {", ".join(WORK_ORDER_COLUMNS)} FROM work_orders

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
-from typing import Any, Mapping, NamedTuple, Union
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -90,7 +91,7 @@ class FeatureVector(NamedTuple):
     trace_id: str | None
 
 
-Record = Union[AnomalyEvent, RulEstimate, WorkOrder, FeatureVector]
+Record = AnomalyEvent | RulEstimate | WorkOrder | FeatureVector
 
 
 # -- helpers -----------------------------------------------------------------
@@ -126,7 +127,7 @@ def parse_ts(value: Any, field: str = "ts") -> datetime:
         if not math.isfinite(value):
             raise InvalidMessage(field, "not finite")
         try:
-            return datetime.fromtimestamp(value, tz=timezone.utc)
+            return datetime.fromtimestamp(value, tz=UTC)
         except (OverflowError, OSError, ValueError):
             raise InvalidMessage(field, f"out of range: {value!r}") from None
     if not isinstance(value, str) or not value:
@@ -141,8 +142,8 @@ def parse_ts(value: Any, field: str = "ts") -> datetime:
     except ValueError:
         raise InvalidMessage(field, f"not an RFC 3339 timestamp: {value!r}") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
 
 
 def _text(value: Mapping[str, Any], field: str, *, required: bool = True, default: str = "") -> str:
@@ -156,15 +157,20 @@ def _text(value: Mapping[str, Any], field: str, *, required: bool = True, defaul
     return str(raw).replace("\x00", "")
 
 
-def _number(value: Mapping[str, Any], field: str, *, required: bool = True) -> float | None:
+def _number(value: Mapping[str, Any], field: str) -> float | None:
     raw = value.get(field)
     if raw is None:
-        if required:
-            raise InvalidMessage(field, "missing")
         return None
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise InvalidMessage(field, f"not a number: {raw!r}")
     return float(raw)
+
+
+def _required_number(value: Mapping[str, Any], field: str) -> float:
+    number = _number(value, field)
+    if number is None:
+        raise InvalidMessage(field, "missing")
+    return number
 
 
 def _model(value: Mapping[str, Any]) -> tuple[str, str]:
@@ -207,8 +213,8 @@ def anomaly_event(value: Mapping[str, Any], trace_id: str | None = None) -> Anom
         raise InvalidMessage("is_anomaly", "missing or not a boolean")
     return AnomalyEvent(
         **_model_output(value, name, version),
-        score=_number(value, "score"),  # type: ignore[arg-type]
-        threshold=_number(value, "threshold", required=False),
+        score=_required_number(value, "score"),
+        threshold=_number(value, "threshold"),
         is_anomaly=is_anomaly,
         trace_id=_trace(value, trace_id),
     )
@@ -221,11 +227,11 @@ def rul_estimate(value: Mapping[str, Any], trace_id: str | None = None) -> RulEs
         raise InvalidMessage("cycle", f"not an integer: {cycle!r}")
     return RulEstimate(
         **_model_output(value, name, version),
-        rul=_number(value, "rul"),  # type: ignore[arg-type]
+        rul=_required_number(value, "rul"),
         unit=_text(value, "unit", required=False, default="cycles"),
-        lower=_number(value, "lower", required=False),
-        upper=_number(value, "upper", required=False),
-        health_index=_number(value, "health_index", required=False),
+        lower=_number(value, "lower"),
+        upper=_number(value, "upper"),
+        health_index=_number(value, "health_index"),
         cycle=None if cycle is None else int(cycle),
         trace_id=_trace(value, trace_id),
     )
@@ -253,8 +259,8 @@ def work_order(value: Mapping[str, Any], trace_id: str | None = None) -> WorkOrd
         asset_id=_text(value, "asset_id"),
         priority=_text(value, "priority", required=False, default="medium"),
         reason=_text(value, "reason"),
-        created_at=parse_ts(created, "created_at") if created is not None else datetime.now(timezone.utc),
-        rul=_number(value, "rul", required=False),
+        created_at=parse_ts(created, "created_at") if created is not None else datetime.now(UTC),
+        rul=_number(value, "rul"),
         # jsonb rejects \u0000 too; orjson writes NaN/inf as null.
         evidence=orjson.dumps(evidence).decode().replace("\\u0000", ""),
         trace_id=_trace(value, trace_id),
@@ -282,7 +288,7 @@ def feature_vector(value: Mapping[str, Any], trace_id: str | None = None) -> Fea
     )
 
 
-_BY_TOPIC = {
+_BY_TOPIC: dict[str, Callable[[Mapping[str, Any], str | None], Record]] = {
     names.ANOMALIES: anomaly_event,
     names.RUL: rul_estimate,
     names.WORK_ORDERS: work_order,

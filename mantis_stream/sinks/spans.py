@@ -8,8 +8,9 @@ server address and port, never the DSN (which may hold a password).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context

@@ -140,7 +140,7 @@ def fit_cmapss(
         std[j] = x_all[sel].std(0)
     zs = (x_all - mean[labels]) / np.where(std[labels] > 1e-12, std[labels], 1.0)
     keep = []
-    for i, c in enumerate(cand):
+    for i in range(len(cand)):
         if np.all(std[:, i] <= 1e-9 * (np.abs(mean[:, i]) + 1.0)) or len(np.unique(x_all[:, i])) < 3:
             continue
         corr = np.corrcoef(zs[:, i], y_all)[0, 1]
@@ -263,7 +263,7 @@ def fit_femto(
         y_on = threshold * (1.0 - next(e for t, e in traj if t == t_on).health_index)
         rates.append(max(threshold - y_on, 1e-3) / max(end - t_on, 1.0))
     say(f"{len(bearings)} bearings, lives {', '.join(f'{x:.0f}' for x in lives)} s; threshold {threshold:.2f}; "
-        f"onset at {', '.join(f'{a / l:.0%}' for a, l in zip(onset_ages, lives))} of life")
+        f"onset at {', '.join(f'{age / life:.0%}' for age, life in zip(onset_ages, lives))} of life")
     if rates:
         slope = float(np.exp(np.mean(np.log(rates))))
         params.slope_prior, params.slope_prior_sd = slope, slope

@@ -87,4 +87,4 @@ async def current_version(conn: Any) -> int:
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
         return 0
-    return await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
