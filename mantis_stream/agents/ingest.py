@@ -116,7 +116,7 @@ async def broker_answers(broker: str, timeout: float = PROBE_TIMEOUT) -> str | N
         host, _, port = hostport.rpartition(":")
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             reasons.append(f"{hostport}: {getattr(exc, 'strerror', None) or type(exc).__name__}")
             continue
         writer.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -49,11 +50,11 @@ def _say(msg: str) -> None:
     print(f"mantis-stream: {msg}", file=sys.stderr, flush=True)
 
 
-def _print_json(obj: dict) -> None:
+def _print_json(obj: Mapping[str, object]) -> None:
     try:
         print(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY).decode(), flush=True)
     except BrokenPipeError:  # e.g. piped into head: the reader has what it wanted
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        sys.stdout = open(os.devnull, "w")
         raise SystemExit(0) from None
 
 

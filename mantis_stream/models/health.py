@@ -81,7 +81,7 @@ class CmapssFeaturizer:
     def feature_names(self) -> list[str]:
         names = [f"{s}_fast" for s in self.sensors] + [f"{s}_slow" for s in self.sensors]
         names += [f"{s}_trend" for s in self.sensors] + [f"{s}_drift" for s in self.sensors]
-        return names + ["age"]
+        return [*names, "age"]
 
     def accepts(self, features: Mapping[str, float]) -> bool:
         """True when every channel the model needs is present."""

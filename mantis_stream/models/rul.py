@@ -135,7 +135,7 @@ class MlpEnsemble:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> MlpEnsemble:
         layers = [
-            [(np.asarray(l["w"], dtype=np.float64), np.asarray(l["b"], dtype=np.float64)) for l in net]
+            [(np.asarray(layer["w"], dtype=np.float64), np.asarray(layer["b"], dtype=np.float64)) for layer in net]
             for net in d["layers"]
         ]
         return cls(np.asarray(d["x_mean"], dtype=np.float64), np.asarray(d["x_std"], dtype=np.float64), layers, float(d["y_scale"]))
