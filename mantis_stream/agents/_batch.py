@@ -52,7 +52,8 @@ ITEMS = b'{"items":['
 
 def partition_for(asset_id: str, partitions: int | None = None) -> int:
     """The asset's partition: Kafka's default partitioner on the asset id (as a keyed send would)."""
-    return (murmur2(asset_id.encode()) & 0x7FFFFFFF) % (partitions or settings.partitions)
+    hashed: int = murmur2(asset_id.encode())
+    return (hashed & 0x7FFFFFFF) % (partitions or settings.partitions)
 
 
 @dataclass(slots=True, eq=False)
@@ -61,7 +62,7 @@ class Item:
 
     value: dict[str, Any]
     carrier: dict[str, str]
-    event: EventT
+    event: EventT[Any]
     index: int
     trace: EventTrace | None = None
 
@@ -78,7 +79,7 @@ class InvalidBatch(ValueError):
     """A message on a batched topic that is not ``{"items": [...]}``."""
 
 
-def items_of(event: EventT) -> list[Item]:
+def items_of(event: EventT[Any]) -> list[Item]:
     """The records of one batched message, in order."""
     raw = event.value
     try:
@@ -89,7 +90,7 @@ def items_of(event: EventT) -> list[Item]:
         raise InvalidBatch(f"items: not a batch of records ({type(exc).__name__})") from None
 
 
-async def open_items(stage: str, events: Sequence[EventT]) -> list[Item]:
+async def open_items(stage: str, events: Sequence[EventT[Any]]) -> list[Item]:
     """Every record of ``events``, each with its ``process <topic>`` span started.
 
     A message that is not a batch (not written by this pipeline) is a dead letter.
@@ -130,9 +131,9 @@ class Outbox:
 
     topic: TopicT
     stage: str
-    _pending: dict[int, list[tuple[bytes, Item | EventT]]] = field(default_factory=lambda: defaultdict(list))
+    _pending: dict[int, list[tuple[bytes, Item | EventT[Any]]]] = field(default_factory=lambda: defaultdict(list))
 
-    def add(self, partition: int, value: dict[str, Any], origin: Item | EventT) -> None:
+    def add(self, partition: int, value: dict[str, Any], origin: Item | EventT[Any]) -> None:
         """Queue ``value`` for ``partition``, carrying the current record's trace context.
 
         ``origin`` (the record or the consumed message it came from) is what
@@ -175,7 +176,7 @@ class Outbox:
         await self.topic.send(partition=partition, value=ITEMS + b",".join(entries) + b"]}")
 
 
-async def dead_letter(origin: Item | EventT, stage: str, exc: BaseException) -> None:
+async def dead_letter(origin: Item | EventT[Any], stage: str, exc: BaseException) -> None:
     """The dead letter of a record (under its trace) or of a consumed message."""
     if isinstance(origin, Item):
         with item_scope(origin):

@@ -26,7 +26,7 @@ from ..models.reading import InvalidReading
 
 
 @contextmanager
-def event_scope(event: EventT) -> Iterator[None]:
+def event_scope(event: EventT[Any]) -> Iterator[None]:
     token = _current_event.set(weakref.ref(event))
     try:
         with tracing.use_event(event):
@@ -58,7 +58,7 @@ async def dead_letter_all(stage: str, items: Sequence[Any], exc: BaseException) 
             await send_item_dead_letter(item, stage, exc)
 
 
-async def maintenance_events(stream: StreamT, stage: str) -> AsyncIterator[tuple[EventT, str]]:
+async def maintenance_events(stream: StreamT[Any], stage: str) -> AsyncIterator[tuple[EventT[Any], str]]:
     """Each valid ``mantis.maintenance`` event and its asset, yielded inside the event's scope.
 
     An event that names no valid asset or action becomes a dead letter. The

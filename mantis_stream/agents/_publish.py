@@ -36,6 +36,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import RecordMetadata, TopicPartition
@@ -55,7 +56,7 @@ class _Record:
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
-    origin: Item | EventT
+    origin: Item | EventT[Any]
     state: Any
 
 
@@ -64,7 +65,7 @@ def _kafka_producer() -> AIOKafkaProducer:
 
     Faust's driver keeps it as ``Producer._producer`` and offers no public accessor.
     """
-    return app.producer._ensure_producer()  # type: ignore[attr-defined,no-any-return]
+    return app.producer._ensure_producer()  # type: ignore[attr-defined]
 
 
 def _transient(exc: BaseException) -> bool:
@@ -79,7 +80,7 @@ class Publisher:
     stage: str
     _pending: dict[str, list[_Record]] = field(default_factory=lambda: defaultdict(list))
 
-    def add(self, topic: TopicT, asset_id: str, value: dict[str, Any], origin: Item | EventT) -> None:
+    def add(self, topic: TopicT, asset_id: str, value: dict[str, Any], origin: Item | EventT[Any]) -> None:
         """Queue ``value`` for ``topic``, keyed by ``asset_id``, with the current context's trace headers.
 
         Raises (for the caller to dead-letter the record) when the value cannot
@@ -154,10 +155,11 @@ async def _partitioned(producer: AIOKafkaProducer, topic: str, records: list[_Re
     partitions = sorted(await producer.partitions_for(topic))
     by_key: dict[bytes, int] = {}
     out: dict[int, list[_Record]] = defaultdict(list)
+    partitioner = app.producer.partitioner or DefaultPartitioner()  # Faust sets it when its producer starts
     for record in records:
         partition = by_key.get(record.key)
         if partition is None:
-            partition = by_key[record.key] = app.producer.partitioner(record.key, partitions, partitions)
+            partition = by_key[record.key] = partitioner(record.key, partitions, partitions)
         out[partition].append(record)
     return out
 
@@ -168,7 +170,7 @@ def _batches(producer: AIOKafkaProducer, topic: str,
     out: list[tuple[TopicPartition, list[_Record], BatchBuilder]] = []
     for partition, records in by_partition.items():
         tp = TopicPartition(topic, partition)
-        builder, run = producer.create_batch(), []
+        builder, run = producer.create_batch(), list[_Record]()
         for record in records:
             if builder.append(timestamp=None, key=record.key, value=record.value, headers=record.headers) is None:
                 out.append((tp, run, builder))

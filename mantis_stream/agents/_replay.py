@@ -33,8 +33,10 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from faust.types import EventT, StreamT
+from faust import Stream
+from faust.types import EventT
 
 from ..app import app, settings
 from ..errors import send_dead_letter
@@ -55,20 +57,20 @@ class InjectedFault(RuntimeError):
 
 @dataclass(eq=False)
 class _Batch:
-    events: list[EventT]
+    events: list[EventT[Any]]
     crashes: int = 0
 
 
 class _Feed:
     """One agent stream's batches, across restarts of its agent."""
 
-    def __init__(self, stream: StreamT) -> None:
-        self.taken: AsyncIterator[Sequence[EventT]] = stream.take_events(settings.batch_size, within=settings.batch_within)
+    def __init__(self, stream: Stream[Any]) -> None:
+        self.taken: AsyncIterator[Sequence[EventT[Any]]] = stream.take_events(settings.batch_size, within=settings.batch_within)
         self.in_flight: _Batch | None = None
         self.retry: deque[_Batch] = deque()
 
 
-_feeds: weakref.WeakKeyDictionary[StreamT, _Feed] = weakref.WeakKeyDictionary()
+_feeds: weakref.WeakKeyDictionary[Stream[Any], _Feed] = weakref.WeakKeyDictionary()
 
 
 def _faults() -> dict[str, dict[bytes, int]]:
@@ -83,7 +85,7 @@ def _faults() -> dict[str, dict[bytes, int]]:
 _FAULTS = _faults()
 
 
-def _inject_fault(agent: str, events: Sequence[EventT]) -> None:
+def _inject_fault(agent: str, events: Sequence[EventT[Any]]) -> None:
     faults = _FAULTS.get(agent, {})
     for text, left in faults.items():
         if left and any(isinstance(e.message.value, bytes) and text in e.message.value for e in events):
@@ -91,12 +93,12 @@ def _inject_fault(agent: str, events: Sequence[EventT]) -> None:
             raise InjectedFault(f"{agent}: crash injected by MANTIS_TEST_FAULT on {text!r}")
 
 
-def _hold(events: Sequence[EventT]) -> None:
+def _hold(events: Sequence[EventT[Any]]) -> None:
     for event in events:
         event.message.incref()
 
 
-def _release(events: Sequence[EventT]) -> None:
+def _release(events: Sequence[EventT[Any]]) -> None:
     for event in events:
         event.message.ack(app.consumer)
 
@@ -109,7 +111,7 @@ def _after_crash(batch: _Batch) -> list[_Batch]:
     return [_Batch([event], crashes=1) for event in batch.events]
 
 
-async def batches(stream: StreamT, stage: str) -> AsyncIterator[list[EventT]]:
+async def batches(stream: Stream[Any], stage: str) -> AsyncIterator[list[EventT[Any]]]:
     """The agent's batches: first any batch its previous run crashed on, then the stream's."""
     feed = _feeds.get(stream)
     if feed is None:

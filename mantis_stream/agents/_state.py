@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from faust.types import EventT, TableT
+
+if TYPE_CHECKING:
+    from mode.types.signals import BaseSignalT
 
 from ..app import app, settings
 from ._events import event_scope
@@ -27,7 +30,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def bytes_table(name: str) -> TableT:
+def bytes_table(name: str) -> TableT[Any, Any]:
     """A changelogged table of ``str`` keys and opaque ``bytes`` values.
 
     Faust derives the changelog's codecs from the types: ``bytes`` values are
@@ -38,14 +41,14 @@ def bytes_table(name: str) -> TableT:
 
 class TableBackedCache(Generic[T]):
     def __init__(
-        self, table: TableT, new: Callable[[str], T], load: Callable[[str, bytes], T], dump: Callable[[T], bytes],
+        self, table: TableT[Any, Any], new: Callable[[str], T], load: Callable[[str, bytes], T], dump: Callable[[T], bytes],
         checkpoint_seconds: float | None = None,
     ) -> None:
         self.table = table
         self._new, self._load, self._dump = new, load, dump
         self.checkpoint_seconds = settings.checkpoint_seconds if checkpoint_seconds is None else checkpoint_seconds
         self._live: dict[str, T] = {}
-        self._dirty: dict[str, EventT] = {}  # key -> the last event that changed it
+        self._dirty: dict[str, EventT[Any]] = {}  # key -> the last event that changed it
         self._written: dict[str, float] = {}  # key -> monotonic time of its last write
         app = table.app
         app.on_partitions_revoked.connect(self._on_revoked)
@@ -53,13 +56,13 @@ class TableBackedCache(Generic[T]):
         if self.checkpoint_seconds > 0:
             app.timer(self.checkpoint_seconds, name=f"checkpoint-{table.name}")(self._on_timer)
 
-    async def _on_revoked(self, sender: object, revoked: object, **kwargs: object) -> None:
+    async def _on_revoked(self, sender: object, /, *args: object, signal: BaseSignalT[object], **kwargs: object) -> None:
         if self.flush():
             await self.table.app.producer.flush()  # on the broker before the next owner recovers
         self._live.clear()
         self._written.clear()
 
-    async def _on_shutdown(self, sender: object, **kwargs: object) -> None:
+    async def _on_shutdown(self, sender: object, /, *args: object, signal: BaseSignalT[object], **kwargs: object) -> None:
         self.flush()  # Faust flushes the producer right after this signal
 
     async def _on_timer(self) -> None:
@@ -74,7 +77,7 @@ class TableBackedCache(Generic[T]):
         return obj
 
     def apply(self, by_key: Mapping[str, Sequence[Any]], step: Callable[[T, Any], R],
-              ) -> tuple[list[tuple[Any, T, R]], list[tuple[Any, Exception]], list[tuple[str, EventT]]]:
+              ) -> tuple[list[tuple[Any, T, R]], list[tuple[Any, Exception]], list[tuple[str, EventT[Any]]]]:
         """Each record (``_batch.Item``) through its key's object, in order.
 
         Returns (record, object, result) for the records done, (record, error) for
@@ -84,7 +87,7 @@ class TableBackedCache(Generic[T]):
         """
         done: list[tuple[Any, T, R]] = []
         failed: list[tuple[Any, Exception]] = []
-        touched: list[tuple[str, EventT]] = []
+        touched: list[tuple[str, EventT[Any]]] = []
         for key, items in by_key.items():
             try:
                 obj = self.get(key)
@@ -103,7 +106,7 @@ class TableBackedCache(Generic[T]):
         """Every key held here: live objects and this worker's table partitions."""
         return set(self._live) | set(self.table.keys())
 
-    def save(self, last_event_by_key: Iterable[tuple[str, EventT]]) -> None:
+    def save(self, last_event_by_key: Iterable[tuple[str, EventT[Any]]]) -> None:
         """Mark each touched key changed by its last event; write those not written for ``checkpoint_seconds``."""
         self._dirty.update(last_event_by_key)
         self._write_due()

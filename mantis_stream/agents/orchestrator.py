@@ -11,7 +11,7 @@ feature that left the healthy reference (bounded).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from faust.types import EventT
 from opentelemetry import trace
@@ -48,7 +48,7 @@ def current_trace_id() -> str | None:
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
-def publish(public: Publisher, asset_id: str, decision: Decision, origin: Item | EventT) -> None:
+def publish(public: Publisher, asset_id: str, decision: Decision, origin: Item | EventT[Any]) -> None:
     """The decision's span (why, as attributes and events) and its message, queued for mantis.work-orders."""
     attributes: dict[str, Any] = {
         "work_order.id": decision.work_order_id, "work_order.reason": decision.reason,
@@ -112,7 +112,8 @@ async def maintenance(stream):  # type: ignore[no-untyped-def]
     """A serviced asset: resolve its open work orders, start its rules afresh."""
     async for event, asset_id in maintenance_events(stream, STAGE):
         public = Publisher(STAGE)
-        for decision in states.get(asset_id).on_maintenance(event.value):
+        message = cast(dict[str, Any], event.value)  # maintenance_events checked it is a JSON object
+        for decision in states.get(asset_id).on_maintenance(message):
             publish(public, asset_id, decision, event)
         await public.flush()
         states.save([(asset_id, event)])

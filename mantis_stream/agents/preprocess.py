@@ -8,6 +8,7 @@ per partition and batch, each reading with its own trace context: see
 """
 
 from __future__ import annotations
+from typing import Any
 
 import logging
 
@@ -47,16 +48,16 @@ def report_unknown_fields(reading: Reading) -> None:
 @app.agent(readings_topic, name="preprocess")
 async def preprocess(stream):  # type: ignore[no-untyped-def]
     async for events in batches(stream, STAGE):
-        valid: list[tuple[Reading, EventT]] = []
-        bad: list[tuple[EventT, Exception]] = []
+        valid: list[tuple[Reading, EventT[Any]]] = []
+        bad: list[tuple[EventT[Any], Exception]] = []
         with tracing.batch_span(STAGE, "validate_reading", events, **{"batch.size": len(events)}):
             for event in events:
                 try:
                     reading = parse_reading(
                         event.value, max_bytes=settings.max_message_bytes, max_samples=settings.max_waveform_samples,
                     )
-                except Exception as exc:  # noqa: BLE001 - InvalidReading, or anything else this input provokes
-                    bad.append((event, exc))
+                except Exception as error:  # noqa: BLE001 - InvalidReading, or anything else this input provokes
+                    bad.append((event, error))
                     continue
                 tracing.annotate(event, asset_id=reading.asset_id, sensor_id=reading.sensor_id)
                 valid.append((reading, event))

@@ -108,7 +108,7 @@ async def test_a_hand_over_writes_every_pending_change_and_flushes_the_producer(
     touch(cache, "a", 2)
     touch(cache, "b", 2)
     assert len(table.writes) == 2
-    await hooks.handlers["revoked"](sender=None, revoked=set())
+    await hooks.handlers["revoked"](None, set(), signal=None)  # as mode calls a receiver
     assert table.writes[2:] == [("a", bytes([1, 2])), ("b", bytes([1, 2]))]
     assert hooks.producer_flushes == 1, "on the broker before the partition's next owner recovers"
     assert cache.get("a") == [1, 2], "a revoked partition's models are reloaded from the table"
@@ -118,7 +118,7 @@ async def test_a_graceful_stop_writes_every_pending_change(clock: list[float]) -
     cache, table, hooks = make(10.0)
     touch(cache, "a", 1)
     touch(cache, "a", 2)
-    await hooks.handlers["shutdown"](sender=None)
+    await hooks.handlers["shutdown"](None, signal=None)
     assert table.writes[-1] == ("a", bytes([1, 2]))
 
 
