@@ -209,9 +209,8 @@ def evaluate_ims(paths: Sequence[str], out: Path, plt: Any) -> str:
 
     lines = ["| test | bearing | first work order (h before the end) | detect's first alert (h before the end) | why |",
              "|---|---|---:|---:|---|"]
-    jobs = [(p, b, cols) for p in paths for b, cols in ims.read_ims_csv(p).bearings().items()]
     tests = {p: ims.read_ims_csv(p) for p in paths}
-    rows = {p: {r["bearing"]: r for r in ims.report(p)} for p in paths}
+    jobs = [(p, b, cols) for p, test in tests.items() for b, cols in test.bearings().items()]
 
     def shown(hours: float | None) -> str:
         return "none" if hours is None else f"{hours}"
@@ -219,12 +218,11 @@ def evaluate_ims(paths: Sequence[str], out: Path, plt: Any) -> str:
     with _bar(jobs, "bearings") as bar:
         for p, bearing, cols in bar:
             test = tests[p]
-            r = rows[p][bearing]
+            r, res = ims.report_bearing(test, bearing, cols)
             lines.append(f"| {Path(p).stem} | {bearing} | {shown(r['work_order_hours_before_end'])} | "
                          f"{shown(r['detect_alert_hours_before_end'])} | {(r['why'] or '-')[:80]} |")
             if plt is None:
                 continue
-            res = ims.scan_bearing(test, cols)
             order = ims.first_work_order(test, bearing, res, 5)
             scores = np.array([s.score for s in res])
             alarms = np.array([s.is_anomaly for s in res])

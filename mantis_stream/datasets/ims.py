@@ -38,7 +38,7 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["ImsTest", "read_ims_csv", "scan_bearing", "first_persistent", "first_work_order", "report"]
+__all__ = ["ImsTest", "read_ims_csv", "scan_bearing", "first_persistent", "first_work_order", "report", "report_bearing"]
 
 
 @dataclass
@@ -126,6 +126,36 @@ def first_work_order(test: ImsTest, bearing: str, results: list[Any], persistenc
     return None
 
 
+def report_bearing(test: ImsTest, bearing: str, columns: list[int], persistence: int = 5, window: int = 10,
+                   detect_run: int = 3) -> tuple[dict[str, Any], list[Any]]:
+    """One bearing's row of :func:`report`, and its monitor results (for a plot: one scan serves both)."""
+    from mantis_stream.models.anomaly import ALERT_SCORE, detect_series
+
+    end = test.timestamps[-1]
+
+    def hours(i: int | None) -> float | None:
+        return None if i is None else round((end - test.timestamps[i]).total_seconds() / 3600, 1)
+
+    results = scan_bearing(test, columns, window)
+    order = first_work_order(test, bearing, results, persistence)
+    detect_first = []
+    for c in columns:
+        done = first_persistent(detect_series(test.values[:, c], window=window) >= ALERT_SCORE, detect_run)
+        if done is not None:
+            detect_first.append(done - detect_run + 1)
+    first_alert = min(detect_first) if detect_first else None
+    row = {
+        "bearing": bearing,
+        "snapshots": len(test.timestamps),
+        "work_order_hours_before_end": hours(order[0] if order else None),
+        "work_order_at": str(test.timestamps[order[0]]) if order else None,
+        "why": order[1] if order else None,
+        "detect_alert_hours_before_end": hours(first_alert),
+        "detect_alert_at": str(test.timestamps[first_alert]) if first_alert is not None else None,
+    }
+    return row, results
+
+
 def report(path: str | Path, persistence: int = 5, window: int = 10, detect_run: int = 3) -> list[dict[str, Any]]:
     """Per bearing: hours before the end of the first work order (pipeline rules) and of ``detect``'s first alert.
 
@@ -134,33 +164,8 @@ def report(path: str | Path, persistence: int = 5, window: int = 10, detect_run:
     orchestrator's rule (``persistence`` alert scores in a row) on the bearing's
     monitor (both channels).
     """
-    from mantis_stream.models.anomaly import ALERT_SCORE, detect_series
-
     test = read_ims_csv(path)
-    end = test.timestamps[-1]
-
-    def hours(i: int | None) -> float | None:
-        return None if i is None else round((end - test.timestamps[i]).total_seconds() / 3600, 1)
-
-    out = []
-    for bearing, cols in test.bearings().items():
-        order = first_work_order(test, bearing, scan_bearing(test, cols, window), persistence)
-        detect_first = []
-        for c in cols:
-            done = first_persistent(detect_series(test.values[:, c], window=window) >= ALERT_SCORE, detect_run)
-            if done is not None:
-                detect_first.append(done - detect_run + 1)
-        first_alert = min(detect_first) if detect_first else None
-        out.append({
-            "bearing": bearing,
-            "snapshots": len(test.timestamps),
-            "work_order_hours_before_end": hours(order[0] if order else None),
-            "work_order_at": str(test.timestamps[order[0]]) if order else None,
-            "why": order[1] if order else None,
-            "detect_alert_hours_before_end": hours(first_alert),
-            "detect_alert_at": str(test.timestamps[first_alert]) if first_alert is not None else None,
-        })
-    return out
+    return [report_bearing(test, bearing, cols, persistence, window, detect_run)[0] for bearing, cols in test.bearings().items()]
 
 
 if __name__ == "__main__":  # pragma: no cover - a report for docs/models-anomaly.md
