@@ -41,5 +41,5 @@ async def detect(self: object, fmt: str, path: str) -> None:
         write_scores_csv(sys.stdout, ts, text, scores)
         sys.stdout.flush()
     except BrokenPipeError:  # e.g. piped into head: the reader has what it wanted
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        sys.stdout = open(os.devnull, "w")
         raise SystemExit(0) from None

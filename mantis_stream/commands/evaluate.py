@@ -181,7 +181,7 @@ def evaluate_femto(paths: Sequence[str], out: Path, plt: Any) -> str:
 def evaluate_cmapss(paths: Sequence[str], out: Path, plt: Any, quick: bool) -> str:
     hist = [list(u.rows()) for p in paths for u in cmapss.load_units(p)]
     threshold = settings.rul_threshold_cycles
-    kw = {"members": 1, "epochs": 5} if quick else {"members": 3, "epochs": 40}
+    kw: dict[str, Any] = {"members": 1, "epochs": 5} if quick else {"members": 3, "epochs": 40}
     cap = 125.0
 
     with _bar(range(len(hist)), "cross-validation (engines)") as bar:

@@ -42,10 +42,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -344,7 +344,7 @@ def load_corpus(
 SCOREBOARD: dict[str, float] = {"ARTime": 74.9, "numenta (HTM)": 70.1, "random": 16.8, "null": 0.0}
 
 
-def _detect_file(args: tuple[str, dict]) -> np.ndarray:
+def _detect_file(args: tuple[str, dict[str, int]]) -> np.ndarray:
     from mantis_stream.datasets.nab import read_nab_csv
     from mantis_stream.models.anomaly import detect_series
 
@@ -353,7 +353,7 @@ def _detect_file(args: tuple[str, dict]) -> np.ndarray:
     return detect_series(values, **params)
 
 
-def run_detector(root: str | Path, workers: int = 1, **params: float | int) -> tuple[list[NabFile], list[np.ndarray]]:
+def run_detector(root: str | Path, workers: int = 1, **params: int) -> tuple[list[NabFile], list[np.ndarray]]:
     """``detect_series`` over every labelled file under ``root/data`` (one process per worker)."""
     files = load_corpus(root)
     jobs = [(str(Path(root) / "data" / f.name), dict(params)) for f in files]

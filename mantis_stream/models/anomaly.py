@@ -73,9 +73,9 @@ import operator
 import pickle
 import random
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from river import anomaly, preprocessing
@@ -250,7 +250,7 @@ class AnomalyDetector:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "AnomalyDetector":
+    def from_bytes(cls, data: bytes) -> AnomalyDetector:
         """Inverse of :meth:`to_bytes` (only load states this process or a trusted peer wrote)."""
         obj = pickle.loads(data)
         if not isinstance(obj, cls):
@@ -676,7 +676,7 @@ class ConditionMonitor:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "ConditionMonitor":
+    def from_bytes(cls, data: bytes) -> ConditionMonitor:
         """Inverse of :meth:`to_bytes`; a state of version 1 (an :class:`AnomalyDetector` alone) recommissions.
 
         A version-1 detector forgot its healthy reference on purpose, so none can
