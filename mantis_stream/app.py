@@ -1,7 +1,8 @@
 """The Faust application: broker, codecs, topics and the tracing sensor.
 
-``faust -A mantis_stream worker`` imports the package, which imports this
-module and then the agents (``mantis_stream.agents``) that register on ``app``.
+``faust -A mantis_stream worker`` asks the package for ``app``, which imports
+this module; at its end it imports the agents (``mantis_stream.agents``) and
+the app's commands, which register on ``app``.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from .recovery import hold_deliveries_until_seek, read_highwaters_from_fetch
 from .runtime import bound_stop_time, run_start_checks, tune_garbage_collector
 from . import topics as names
 from .kafka import LOCAL_FETCH_MAX_WAIT_MS, broker_credentials, broker_urls, limit_fetch_wait, profile_options
-from .settings import Settings
+from .settings import current_settings
 
-settings = Settings.from_env()
+settings = current_settings()
 limits.check(settings)
 
 _LOG_FORMAT = "[%(asctime)s] [%(process)s] [%(levelname)s] [trace_id=%(trace_id)s span_id=%(span_id)s] {}%(message)s %(extra)s"
@@ -82,3 +83,7 @@ rul_topic = _topic(names.RUL)
 work_orders_topic = _topic(names.WORK_ORDERS)
 dead_letters_topic = _topic(names.DEAD_LETTERS)
 maintenance_topic = _topic(names.MAINTENANCE)
+
+# Registration on the app: the agents, and the commands Faust's CLI runs for it (see mantis_stream/cli.py).
+from . import agents  # noqa: F401,E402
+from .commands import demo, maintenance, produce, replay, workers  # noqa: F401,E402
