@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib.metadata import version
@@ -61,3 +62,19 @@ def test_faust_finds_the_app_in_the_package() -> None:
     proc = run("-m", "faust", "-A", "mantis_stream", "--help")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert {"worker", "workers", "demo", "produce", "replay", "maintenance"} <= set(proc.stdout.split())
+
+
+def test_bad_worker_settings_do_not_break_help() -> None:
+    env = {**os.environ, "MANTIS_INFLUXDB_URL": "ftp://influx/mantis", "MANTIS_RUL_MODEL": "/no/such/rul.json"}
+    for args in (("-m", "mantis_stream", "--help"), ("-m", "faust", "-A", "mantis_stream", "--help")):
+        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0 and "Commands:" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_a_bad_influx_url_stops_the_worker_in_one_line() -> None:
+    env = {**os.environ, "MANTIS_INFLUXDB_URL": "ftp://influx/mantis", "MANTIS_BROKER_WAIT": "0"}
+    proc = subprocess.run([sys.executable, "-m", "mantis_stream", "worker"], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == ["mantis-stream: MANTIS_INFLUXDB_URL: InfluxDB URL must be http:// or "
+                                                "https://, not 'ftp://influx/mantis'"]
