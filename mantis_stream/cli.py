@@ -93,8 +93,13 @@ def _app_command(name: str, summary: str) -> click.Command:
 
 
 def main() -> None:
-    """The console script: the app's commands go to Faust's CLI (the app built first), the rest to :data:`group`."""
-    if sys.argv[1:2] and sys.argv[1] in APP_COMMANDS:
+    """The console script: the app's commands go to Faust's CLI (the app built first), the rest to :data:`group`.
+
+    Faust's own options may come before the command (``--datadir D worker``), so
+    the first command name on the line decides.
+    """
+    named = next((arg for arg in sys.argv[1:] if arg in APP_COMMANDS or arg in OFFLINE_COMMANDS), None)
+    if named in APP_COMMANDS:
         from .app import app
 
         app.main()

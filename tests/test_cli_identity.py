@@ -52,8 +52,9 @@ def test_detect_runs_without_building_the_app(tmp_path: Path) -> None:
     assert "faust" not in imported and "mantis_stream.app" not in imported
 
 
-def test_app_commands_still_reach_faust() -> None:
-    proc = run("-m", "mantis_stream", "worker", "--help")
+@pytest.mark.parametrize("args", [("worker", "--help"), ("--datadir", "elsewhere", "worker", "--help")])
+def test_app_commands_still_reach_faust(args: tuple[str, ...]) -> None:
+    proc = run("-m", "mantis_stream", *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Start worker instance for given app." in proc.stdout and "--web-port" in proc.stdout
 
