@@ -33,9 +33,10 @@ def test_help_is_ours_and_lists_every_command() -> None:
     assert listed == {*OFFLINE_COMMANDS, *APP_COMMANDS}
 
 
-@pytest.mark.parametrize("module", ["detect", "evaluate", "evaluate_nab", "rul", "work_orders"])
-def test_offline_command_modules_do_not_import_faust(module: str) -> None:
-    code = (f"import sys, mantis_stream.commands.{module}; "
+@pytest.mark.parametrize("module", [*(f"commands.{name}" for name in ("detect", "evaluate", "evaluate_nab", "rul", "work_orders")),
+                                    "evaluation.rul", "training.rul"])
+def test_offline_modules_do_not_import_faust(module: str) -> None:
+    code = (f"import sys, mantis_stream.{module}; "
             "print(sorted(m for m in ('faust', 'mantis_stream.app') if m in sys.modules))")
     proc = run("-c", code)
     assert proc.returncode == 0, proc.stderr
