@@ -16,7 +16,7 @@ import functools
 import importlib
 import inspect
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from importlib.metadata import version
 from typing import Any
 
@@ -66,14 +66,14 @@ def group() -> None:
     """mantis-stream: streaming predictive maintenance on Kafka, traced end to end."""
 
 
-def command(*params: Callable[[Any], Any]) -> Callable[[Callable[..., Awaitable[None]]], click.Command]:
+def command(*params: Callable[[Any], Any]) -> Callable[[Callable[..., Coroutine[Any, Any, None]]], click.Command]:
     """Register ``async def name(self, **params)`` as ``mantis-stream name``, run without the Faust app.
 
     The handler keeps Faust's command signature (a first ``self``, unused) so a
     command can move between this group and the app's without changes.
     """
 
-    def register(fun: Callable[..., Awaitable[None]]) -> click.Command:
+    def register(fun: Callable[..., Coroutine[Any, Any, None]]) -> click.Command:
         def run(**kwargs: Any) -> None:
             asyncio.run(fun(None, **kwargs))
 
@@ -88,8 +88,7 @@ def command(*params: Callable[[Any], Any]) -> Callable[[Callable[..., Awaitable[
 
 def _app_command(name: str, summary: str) -> click.Command:
     """The entry ``--help`` lists; :func:`main` hands the command to Faust before this group parses it."""
-    return click.Command(name, help=summary, add_help_option=False,
-                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    return click.Command(name, help=summary)
 
 
 def main() -> None:

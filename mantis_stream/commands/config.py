@@ -29,12 +29,16 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..cli import command, option
-
 from .. import limits
+from ..cli import command, option
 from ..kafka import broker_credentials
-from ..settings import current_settings
-from ..settings import Settings, check_broker_url, check_postgres_dsn, mask_url
+from ..settings import (
+    Settings,
+    check_broker_url,
+    check_postgres_dsn,
+    current_settings,
+    mask_url,
+)
 from ._oneline import one_line_errors
 
 MASK = "***"

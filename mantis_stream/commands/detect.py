@@ -16,11 +16,11 @@ import os
 import sys
 
 import click
-from ..cli import argument, command, option
 
-from ..settings import current_settings
+from ..cli import argument, command, option
 from ..datasets.nab import read_nab_rows, write_scores_csv
 from ..models.anomaly import detect_series
+from ..settings import current_settings
 from ._oneline import one_line_errors
 
 

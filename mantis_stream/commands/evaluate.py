@@ -33,13 +33,13 @@ from typing import Any
 
 import click
 import numpy as np
-from ..cli import argument, command, option
 
-from ..settings import current_settings
+from ..cli import argument, command, option
 from ..datasets import cmapss, femto
 from ..evaluation.rul import cross_validate_cmapss, femto_leave_one_out_data
 from ..evaluation.scoring import CUT_FRACTIONS
 from ..models.rul import Bearing, RulEstimate
+from ..settings import current_settings
 
 DATASETS = ("ims", "femto", "nab", "cmapss")
 

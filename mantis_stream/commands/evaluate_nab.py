@@ -15,9 +15,8 @@ import os
 from pathlib import Path
 
 from ..cli import argument, command, option
-
-from ..settings import current_settings
 from ..evaluation.nab import SCOREBOARD, format_table, run_detector, score_corpus
+from ..settings import current_settings
 from ._oneline import CommandError, one_line_errors
 
 #: The labels file every NAB tree holds.

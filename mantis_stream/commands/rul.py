@@ -26,8 +26,8 @@ from typing import Any
 
 import click
 import orjson
-from ..cli import argument, command, option
 
+from ..cli import argument, command, option
 from ..datasets import cmapss, femto
 from ..evaluation.rul import score_cmapss
 from ..models.rul import (

@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import click
-from ..cli import argument, command, option
 
+from ..cli import argument, command, option
 from ..demo import DEMO_DIR
 from ..tracing.filelog import SpanRecord, read_recent, read_spans
 from ._oneline import one_line_errors

@@ -15,10 +15,9 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import asyncpg
-from ..cli import command, option
 
-from ..settings import current_settings
-from ..settings import mask_url
+from ..cli import command, option
+from ..settings import current_settings, mask_url
 from ..sinks.postgres import list_work_orders
 from ._oneline import one_line_errors
 
