@@ -1,8 +1,8 @@
 """The Faust application: broker, codecs, topics and the tracing sensor.
 
-``faust -A mantis_stream worker`` asks the package for ``app``, which imports
-this module; at its end it imports the agents (``mantis_stream.agents``) and
-the app's commands, which register on ``app``.
+The agents and the app's commands register on :data:`app` when
+:mod:`mantis_stream.pipeline` imports them; ``faust -A mantis_stream worker``
+gets the app from there.
 """
 
 from __future__ import annotations
@@ -83,7 +83,3 @@ rul_topic = _topic(names.RUL)
 work_orders_topic = _topic(names.WORK_ORDERS)
 dead_letters_topic = _topic(names.DEAD_LETTERS)
 maintenance_topic = _topic(names.MAINTENANCE)
-
-# Registration on the app: the agents, and the commands Faust's CLI runs for it (see mantis_stream/cli.py).
-from . import agents  # noqa: F401,E402
-from .commands import demo, maintenance, produce, replay, workers  # noqa: F401,E402

@@ -99,7 +99,7 @@ def main() -> None:
     """
     named = next((arg for arg in sys.argv[1:] if arg in APP_COMMANDS or arg in OFFLINE_COMMANDS), None)
     if named in APP_COMMANDS:
-        from .app import app
+        from .pipeline import app
 
         app.main()
     group()
