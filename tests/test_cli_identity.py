@@ -80,3 +80,10 @@ def test_a_bad_influx_url_stops_the_worker_in_one_line() -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "mantis-stream: MANTIS_INFLUXDB_URL: InfluxDB URL must be http:// or https://, not 'ftp://influx/mantis'"]
+
+
+def test_faust_gets_the_app_with_its_agents_registered() -> None:
+    proc = run("-m", "faust", "-A", "mantis_stream", "agents")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for agent in ("@preprocess", "@frame", "@features", "@anomaly", "@rul", "@orchestrator", "@maintenance-orders"):
+        assert agent in proc.stdout
