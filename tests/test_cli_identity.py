@@ -87,3 +87,11 @@ def test_faust_gets_the_app_with_its_agents_registered() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     for agent in ("@preprocess", "@frame", "@features", "@anomaly", "@rul", "@orchestrator", "@maintenance-orders"):
         assert agent in proc.stdout
+
+
+@pytest.mark.parametrize("name", sorted(set(APP_COMMANDS) - {"worker"}))
+def test_the_listed_summary_of_an_app_command_is_its_own(name: str) -> None:
+    code = f"from mantis_stream.commands import {name}; print({name}.{name}.__doc__)"
+    proc = run("-c", code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().startswith(APP_COMMANDS[name].removesuffix("."))
