@@ -1,11 +1,6 @@
-"""The ``mantis-stream`` console script: Faust's own CLI for our app."""
+"""``python -m mantis_stream``: the ``mantis-stream`` console script."""
 
-
-def main() -> None:
-    from mantis_stream import app
-
-    app.main()
-
+from mantis_stream.cli import main
 
 if __name__ == "__main__":
     main()

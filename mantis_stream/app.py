@@ -1,7 +1,8 @@
 """The Faust application: broker, codecs, topics and the tracing sensor.
 
-``faust -A mantis_stream worker`` imports the package, which imports this
-module and then the agents (``mantis_stream.agents``) that register on ``app``.
+The agents and the app's commands register on :data:`app` when
+:mod:`mantis_stream.pipeline` imports them; ``faust -A mantis_stream worker``
+gets the app from there.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from . import topics as names
 from .kafka import LOCAL_FETCH_MAX_WAIT_MS, broker_credentials, broker_urls, limit_fetch_wait, profile_options
 from .recovery import hold_deliveries_until_seek, read_highwaters_from_fetch
 from .runtime import bound_stop_time, run_start_checks, tune_garbage_collector
-from .settings import Settings
+from .settings import current_settings
 
-settings = Settings.from_env()
+settings = current_settings()
 limits.check(settings)
 
 _LOG_FORMAT = "[%(asctime)s] [%(process)s] [%(levelname)s] [trace_id=%(trace_id)s span_id=%(span_id)s] {}%(message)s %(extra)s"

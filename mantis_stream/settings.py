@@ -6,6 +6,7 @@ in one place keeps the names documented (README, INTERFACE.md) and testable.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -304,3 +305,9 @@ class Settings:
         out["ingest_token"] = "***" if self.ingest_token else None
         out["sampling_strategies"] = str(self.sampling_strategies)
         return out
+
+
+@functools.cache
+def current_settings() -> Settings:
+    """This process's settings, read from the environment on first use (not at import)."""
+    return Settings.from_env()

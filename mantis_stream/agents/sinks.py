@@ -139,12 +139,18 @@ if settings.postgres_dsn:
             await sink.close()
 
 
-if settings.influxdb_url:
-    try:
-        InfluxTarget.from_url(settings.influxdb_url)
-    except ValueError as exc:
-        raise SystemExit(f"mantis-stream: MANTIS_INFLUXDB_URL: {exc}") from None
 
+@check_at_worker_start
+def refuse_bad_influx_url() -> None:
+    """Stop ``worker`` in one line on an InfluxDB URL the sink cannot use (``config`` names it too)."""
+    if settings.influxdb_url:
+        try:
+            InfluxTarget.from_url(settings.influxdb_url)
+        except ValueError as exc:
+            raise SystemExit(f"mantis-stream: MANTIS_INFLUXDB_URL: {exc}") from None
+
+
+if settings.influxdb_url:
     influx_source = app.topic(*INFLUX_TOPICS, value_serializer="orjson", key_serializer="raw")
 
     @app.agent(influx_source, name="sink-influx")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 import click
 from aiokafka.errors import KafkaError
@@ -37,7 +37,7 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def one_line_errors(fun: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def one_line_errors(fun: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Wrap a command body: known failures exit with one line on stderr, status 1."""
     name = fun.__name__.replace("_", "-")
 

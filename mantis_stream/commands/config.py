@@ -29,10 +29,16 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
-from faust.cli import option
-
-from ..app import app, settings
-from ..settings import Settings, check_broker_url, check_postgres_dsn, mask_url
+from .. import limits
+from ..cli import command, option
+from ..kafka import broker_credentials
+from ..settings import (
+    Settings,
+    check_broker_url,
+    check_postgres_dsn,
+    current_settings,
+    mask_url,
+)
 from ._oneline import one_line_errors
 
 MASK = "***"
@@ -116,6 +122,14 @@ def problems(s: Settings, env: dict[str, str] | None = None) -> list[str]:
     return out
 
 
+def checked_settings() -> Settings:
+    """The settings, stopped with one line by the checks a worker makes at start (sizes, Kafka TLS files)."""
+    s = current_settings()
+    limits.check(s)
+    broker_credentials()
+    return s
+
+
 def effective(s: Settings, env: dict[str, str] | None = None) -> dict[str, Any]:
     return {"settings": s.masked(), "environment": environment(env)}
 
@@ -135,12 +149,13 @@ def render_lines(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@app.command(
+@command(
     option("--json", "as_json", is_flag=True, default=False, help="One JSON object instead of name=value lines."),
 )
 @one_line_errors
 async def config(self: object, as_json: bool) -> None:
     """Print the effective configuration (settings and OTEL_* variables), secrets masked."""
+    settings = checked_settings()
     data = effective(settings)
     if as_json:
         print(json.dumps(data, indent=2, default=str))

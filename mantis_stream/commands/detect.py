@@ -16,15 +16,15 @@ import os
 import sys
 
 import click
-from faust.cli import argument, option
 
-from ..app import app, settings
+from ..cli import argument, command, option
 from ..datasets.nab import read_nab_rows, write_scores_csv
 from ..models.anomaly import detect_series
+from ..settings import current_settings
 from ._oneline import one_line_errors
 
 
-@app.command(
+@command(
     option("--format", "fmt", type=click.Choice(["nab"]), default="nab", show_default=True, help="Input format."),
     argument("path", type=click.Path(exists=True, dir_okay=False, allow_dash=True)),
 )
@@ -36,7 +36,7 @@ async def detect(self: object, fmt: str, path: str) -> None:
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         print(f"mantis-stream detect: {path}: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
-    scores = detect_series(values, window=settings.scalar_window)
+    scores = detect_series(values, window=current_settings().scalar_window)
     try:
         write_scores_csv(sys.stdout, ts, text, scores)
         sys.stdout.flush()

@@ -33,13 +33,13 @@ from typing import Any
 
 import click
 import numpy as np
-from faust.cli import argument, option
 
-from ..app import app, settings
+from ..cli import argument, command, option
 from ..datasets import cmapss, femto
 from ..evaluation.rul import cross_validate_cmapss, femto_leave_one_out_data
 from ..evaluation.scoring import CUT_FRACTIONS
 from ..models.rul import Bearing, RulEstimate
+from ..settings import current_settings
 
 DATASETS = ("ims", "femto", "nab", "cmapss")
 
@@ -150,7 +150,7 @@ def evaluate_femto(paths: Sequence[str], out: Path, plt: Any) -> str:
     with _bar(list(paths), "frame features") as bar:
         for p in bar:
             data[femto.bearing_name(p)] = (femto.bearing_features(p), femto.life_end_ts(p))
-    threshold = settings.rul_threshold_seconds
+    threshold = current_settings().rul_threshold_seconds
 
     def draw(name: str, traj: list[tuple[float, RulEstimate]], start: float, end: float) -> None:
         if plt is None:
@@ -180,7 +180,7 @@ def evaluate_femto(paths: Sequence[str], out: Path, plt: Any) -> str:
 
 def evaluate_cmapss(paths: Sequence[str], out: Path, plt: Any, quick: bool) -> str:
     hist = [list(u.rows()) for p in paths for u in cmapss.load_units(p)]
-    threshold = settings.rul_threshold_cycles
+    threshold = current_settings().rul_threshold_cycles
     kw: dict[str, Any] = {"members": 1, "epochs": 5} if quick else {"members": 3, "epochs": 40}
     cap = 125.0
 
@@ -247,7 +247,7 @@ def evaluate_nab(paths: Sequence[str], out: Path, plt: Any) -> str:
             for f in bar:
                 ts, values = read_nab_csv(Path(root) / "data" / f.name)
                 series.append((ts, values))
-                scores.append(detect_series(values, window=settings.scalar_window))
+                scores.append(detect_series(values, window=current_settings().scalar_window))
         cs = score_corpus(files, scores)
         tables.append(format_table(cs))
         if plt is None:
@@ -286,7 +286,7 @@ def run(dataset: str, paths: Sequence[str], out: str | Path, *, quick: bool = Fa
     return table
 
 
-@app.command(
+@command(
     argument("dataset", type=click.Choice(DATASETS)),
     argument("paths", nargs=-1, required=True),
     option("--out", default="evaluation", show_default=True, help="Directory for the PNGs (one sub-directory per data set)."),

@@ -14,17 +14,16 @@ import csv
 import os
 from pathlib import Path
 
-from faust.cli import argument, option
-
-from ..app import app, settings
+from ..cli import argument, command, option
 from ..evaluation.nab import SCOREBOARD, format_table, run_detector, score_corpus
+from ..settings import current_settings
 from ._oneline import CommandError, one_line_errors
 
 #: The labels file every NAB tree holds.
 LABELS = "labels/combined_windows.json"
 
 
-@app.command(
+@command(
     argument("root", default=None, required=False),
     option("--workers", type=int, default=os.cpu_count() or 1, show_default=True, help="Processes (one file each)."),
     option("--results", default=None, help="Also write NAB-style result CSVs under this directory."),
@@ -37,7 +36,7 @@ async def evaluate_nab(self: object, root: str | None, workers: int, results: st
                            "mantis-stream evaluate-nab ~/data/NAB")
     if not (Path(root) / LABELS).is_file():
         raise CommandError(f"{root}: not a NAB folder (no {LABELS}); give the one holding data/ and labels/")
-    files, scores = run_detector(root, workers=workers, window=settings.scalar_window)
+    files, scores = run_detector(root, workers=workers, window=current_settings().scalar_window)
     cs = score_corpus(files, scores)
     print(format_table(cs))
     print()

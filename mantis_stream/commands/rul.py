@@ -27,9 +27,8 @@ from typing import Any
 
 import click
 import orjson
-from faust.cli import argument, option
 
-from ..app import app
+from ..cli import argument, command, option
 from ..datasets import cmapss, femto
 from ..evaluation.rul import score_cmapss
 from ..models.rul import (
@@ -98,7 +97,7 @@ def train(fmt: str, paths: tuple[str, ...], base: RulModel, *, quick: bool = Fal
     return trained
 
 
-@app.command(
+@command(
     option("--format", "fmt", type=FORMATS, required=True, help="Data set format."),
     option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Model file to write (JSON)."),
     option("--from", "base", default=None, type=click.Path(dir_okay=False), help="Model whose other parts to keep (default: the shipped model)."),
@@ -113,7 +112,7 @@ async def train_rul(self: object, fmt: str, out: str, base: str | None, quick: b
     _say(f"wrote {out} ({model.name} {model.version})")
 
 
-@app.command(
+@command(
     option("--format", "fmt", type=click.Choice(["cmapss"]), required=True, help="Data set format."),
     option("--model", "model_path", default=None, help="Model file (default: $MANTIS_RUL_MODEL, else the shipped model)."),
     argument("test_file"),
@@ -130,7 +129,7 @@ async def evaluate_rul(self: object, fmt: str, model_path: str | None, test_file
     _print_json(score_cmapss(model, [list(u.rows()) for u in units], truth))
 
 
-@app.command(
+@command(
     option("--format", "fmt", type=FORMATS, required=True, help="Data set format."),
     option("--model", "model_path", default=None, help="Model file (default: $MANTIS_RUL_MODEL, else the shipped model)."),
     argument("paths", nargs=-1, required=True),

@@ -44,9 +44,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import click
-from faust.cli import argument, option
 
-from ..app import app
+from ..cli import argument, command, option
 from ..demo import DEMO_DIR
 from ..tracing.filelog import SpanRecord, read_recent, read_spans
 from ._oneline import one_line_errors
@@ -254,7 +253,7 @@ def _fail(message: str) -> None:
     raise SystemExit(1)
 
 
-@app.command(
+@command(
     argument("action", type=click.Choice(["show", "list"])),
     argument("trace_id", required=False),
     option("--file", "path", default=None, help="OTLP JSON-lines file [default: $MANTIS_TRACE_FILE or the demo's mantis-demo/mantis-traces.jsonl]."),
