@@ -8,7 +8,6 @@ pass as one row each.  The partial frame of every sensor lives in a Faust table
 
 from __future__ import annotations
 
-import base64
 import logging
 import struct
 from typing import Any
@@ -43,9 +42,9 @@ def sensor_key(reading: dict[str, Any]) -> str:
 
 
 def chunk_samples(reading: dict[str, Any]) -> np.ndarray:
-    """A keyed chunk's samples: base64 float64 (``Reading.to_message``), or a JSON array (written by earlier releases)."""
-    if "samples" in reading:
-        return np.frombuffer(base64.b64decode(reading["samples"], validate=True), dtype="<f8")
+    """A keyed chunk's samples: hex float64 (``Reading.to_message``), or a JSON array (written by earlier releases)."""
+    if "samples_hex" in reading:
+        return np.frombuffer(bytes.fromhex(reading["samples_hex"]), dtype="<f8")
     return np.asarray(reading["values"], dtype=np.float64)
 
 
@@ -104,7 +103,7 @@ def frame_one(reading: dict[str, Any], state: bytes | None) -> tuple[list[dict[s
     """The frames one reading completes, and its sensor's new state (None: stateless)."""
     if "channels" in reading:
         return [records.row_frame(reading["asset_id"], reading["sensor_id"], reading["ts"], reading["channels"], reading.get("cycle"))], None
-    if "samples" in reading or "values" in reading:
+    if "samples_hex" in reading or "values" in reading:
         return frame_waveform(reading, state)
     frame, state = frame_scalar(reading, state)
     return [frame], state

@@ -6,7 +6,6 @@ dead letter tells the sender exactly what to fix.
 
 from __future__ import annotations
 
-import base64
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -64,8 +63,9 @@ class Reading:
         if self.kind == "scalar":
             out["value"] = self.value
         elif self.kind == "waveform":
-            # Base64 little-endian float64: exact, and ~10x cheaper to encode and decode than a JSON array.
-            out["samples"] = base64.b64encode(np.asarray(self.values, dtype="<f8").tobytes()).decode("ascii")
+            # Hex of little-endian float64: exact, and ~10x cheaper to encode and decode than a JSON array
+            # (and than base64, whose CPython decoder is byte by byte).
+            out["samples_hex"] = np.asarray(self.values, dtype="<f8").tobytes().hex()
             out["sample_rate_hz"] = self.sample_rate_hz
         else:
             out["channels"] = self.channels
