@@ -226,12 +226,18 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds the processes used so far (all their threads: the export thread too)."""
+    """User + system CPU seconds the processes and their live children (``workers N``'s workers) used so far
+    (all their threads: the export thread too)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            continue
         total += int(fields[11]) + int(fields[12])
+        total += round(cpu_seconds(children) * ticks) if children else 0
     return total / ticks
 
 

@@ -1,10 +1,12 @@
-"""Where a worker's CPU goes per Faust layer, on a burst of scalar readings (tracing off).
+"""Where a worker's CPU goes per Faust layer, on a burst of readings (tracing off).
 
-    python bench/profile_worker.py [--n 20000] [--rate 200]
+    python bench/profile_worker.py [--n 20000] [--rate 200] [--kind scalar|waveform|mixed] [--chunk 1024] [--pace 0]
 
 Starts an embedded broker and one worker (tracing off), attaches ``py-spy
-record`` to it, produces ``--n`` unkeyed scalar readings over 50 assets as fast
-as possible and stops sampling when the last anomaly output is out.  Prints the
+record`` to it, produces ``--n`` unkeyed readings (``bench_pipeline``'s, waveform
+chunks of ``--chunk`` samples) over 50 assets as fast as possible, or at
+``--pace`` readings/s (a steady rate makes small batches, whose per-batch costs
+a burst hides), and stops sampling when the last anomaly output is out.  Prints the
 share of the worker's on-CPU samples spent inside each layer (inclusive: a
 sample inside ``Topic.send`` that is also inside a sensor counts for both) and
 the functions with the most samples of their own.  Needs ``py-spy``
@@ -49,6 +51,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "  of which aiokafka's produce requests on the socket (Sender._send_produce_req)": ("Sender._send_produce_req (",),
     "pipeline code (mantis_stream.agents, dsp, models)": (
         "mantis_stream/agents/", "mantis_stream/dsp/", "mantis_stream/models/"),
+    "  of which JSON decoding of input records (codecs, orjson.loads)": ("mantis_stream/codecs.py", "loads ("),
+    "  of which framing (agents/framing.py, dsp/framing.py)": ("agents/framing.py", "dsp/framing.py"),
+    "  of which waveform features (dsp/spectral.py)": ("dsp/spectral.py",),
 }
 
 
@@ -78,8 +83,9 @@ def breakdown(stacks: list[tuple[list[str], int]]) -> tuple[int, dict[str, int],
     return total, per_layer, self_time
 
 
-async def run(spy_bin: str, n: int, rate: int, out_dir: Path) -> Path:
-    readings = make_readings("scalar", n, np.random.default_rng(1))
+async def run(spy_bin: str, n: int, rate: int, out_dir: Path, kind: str = "scalar", chunk: int = 1024,
+              pace: float = 0.0) -> Path:
+    readings = make_readings(kind, n, np.random.default_rng(1), chunk)
     raw = out_dir / "worker.collapsed"
     with EmbeddedBroker() as broker:
         broker.create_topics(list(names.ALL_TOPICS), 4)
@@ -92,12 +98,12 @@ async def run(spy_bin: str, n: int, rate: int, out_dir: Path) -> Path:
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             await asyncio.sleep(1.0)
             drain_task = asyncio.create_task(drain(broker.bootstrap, expected_outputs(readings), timeout=600))
-            start = await produce(broker.bootstrap, readings)
+            start = await produce(broker.bootstrap, readings, pace or None)
             last, latencies = await drain_task
             spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             spy.wait(timeout=60)
             print(f"{len(latencies)}/{n} outputs, {n / (last - start):.0f} readings/s under the profiler "
-                  f"({ASSETS} assets)")
+                  f"({ASSETS} assets, {kind})")
         finally:
             worker.terminate()
             worker.wait(timeout=30)
@@ -108,6 +114,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--kind", choices=("scalar", "waveform", "mixed"), default="scalar")
+    parser.add_argument("--chunk", type=int, default=1024, help="samples per waveform chunk")
+    parser.add_argument("--pace", type=float, default=0.0, help="readings/s to produce at (0: as fast as possible)")
     parser.add_argument("--stacks", type=Path, default=None, help="analyse this collapsed-stack file instead of running")
     args = parser.parse_args()
     if args.stacks:
@@ -117,7 +126,7 @@ def main() -> None:
     if spy is None:
         raise SystemExit("profile_worker: py-spy is not installed (pip install -e .[bench])")
     out_dir = Path(tempfile.mkdtemp(prefix="mantis-profile-"))
-    report(asyncio.run(run(spy, args.n, args.rate, out_dir)))
+    report(asyncio.run(run(spy, args.n, args.rate, out_dir, args.kind, args.chunk, args.pace)))
 
 
 def report(raw: Path) -> None:

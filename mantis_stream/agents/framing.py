@@ -41,6 +41,13 @@ def sensor_key(reading: dict[str, Any]) -> str:
     return f"{reading['asset_id']}\x1f{reading['sensor_id']}"
 
 
+def chunk_samples(reading: dict[str, Any]) -> np.ndarray:
+    """A keyed chunk's samples: hex float64 (``Reading.to_message``), or a JSON array (written by earlier releases)."""
+    if "samples_hex" in reading:
+        return np.frombuffer(bytes.fromhex(reading["samples_hex"]), dtype="<f8")
+    return np.asarray(reading["values"], dtype=np.float64)
+
+
 def frame_waveform(reading: dict[str, Any], state: bytes | None) -> tuple[list[dict[str, Any]], bytes]:
     """Push one chunk; return the frames it completes and the new state.
 
@@ -69,7 +76,7 @@ def frame_waveform(reading: dict[str, Any], state: bytes | None) -> tuple[list[d
         else:
             log.warning("%s: sample rate changed %s -> %s Hz; restarting the frame", sensor_key(reading), old_rate, rate)
     pending_before = assembler.pending
-    frames = remove_dc(assembler.push(np.asarray(reading["values"], dtype=np.float64)))
+    frames = remove_dc(assembler.push(chunk_samples(reading)))
     size = settings.frame_size
     out = [
         records.waveform_frame(
@@ -96,7 +103,7 @@ def frame_one(reading: dict[str, Any], state: bytes | None) -> tuple[list[dict[s
     """The frames one reading completes, and its sensor's new state (None: stateless)."""
     if "channels" in reading:
         return [records.row_frame(reading["asset_id"], reading["sensor_id"], reading["ts"], reading["channels"], reading.get("cycle"))], None
-    if "values" in reading:
+    if "samples_hex" in reading or "values" in reading:
         return frame_waveform(reading, state)
     frame, state = frame_scalar(reading, state)
     return [frame], state

@@ -22,17 +22,20 @@ class ModelRef(TypedDict):
 
 def waveform_frame(asset_id: str, sensor_id: str, ts: float, samples: np.ndarray, sample_rate_hz: float,
                    meta: dict[str, Any] | None) -> dict[str, Any]:
-    """Internal: one fixed-size vibration frame, samples as base64 little-endian float32."""
+    """Internal: one fixed-size vibration frame, samples as the hex of little-endian float32 (CPython decodes hex
+    several times faster than base64)."""
     return {
         "kind": "waveform", "asset_id": asset_id, "sensor_id": sensor_id, "ts": ts,
         "sample_rate_hz": sample_rate_hz,
-        "samples": base64.b64encode(samples.astype("<f4").tobytes()).decode("ascii"),
+        "samples_hex": samples.astype("<f4").tobytes().hex(),
         "meta": meta or {},
     }
 
 
 def frame_samples(frame: dict[str, Any]) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(frame["samples"]), dtype="<f4").astype(np.float64)
+    """A frame's samples; frames written by earlier releases carry them as base64 (``samples``)."""
+    raw = bytes.fromhex(frame["samples_hex"]) if "samples_hex" in frame else base64.b64decode(frame["samples"])
+    return np.frombuffer(raw, dtype="<f4").astype(np.float64)
 
 
 def window_frame(asset_id: str, sensor_id: str, ts: float, values: list[float], unit: str | None) -> dict[str, Any]:
