@@ -22,7 +22,7 @@ def chunk(values: list) -> bytes:
 
 
 def test_keyed_message_carries_exactly_the_validated_samples() -> None:
-    values = np.random.default_rng(3).standard_normal(2560).tolist() + [7, -2]
+    values = [*np.random.default_rng(3).standard_normal(2560).tolist(), 7, -2]
     message = parse_reading(chunk(values)).to_message()
     assert "values" not in message
     decoded = chunk_samples(orjson.loads(orjson.dumps(message)))
