@@ -28,8 +28,8 @@ against the code before it in the same run.
 Traced contenders export OTLP/gRPC to a discard collector in this process;
 each row reports the spans it received per reading, the spans the worker
 dropped and the SDK's "exceeds max length" warnings in its log, and the
-worker's CPU time per reading (user + system, all threads, from produce to the
-last output): on a loaded machine a steadier measure of tracing's cost than
+worker's CPU time per reading (user + system, all threads and child processes,
+such as its span export process, from produce to the last output): on a loaded machine a steadier measure of tracing's cost than
 readings/s, which waits on the other processes too.
 Latency (produce -> anomaly output, p50/p95/p99) is measured in a second, paced
 run at half the peak rate of ``mantis/shipped``.  ``--soak S`` then runs that
@@ -225,12 +225,28 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid``'s live child processes, theirs, and so on (a worker's span export process, ``workers N``'s workers)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            out += [child, *descendants(child)]
+    return out
+
+
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds the processes used so far (all their threads: the export thread too)."""
+    """User + system CPU seconds the processes and their live descendants used so far (all threads)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    for pid in {p for top in pids for p in (top, *descendants(top))}:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
         total += int(fields[11]) + int(fields[12])
     return total / ticks
 
