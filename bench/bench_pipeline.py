@@ -14,6 +14,8 @@ key, and the clock runs until the last anomaly output appears:
   ``faust.contrib.opentelemetry`` sensor, exporting every span;
 - ``mantis/off``, ``mantis/shipped``, ``mantis/100%``: this project's worker with
   tracing off, with ``config/sampling-strategy.json``, and with every span sampled;
+  ``mantis/shipped-thread`` (not run by default): the shipped strategies with the
+  export on a thread of the worker instead of its export process (``MANTIS_TRACING_EXPORT``);
   ``mantis/off x2``, ``mantis/off x4`` (not run by default): N workers in one consumer group,
   started by ``mantis-stream workers N`` as a user would;
 - ``quix/river``, ``quix/mantis-detector`` (not run by default; scalar readings only;
@@ -298,6 +300,7 @@ async def run_one(contender: str, readings: list[dict], collector: DiscardCollec
     envs = {
         "mantis/off": {"OTEL_TRACES_EXPORTER": "none", "OTEL_SDK_DISABLED": "true"},
         "mantis/shipped": otlp,
+        "mantis/shipped-thread": {**otlp, "MANTIS_TRACING_EXPORT": "thread"},
         "mantis/100%": {**otlp, "MANTIS_SAMPLING_STRATEGIES": str(all_on)},
         "naive": otlp,
     }
