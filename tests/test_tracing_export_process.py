@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -28,7 +29,8 @@ def _clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def make_spans(tag: str) -> None:
-    """A parent with attributes, an event, a link, an error child, across two stage services."""
+    """Roots and children across two stage services: attributes (long, sequences, too many), events, links,
+    errors set by hand and by an escaping exception, a renamed span."""
     tracer = tracing.stage_tracer("anomaly-detection")
     other = tracing.stage_tracer("preprocessing").start_span("linked", attributes={"mantis.tag": tag})
     other.end()
@@ -37,9 +39,16 @@ def make_spans(tag: str) -> None:
                                                   "mantis.scores": (0.5, 1.5)},
                                       links=[Link(other.get_span_context(), {"mantis.link.reason": "batch"})]) as span:
         span.add_event("departure", {"feature": "rms", "factor": 1.4})
-        with tracer.start_as_current_span("predict_anomaly", attributes={"mantis.tag": tag}) as child:
+        span.set_attributes({f"mantis.extra.{i}": i for i in range(80)})  # over the 64 limit: the oldest go
+        span.set_attribute("mantis.tag", tag)
+        with tracer.start_as_current_span("predict_anomaly", attributes={"mantis.tag": tag, "mantis.long": "x" * 5000,
+                                                                          "mantis.scores": [1, 2]}) as child:
             child.set_status(Status(StatusCode.ERROR, "boom"))
             child.set_attribute("error.type", "ValueError")
+        with contextlib.suppress(KeyError), tracer.start_as_current_span("renamed later") as failing:
+            failing.update_name("predict_rul")
+            failing.set_attribute("mantis.tag", tag)
+            raise KeyError("asset P-1")
 
 
 def shape(spans: list, tag: str) -> list[tuple]:
@@ -47,7 +56,9 @@ def shape(spans: list, tag: str) -> list[tuple]:
     mine = sorted((s for s in spans if s.attributes.get("mantis.tag") == tag), key=lambda s: s.name)
     index = {s.span_id: s.name for s in mine}
     return [(s.name, s.kind, s.service, {k: v for k, v in s.attributes.items() if k != "mantis.tag"},
-             {k: v for k, v in s.resource.items()}, s.status, s.status_message, s.events,
+             {k: v for k, v in s.resource.items() if k != "service.instance.id"}, s.status, s.status_message,
+             [(name, {k: v if k != "exception.stacktrace" else v.startswith("Traceback") for k, v in attrs.items()})
+              for name, attrs in s.events],  # the frames differ
              [(index.get(span), attrs) for _, span, attrs in s.links], index.get(s.parent_span_id, s.parent_span_id),
              s.flags, len({x.trace_id for x in mine if x.name != "linked"}))
             for s in mine]
@@ -55,24 +66,31 @@ def shape(spans: list, tag: str) -> list[tuple]:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_the_receiver_gets_the_same_spans_as_from_an_in_process_exporter(
-    monkeypatch: pytest.MonkeyPatch, protocol: str,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, protocol: str,
 ) -> None:
     with OTLPReceiver() as rx:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.grpc_endpoint if protocol == "grpc" else rx.http_endpoint)
+        every = tmp_path / "all.json"  # the strategies sampler, whose decisions put attributes on roots
+        every.write_text('{"default_strategy": {"type": "probabilistic", "param": 1.0}}')
         got = {}
         for mode in ("thread", "process"):
             monkeypatch.setenv("MANTIS_TRACING_EXPORT", mode)
-            rt = tracing.configure(Settings(), sampler_override=ALWAYS_ON)
+            rt = tracing.configure(Settings(sampling_strategies=every))
             assert isinstance(rt.exporter, export_process.ProcessSpanExporter) == (mode == "process")
             make_spans(mode)
             assert rt.force_flush()
-            got[mode] = shape(rx.wait_for(lambda s, m=mode: sum(x.attributes.get("mantis.tag") == m for x in s) >= 3), mode)
+            got[mode] = shape(rx.wait_for(lambda s, m=mode: sum(x.attributes.get("mantis.tag") == m for x in s) >= 4), mode)
             tracing.shutdown()
-        assert len(got["process"]) == 3
         assert got["process"] == got["thread"]
         names = [row[0] for row in got["process"]]
-        assert names == ["linked", "predict_anomaly", "process mantis.internal.features"]
+        assert names == ["linked", "predict_anomaly", "predict_rul", "process mantis.internal.features"]
+        by_name = {row[0]: row for row in got["process"]}
+        process = by_name["process mantis.internal.features"]
+        assert by_name["linked"][3]["sampler.type"] == "probabilistic"  # the root's sampler said why
+        assert len(by_name["predict_anomaly"][3]["mantis.long"]) < 5000
+        assert "mantis.extra.79" in process[3] and "asset.id" not in process[3]  # the oldest attributes went
+        assert by_name["predict_rul"][5] == "ERROR" and by_name["predict_rul"][7][0][0] == "exception"
 
 
 def test_the_child_process_imports_no_application_code(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,4 +165,4 @@ def test_the_trace_file_is_written_by_the_child(monkeypatch: pytest.MonkeyPatch,
     make_spans("file")
     assert rt.force_flush()
     spans = read_spans(path).spans
-    assert sorted(s.name for s in spans) == ["linked", "predict_anomaly", "process mantis.internal.features"]
+    assert sorted(s.name for s in spans) == ["linked", "predict_anomaly", "predict_rul", "process mantis.internal.features"]

@@ -147,19 +147,26 @@ def _attrs(attributes: Any) -> tuple[dict[str, Any], int]:
     return dict(attributes), getattr(attributes, "dropped", 0)
 
 
-def compact(spans: Sequence[Any], origins: dict[tuple, int]) -> list[tuple]:
-    """Each finished span as a tuple of plain values; ``origins`` numbers each (resource, scope) pair."""
+def origin_key(resource: Any, scope: Any) -> tuple:
+    """What a span's resource and instrumentation scope are, as plain values."""
+    return (
+        tuple(sorted(resource.attributes.items())), resource.schema_url,
+        scope.name if scope else "", scope.version if scope else None, scope.schema_url if scope else None,
+    )
+
+
+def compact(spans: Sequence[Any], origin: Callable[[tuple], int]) -> list[tuple]:
+    """Each finished span as a tuple of plain values (a ``lean`` span's record already is one).
+
+    ``origin`` numbers each (resource, scope) pair.
+    """
     out = []
     for s in spans:
+        if type(s) is tuple:
+            out.append(s)
+            continue
         ctx = s.context
-        resource, scope = s.resource, s.instrumentation_scope
-        key = (
-            tuple(sorted(resource.attributes.items())), resource.schema_url,
-            scope.name if scope else "", scope.version if scope else None, scope.schema_url if scope else None,
-        )
-        origin = origins.get(key)
-        if origin is None:
-            origin = origins[key] = len(origins)
+        origin_id = origin(origin_key(s.resource, s.instrumentation_scope))
         parent = s.parent
         attrs, dropped_attrs = _attrs(s.attributes)
         events = [(e.name, e.timestamp, *_attrs(e.attributes)) for e in s.events]
@@ -169,7 +176,7 @@ def compact(spans: Sequence[Any], origins: dict[tuple, int]) -> list[tuple]:
             for l in s.links
         ]
         out.append((
-            origin, ctx.trace_id, ctx.span_id, int(ctx.trace_flags), ctx.trace_state.to_header() if ctx.trace_state else None,
+            origin_id, ctx.trace_id, ctx.span_id, int(ctx.trace_flags), ctx.trace_state.to_header() if ctx.trace_state else None,
             parent.span_id if parent else 0, parent.is_remote if parent else False,
             s.name, s.kind.value, s.start_time, s.end_time, attrs, dropped_attrs,
             events, getattr(s.events, "dropped", 0), links, getattr(s.links, "dropped", 0),
@@ -236,6 +243,7 @@ class ProcessSpanExporter(SpanExporter):
         self._lock = threading.Lock()
         self._acked = threading.Condition()
         self._origins: dict[tuple, int] = {}
+        self._origin_lock = threading.Lock()
         self._sent_origins = 0
         self._sent = 0  # spans written to the current child
         self._settled = 0  # of them, exported or reported failed
@@ -250,6 +258,14 @@ class ProcessSpanExporter(SpanExporter):
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def origin(self, key: tuple) -> int:
+        """The number of a (resource, scope) pair (:func:`origin_key`), told to the child with the next batch."""
+        number = self._origins.get(key)
+        if number is None:
+            with self._origin_lock:
+                number = self._origins.setdefault(key, len(self._origins))
+        return number
+
     def _start(self) -> None:
         read_fd, write_fd = os.pipe()
         try:  # the file as a script (-P: its folder not on sys.path): the child imports no application code
@@ -259,7 +275,7 @@ class ProcessSpanExporter(SpanExporter):
             )
         finally:
             os.close(write_fd)
-        self._origins, self._sent_origins, self._sent, self._settled = {}, 0, 0, 0
+        self._sent_origins, self._sent, self._settled = 0, 0, 0  # the new child is told every origin again
         self._flushes = self._flushed = 0
         results = os.fdopen(read_fd, "rb")
         self._reader = threading.Thread(target=self._read, args=(results,), name="mantis-span-export-results", daemon=True)
@@ -301,10 +317,11 @@ class ProcessSpanExporter(SpanExporter):
                 return SpanExportResult.FAILURE
             try:
                 self._restart_if_dead()
-                records = compact(spans, self._origins)
-                new = {i: key for key, i in self._origins.items() if i >= self._sent_origins}
+                records = compact(spans, self.origin)
+                with self._origin_lock:
+                    new = {i: key for key, i in self._origins.items() if i >= self._sent_origins}
+                    self._sent_origins = len(self._origins)
                 self._write(_SPANS, (new, records))
-                self._sent_origins = len(self._origins)
                 self._sent += len(spans)
             except (OSError, ValueError, pickle.PicklingError):
                 log.debug("tracing: could not hand spans to the export process", exc_info=True)

@@ -73,11 +73,13 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ..settings import DEFAULT_SERVICES, Settings
 from . import export_process, semconv
 from .attributes import MAX_STRING
 from .export_process import FanOutExporter as _FanOutExporter
+from .lean import LeanTracer
 from .sampling import (
     SHIPPED_STRATEGIES,
     StrategiesFileError,
@@ -179,6 +181,13 @@ class _BoundedBatchSpanProcessor(BatchSpanProcessor):
             return
         super().on_end(span)
 
+    def emit_record(self, record: tuple) -> None:
+        """Queue a lean span's record (``lean``) for export, like ``on_end`` does a sampled SDK span."""
+        if self._queue is not None and self._max is not None and len(self._queue) >= self._max:
+            self._drops.add("queue_full")
+            return
+        self._batch_processor.emit(record)
+
     def shutdown_within(self, timeout_millis: int) -> None:
         bp = getattr(self, "_batch_processor", None)
         if bp is not None and hasattr(bp, "shutdown"):
@@ -273,14 +282,22 @@ class TracingRuntime:
                         "mantis.stage": stage,
                     }
                 )
-                provider = TracerProvider(
-                    sampler=sampler, resource=resource, span_limits=self.span_limits, shutdown_on_exit=False
-                )
-                if self.processor is not None:
-                    provider.add_span_processor(self.processor)
-                self.providers[stage] = provider
                 self._samplers[stage] = sampler
-                tracer = provider.get_tracer(INSTRUMENTATION_NAME, _VERSION)
+                if isinstance(self.exporter, export_process.ProcessSpanExporter) and isinstance(
+                    self.processor, _BoundedBatchSpanProcessor
+                ):
+                    scope = InstrumentationScope(INSTRUMENTATION_NAME, _VERSION)
+                    origin = self.exporter.origin(export_process.origin_key(resource, scope))
+                    assert self.span_limits is not None
+                    tracer = LeanTracer(sampler, self.span_limits, origin, self.processor.emit_record)
+                else:
+                    provider = TracerProvider(
+                        sampler=sampler, resource=resource, span_limits=self.span_limits, shutdown_on_exit=False
+                    )
+                    if self.processor is not None:
+                        provider.add_span_processor(self.processor)
+                    self.providers[stage] = provider
+                    tracer = provider.get_tracer(INSTRUMENTATION_NAME, _VERSION)
             self._tracers[stage] = tracer
             return tracer
 
