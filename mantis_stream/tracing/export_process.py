@@ -194,12 +194,16 @@ def rebuild(records: Sequence[tuple], origins: dict[int, tuple]) -> list[Any]:
     from opentelemetry.attributes import BoundedAttributes
     from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-    def bounded(values: dict[str, Any], dropped: int) -> BoundedAttributes:
+    def bounded(values: dict[str, Any], dropped: int) -> Any:
+        if not dropped:  # the values are clean already; the SDK reads no drops from a plain dict
+            return values
         attrs = BoundedAttributes(maxlen=None, attributes=values, immutable=True, max_value_len=None)
         attrs.dropped = dropped
         return attrs
 
-    def bounded_list(items: list, dropped: int) -> BoundedList:
+    def bounded_list(items: list, dropped: int) -> Any:
+        if not dropped:
+            return items
         out = BoundedList.from_seq(None, items)
         out.dropped = dropped
         return out
@@ -207,6 +211,8 @@ def rebuild(records: Sequence[tuple], origins: dict[int, tuple]) -> list[Any]:
     def state(header: str | None) -> TraceState | None:
         return TraceState.from_header([header]) if header else None
 
+    kinds = {k.value: k for k in SpanKind}
+    unset = Status(StatusCode.UNSET)
     made: dict[int, tuple[Any, Any]] = {}
     spans = []
     for (origin, trace_id, span_id, flags, trace_state, parent_id, parent_remote, name, kind, start, end, attrs,
@@ -228,7 +234,7 @@ def rebuild(records: Sequence[tuple], origins: dict[int, tuple]) -> list[Any]:
                 Link(SpanContext(t, sp, is_remote=remote, trace_flags=TraceFlags(f), trace_state=state(ts)), bounded(a, d))
                 for t, sp, f, remote, ts, a, d in links
             ], dropped_links),
-            kind=SpanKind(kind), status=Status(StatusCode(status_code), description),
+            kind=kinds[kind], status=Status(StatusCode(status_code), description) if status_code else unset,
             start_time=start, end_time=end, instrumentation_scope=scope,
         ))
     return spans
