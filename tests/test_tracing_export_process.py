@@ -166,3 +166,40 @@ def test_the_trace_file_is_written_by_the_child(monkeypatch: pytest.MonkeyPatch,
     assert rt.force_flush()
     spans = read_spans(path).spans
     assert sorted(s.name for s in spans) == ["linked", "predict_anomaly", "predict_rul", "process mantis.internal.features"]
+
+
+def test_lean_spans_drop_and_count_as_the_sdk_does() -> None:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from mantis_stream.tracing.lean import LeanTracer
+
+    limits = SpanLimits(max_span_attributes=8, max_events=2, max_links=3, max_attribute_length=16,
+                        max_event_attributes=2, max_link_attributes=2)
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_ON, span_limits=limits, resource=Resource.create({"service.name": "s"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    records: list[tuple] = []
+    origins = {0: export_process.origin_key(Resource.create({"service.name": "s"}), InstrumentationScope("t"))}
+    lean = LeanTracer(ALWAYS_ON, limits, 0, records.append)
+    other = provider.get_tracer("t").start_span("other")
+    for tracer in (provider.get_tracer("t"), lean):
+        links = [Link(other.get_span_context(), {"a": 1, "b": 2, "c": 3}) for _ in range(5)]
+        span = tracer.start_span("s", attributes={f"k{i}": "v" * 40 for i in range(10)}, links=links)
+        span.set_attributes({"k3": 1, "late": (1, 2), "k9": True})
+        for i in range(4):
+            span.add_event(f"e{i}", {"x": 1, "y": 2, "z": "w" * 30})
+        span.end()
+    (sdk,) = memory.get_finished_spans()
+    (rebuilt,) = export_process.rebuild(records, origins)
+    assert dict(rebuilt.attributes) == dict(sdk.attributes)
+    assert list(rebuilt.attributes) == list(sdk.attributes)  # which ones went: the oldest
+    assert (rebuilt.dropped_attributes, rebuilt.dropped_events, rebuilt.dropped_links) == \
+        (sdk.dropped_attributes, sdk.dropped_events, sdk.dropped_links) == (3, 2, 2)
+    assert [(e.name, dict(e.attributes), e.dropped_attributes) for e in rebuilt.events] == \
+        [(e.name, dict(e.attributes), e.dropped_attributes) for e in sdk.events]
+    assert [(dict(link.attributes), link.dropped_attributes) for link in rebuilt.links] == \
+        [(dict(link.attributes), link.dropped_attributes) for link in sdk.links]
