@@ -91,13 +91,27 @@ def w3c_context(carrier: Mapping[str, str] | None) -> Context | None:
         return None
     if not carriers.w3c_configured():
         return None
+    state = carrier.get("tracestate")
+    key = (tp, state)
+    ctx = _UNSAMPLED_CONTEXTS.get(key)
+    if ctx is not None:
+        return ctx
     trace_id, span_id, flags = int(tp[3:35], 16), int(tp[36:52], 16), TraceFlags(int(tp[53:55], 16))
     if not (trace_id and span_id):
         return None
-    state = carrier.get("tracestate")
     sc = SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags,
                      trace_state=TraceState.from_header([state]) if state else None)
-    return trace.set_span_in_context(NonRecordingSpan(sc))
+    ctx = trace.set_span_in_context(NonRecordingSpan(sc))
+    if not flags.sampled:  # the same header comes back at every later stage of this worker: read it once
+        if len(_UNSAMPLED_CONTEXTS) >= _MAX_CACHED:
+            _UNSAMPLED_CONTEXTS.clear()
+        _UNSAMPLED_CONTEXTS[key] = ctx
+    return ctx
+
+
+#: Contexts of unsampled ``traceparent`` headers already read (immutable, so shared), at most ``_MAX_CACHED``.
+_UNSAMPLED_CONTEXTS: dict[tuple[str, str | None], Context] = {}
+_MAX_CACHED = 8192
 
 
 def unsampled_headers(headers: Any) -> dict[str, str] | None:
