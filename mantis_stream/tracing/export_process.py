@@ -19,7 +19,8 @@ Notes
 * Honest accounting: the child reports each batch's result; the spans of a
   failed export are counted as dropped in the worker (``on_failed``), and so
   are the spans still in the child when it had to be killed at shutdown.
-* Never blocks the event loop: writes happen on the processor's thread; a
+* Never blocks the event loop: writes happen on the processor's thread, and
+  the child reads up to :data:`READ_AHEAD` batches ahead while it exports; a
   child stuck on a hanging collector makes that thread wait, the processor's
   queue fills and new spans are dropped and counted, as with an in-process
   exporter.
@@ -39,6 +40,7 @@ import importlib.util
 import logging
 import os
 import pickle
+import queue
 import signal
 import struct
 import subprocess
@@ -381,6 +383,19 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes | None:
     return data if data is not None and len(data) == n else None
 
 
+#: Frames the export process reads ahead while it exports (the worker's writes do not wait on an export).
+READ_AHEAD = 8
+
+
+def _read_frames(stdin: IO[bytes], frames: "queue.Queue[bytes | None]") -> None:
+    while True:
+        header = _read_exact(stdin, _HEADER.size)
+        body = _read_exact(stdin, _HEADER.unpack(header)[0]) if header is not None else None
+        frames.put(body)  # blocks when READ_AHEAD frames wait: then the worker's pipe fills
+        if body is None:
+            return
+
+
 def child_main(result_fd: int) -> None:
     """The export process: frames from stdin to the environment's exporters, one result line per frame."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -388,15 +403,10 @@ def child_main(result_fd: int) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s (span export): %(message)s")
     exporter = exporter_from_env()
     origins: dict[int, tuple] = {}
-    stdin = sys.stdin.buffer
+    frames: queue.Queue[bytes | None] = queue.Queue(maxsize=READ_AHEAD)
+    threading.Thread(target=_read_frames, args=(sys.stdin.buffer, frames), name="read-frames", daemon=True).start()
     with os.fdopen(result_fd, "wb", buffering=0) as results:
-        while True:
-            header = _read_exact(stdin, _HEADER.size)
-            if header is None:
-                break
-            body = _read_exact(stdin, _HEADER.unpack(header)[0])
-            if body is None:
-                break
+        while (body := frames.get()) is not None:
             kind, payload = pickle.loads(body)
             if kind == _FLUSH:
                 if exporter is not None:
