@@ -83,14 +83,15 @@ def _file_exporter(path: str) -> SpanExporter:
     """The trace file's exporter; loaded by path in the child, which does not import the package (its app)."""
     if __package__:
         from .filelog import FileSpanExporter
-    else:
-        spec = importlib.util.spec_from_file_location("mantis_trace_filelog", Path(__file__).with_name("filelog.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        FileSpanExporter = module.FileSpanExporter
-    return FileSpanExporter(path)
+
+        return FileSpanExporter(path)
+    spec = importlib.util.spec_from_file_location("mantis_trace_filelog", Path(__file__).with_name("filelog.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    exporter: SpanExporter = module.FileSpanExporter(path)
+    return exporter
 
 
 def exporter_names() -> list[tuple[str, str]]:
@@ -245,9 +246,8 @@ def rebuild(records: Sequence[tuple], origins: dict[int, tuple]) -> list[Any]:
 class ProcessSpanExporter(SpanExporter):
     """Exports through a child process running the environment's exporters (see the module docstring)."""
 
-    def __init__(self, on_failed: Callable[[int], None], *, env: dict[str, str] | None = None) -> None:
+    def __init__(self, on_failed: Callable[[int], None]) -> None:
         self._on_failed = on_failed
-        self._env = env
         self._lock = threading.Lock()
         self._acked = threading.Condition()
         self._origins: dict[tuple, int] = {}
@@ -279,7 +279,7 @@ class ProcessSpanExporter(SpanExporter):
         try:  # the file as a script (-P: its folder not on sys.path): the child imports no application code
             self._proc = subprocess.Popen(
                 [sys.executable, "-P", str(Path(__file__).resolve()), str(write_fd)],
-                stdin=subprocess.PIPE, pass_fds=(write_fd,), env=self._env, close_fds=True,
+                stdin=subprocess.PIPE, pass_fds=(write_fd,), close_fds=True,
             )
         finally:
             os.close(write_fd)

@@ -58,7 +58,6 @@ __all__ = [
 ]
 
 _TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
-_INVALID_TRACE_ID = "0" * 32
 
 
 def carrier_of(ctx: Context | None) -> dict[str, str]:

@@ -245,7 +245,7 @@ class LeanTracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         links = links or ()
-        parent = trace.get_current_span(context).get_span_context()
+        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
         if parent is None or not parent.is_valid:
             parent = None
             trace_id = random.getrandbits(128)
@@ -270,7 +270,7 @@ class LeanTracer(trace.Tracer):
                         record_exception, set_status_on_exception)
 
     @contextlib.contextmanager
-    def start_as_current_span(
+    def start_as_current_span(  # type: ignore[override]  # as the SDK's Tracer does
         self,
         name: str,
         context: context_api.Context | None = None,

@@ -186,7 +186,7 @@ class _BoundedBatchSpanProcessor(BatchSpanProcessor):
         if self._queue is not None and self._max is not None and len(self._queue) >= self._max:
             self._drops.add("queue_full")
             return
-        self._batch_processor.emit(record)
+        self._batch_processor.emit(record)  # type: ignore[arg-type]  # the export process's exporter takes both
 
     def shutdown_within(self, timeout_millis: int) -> None:
         bp = getattr(self, "_batch_processor", None)
