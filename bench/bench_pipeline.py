@@ -14,6 +14,8 @@ key, and the clock runs until the last anomaly output appears:
   ``faust.contrib.opentelemetry`` sensor, exporting every span;
 - ``mantis/off``, ``mantis/shipped``, ``mantis/100%``: this project's worker with
   tracing off, with ``config/sampling-strategy.json``, and with every span sampled;
+  ``mantis/shipped-thread`` (not run by default): the shipped strategies with the
+  export on a thread of the worker instead of its export process (``MANTIS_TRACING_EXPORT``);
   ``mantis/off x2``, ``mantis/off x4`` (not run by default): N workers in one consumer group,
   started by ``mantis-stream workers N`` as a user would;
 - ``quix/river``, ``quix/mantis-detector`` (not run by default; scalar readings only;
@@ -28,8 +30,8 @@ against the code before it in the same run.
 Traced contenders export OTLP/gRPC to a discard collector in this process;
 each row reports the spans it received per reading, the spans the worker
 dropped and the SDK's "exceeds max length" warnings in its log, and the
-worker's CPU time per reading (user + system, all threads, from produce to the
-last output): on a loaded machine a steadier measure of tracing's cost than
+worker's CPU time per reading (user + system, all threads and child processes,
+such as its span export process, from produce to the last output): on a loaded machine a steadier measure of tracing's cost than
 readings/s, which waits on the other processes too.
 Latency (produce -> anomaly output, p50/p95/p99) is measured in a second, paced
 run at half the peak rate of ``mantis/shipped``.  ``--soak S`` then runs that
@@ -225,19 +227,29 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds the processes and their live children (``workers N``'s workers) used so far
-    (all their threads: the export thread too)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
+def descendants(pid: int) -> list[int]:
+    """``pid``'s live child processes, theirs, and so on (a worker's span export process, ``workers N``'s workers)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            children = [int(c) for c in (task / "children").read_text().split()]
         except OSError:
             continue
+        for child in children:
+            out += [child, *descendants(child)]
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes and their live descendants used so far (all threads)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in {p for top in pids for p in (top, *descendants(top))}:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
         total += int(fields[11]) + int(fields[12])
-        total += round(cpu_seconds(children) * ticks) if children else 0
     return total / ticks
 
 
@@ -288,6 +300,7 @@ async def run_one(contender: str, readings: list[dict], collector: DiscardCollec
     envs = {
         "mantis/off": {"OTEL_TRACES_EXPORTER": "none", "OTEL_SDK_DISABLED": "true"},
         "mantis/shipped": otlp,
+        "mantis/shipped-thread": {**otlp, "MANTIS_TRACING_EXPORT": "thread"},
         "mantis/100%": {**otlp, "MANTIS_SAMPLING_STRATEGIES": str(all_on)},
         "naive": otlp,
     }

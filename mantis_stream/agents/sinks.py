@@ -103,7 +103,7 @@ def _reject(sink_name: str):  # type: ignore[no-untyped-def]
     return on_reject
 
 
-@app.task
+@app.task  # type: ignore[untyped-decorator]  # Faust's decorator is untyped
 async def log_sinks() -> None:
     """Say at worker start which sinks are on (passwords masked)."""
     if settings.postgres_dsn:
@@ -127,8 +127,10 @@ if settings.postgres_dsn:
 
     @app.agent(postgres_source, name="sink-postgres")
     async def sink_postgres(stream):  # type: ignore[no-untyped-def]
+        dsn = settings.postgres_dsn
+        assert dsn is not None  # the agent exists only when it is set
         sink = PostgresSink(
-            settings.postgres_dsn, tracer=tracing.stage_tracer(STAGE), on_reject=_reject("postgres"),
+            dsn, tracer=tracing.stage_tracer(STAGE), on_reject=_reject("postgres"),
         )
         SINKS["postgres"] = sink
         await sink.start()
@@ -137,7 +139,6 @@ if settings.postgres_dsn:
                 await store(sink, events, "postgres", "store postgresql")
         finally:
             await sink.close()
-
 
 
 @check_at_worker_start
@@ -155,7 +156,9 @@ if settings.influxdb_url:
 
     @app.agent(influx_source, name="sink-influx")
     async def sink_influx(stream):  # type: ignore[no-untyped-def]
-        sink = InfluxSink(settings.influxdb_url, tracer=tracing.stage_tracer(STAGE), on_reject=_reject("influx"))
+        url = settings.influxdb_url
+        assert url is not None  # the agent exists only when it is set
+        sink = InfluxSink(url, tracer=tracing.stage_tracer(STAGE), on_reject=_reject("influx"))
         SINKS["influx"] = sink
         await sink.start()
         try:

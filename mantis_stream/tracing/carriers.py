@@ -34,8 +34,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
+from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.trace import SpanContext
@@ -160,7 +160,9 @@ def is_deferred(ctx: Context | None, parent: SpanContext) -> bool:
 
 def extract(headers: Any, context: Context | None = None) -> Context:
     """The context carried by Kafka ``headers`` (any shape Faust uses; ``None`` is fine)."""
-    ctx = propagate.get_global_textmap().extract(headers or (), context, getter=KAFKA_GETTER)
+    if not headers:  # what every propagator returns for an empty carrier, without asking them
+        return Context() if context is None else context
+    ctx = propagate.get_global_textmap().extract(headers, context, getter=KAFKA_GETTER)
     return _with_deferral(ctx, headers, KAFKA_GETTER)
 
 
@@ -177,6 +179,39 @@ def w3c_configured() -> bool:
 
 
 _W3C_CACHE: dict[int, bool] = {}
+_W3C_FIELDS = frozenset({"traceparent", "tracestate", "baggage"})
+
+
+def w3c_only() -> bool:
+    """Whether the configured propagators are W3C trace context (and baggage) and nothing else."""
+    textmap = propagate.get_global_textmap()
+    cached = _W3C_ONLY_CACHE.get(id(textmap))
+    if cached is None:
+        fields = {f.lower() for f in textmap.fields}
+        cached = "traceparent" in fields and fields <= _W3C_FIELDS
+        _W3C_ONLY_CACHE.clear()
+        _W3C_ONLY_CACHE[id(textmap)] = cached
+    return cached
+
+
+_W3C_ONLY_CACHE: dict[int, bool] = {}
+
+
+def w3c_carrier(context: Context | None) -> dict[str, str] | None:
+    """The headers the W3C propagators would write for ``context``, formatted directly.
+
+    None when they cannot be written this way (other propagators configured,
+    or baggage to carry): the caller then asks the propagators.
+    """
+    if not w3c_only() or baggage.get_all(context):
+        return None
+    sc = trace.get_current_span(context).get_span_context()
+    if sc == trace.INVALID_SPAN_CONTEXT:
+        return {}
+    out = {"traceparent": f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"}
+    if sc.trace_state:
+        out["tracestate"] = sc.trace_state.to_header()
+    return out
 
 
 def owned_fields() -> frozenset[str]:
@@ -218,7 +253,12 @@ def inject_replacing(headers: Any, context: Context | None = None) -> bool:
     if headers is None or not isinstance(headers, (list, MutableMapping)):
         return False
     strip_context(headers)
-    propagate.get_global_textmap().inject(headers, context, setter=KAFKA_SETTER)
+    fast = w3c_carrier(context)
+    if fast is None:
+        propagate.get_global_textmap().inject(headers, context, setter=KAFKA_SETTER)
+    else:
+        for key, value in fast.items():
+            KAFKA_SETTER.set(headers, key, value)
     return True
 
 

@@ -102,7 +102,7 @@ class FileSpanExporter(SpanExporter):
         if self._file is None:
             if self.path.parent and not self.path.parent.exists():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the exporter's life
+            self._file = open(self.path, "ab")
             self._size = self._file.tell()
         return self._file
 

@@ -20,9 +20,11 @@ shape the sensor gives a message of its own:
 Notes
 =====
 
+* A record carrying only a W3C ``traceparent`` (the pipeline's own hops) skips
+  the propagators: :func:`w3c_context` reads the header text, and the headers
+  it sends on are formatted directly (``carriers.w3c_carrier``).
 * Near-free when unsampled: a record whose ``traceparent`` flags say "not
-  sampled" skips the propagators (:func:`decided_unsampled` reads the header
-  text), gets no SDK span, and the headers it came with go on verbatim; its
+  sampled" gets no SDK span, and the headers it came with go on verbatim; its
   context (the upstream span, non-recording) is still current in its scope, so
   spans started there follow the decision and an outcome that must be
   recorded (``spans.keep``, ``spans.mark_failed``) stays in its trace.
@@ -36,6 +38,7 @@ Notes
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping
 from functools import partial
 from typing import Any
@@ -50,14 +53,18 @@ from .attributes import process_attributes
 from .context import CARRIED, EVENT_KEY, STAGE_KEY, EventTrace
 from .spans import continue_span
 
-__all__ = ["open_item", "outgoing_carrier", "use_item", "carried", "carrier_of", "decided_unsampled", "unsampled_headers"]
+__all__ = [
+    "open_item", "outgoing_carrier", "use_item", "carried", "carrier_of", "unsampled_headers", "w3c_context",
+]
 
-_TRACEPARENT_LENGTH = 55
-_INVALID_TRACE_ID = "0" * 32
+_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 def carrier_of(ctx: Context | None) -> dict[str, str]:
     """The trace headers of ``ctx`` as a small dict (empty when there is no trace)."""
+    fast = carriers.w3c_carrier(ctx)
+    if fast is not None:
+        return fast
     carrier: dict[str, str] = {}
     propagate.get_global_textmap().inject(carrier, ctx)
     return carrier
@@ -68,33 +75,42 @@ def _enabled() -> bool:
     return rt is not None and rt.enabled
 
 
-def decided_unsampled(carrier: Mapping[str, str] | None) -> Context | None:
-    """The context of ``carrier`` when it is only a W3C context whose flags say "not sampled", else None.
+def w3c_context(carrier: Mapping[str, str] | None) -> Context | None:
+    """The context of ``carrier`` when it is only a version-00 W3C ``traceparent`` (and ``tracestate``), else None.
 
-    Why: read from the header text, without the propagators, for the records
-    that will never be exported.  Anything else (no context, B3, Jaeger,
-    baggage, a malformed header) goes through the propagators.
+    Read from the header text, as the W3C propagator would, without the
+    propagators' cost; anything else goes through them.
     """
     if not carrier:
         return None
     tp = carrier.get("traceparent")
-    if tp is None or len(tp) != _TRACEPARENT_LENGTH or tp[:3] != "00-" or tp[35] != "-" or tp[52] != "-":
+    if tp is None or not _TRACEPARENT.fullmatch(tp):
         return None
-    if tp[54] not in "02468ace" or (len(carrier) > 1 and any(k not in ("traceparent", "tracestate") for k in carrier)):
+    if len(carrier) > 1 and any(k not in ("traceparent", "tracestate") for k in carrier):
         return None
     if not carriers.w3c_configured():
         return None
-    try:
-        trace_id, span_id = int(tp[3:35], 16), int(tp[36:52], 16)
-        flags = TraceFlags(int(tp[53:55], 16))
-    except ValueError:
-        return None
-    if not (trace_id and span_id) or tp != tp.lower():
-        return None
     state = carrier.get("tracestate")
+    key = (tp, state)
+    ctx = _UNSAMPLED_CONTEXTS.get(key)
+    if ctx is not None:
+        return ctx
+    trace_id, span_id, flags = int(tp[3:35], 16), int(tp[36:52], 16), TraceFlags(int(tp[53:55], 16))
+    if not (trace_id and span_id):
+        return None
     sc = SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags,
                      trace_state=TraceState.from_header([state]) if state else None)
-    return trace.set_span_in_context(NonRecordingSpan(sc))
+    ctx = trace.set_span_in_context(NonRecordingSpan(sc))
+    if not flags.sampled:  # the same header comes back at every later stage of this worker: read it once
+        if len(_UNSAMPLED_CONTEXTS) >= _MAX_CACHED:
+            _UNSAMPLED_CONTEXTS.clear()
+        _UNSAMPLED_CONTEXTS[key] = ctx
+    return ctx
+
+
+#: Contexts of unsampled ``traceparent`` headers already read (immutable, so shared), at most ``_MAX_CACHED``.
+_UNSAMPLED_CONTEXTS: dict[tuple[str, str | None], Context] = {}
+_MAX_CACHED = 8192
 
 
 def unsampled_headers(headers: Any) -> dict[str, str] | None:
@@ -129,12 +145,10 @@ def open_item(
         return None
     name = "process " + topic
     describe = partial(process_attributes, topic, partition, offset, group)
-    parent = decided_unsampled(carrier)
-    if parent is not None:  # the decision is in the flags: no SDK call, the upstream span stands
-        span = trace.get_current_span(parent)
-    else:
+    parent = w3c_context(carrier)
+    if parent is None:
         parent = carriers.extract(carrier)
-        span = continue_span(stage, name, parent, kind=SpanKind.CONSUMER)
+    span = continue_span(stage, name, parent, kind=SpanKind.CONSUMER)
     ctx = trace.set_span_in_context(span, parent) if span.get_span_context().is_valid else parent
     ctx = otel_context.set_value(STAGE_KEY, stage, ctx)
     record = EventTrace(stage=stage, name=name, span=span, ctx=ctx, parent=parent, batched=True)

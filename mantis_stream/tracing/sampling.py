@@ -272,7 +272,7 @@ class StrategySampler(Sampler):
         self._svc_attrs = {semconv.SAMPLER_TYPE: strategy.strategy.type, semconv.SAMPLER_PARAM: strategy.strategy.param}
 
     @classmethod
-    def for_service(cls, service: str, strategies: Strategies, **kw: Any) -> "StrategySampler":
+    def for_service(cls, service: str, strategies: Strategies, **kw: Any) -> StrategySampler:
         return cls(service, strategies.for_service(service), **kw)
 
     def probability_for(self, operation: str) -> float | None:

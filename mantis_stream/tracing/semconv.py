@@ -32,6 +32,7 @@ from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
     MessagingOperationTypeValues,
     MessagingSystemValues,
 )
+from opentelemetry.semconv._incubating.attributes.service_attributes import SERVICE_NAMESPACE
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import (
     HTTP_REQUEST_METHOD,
@@ -40,7 +41,6 @@ from opentelemetry.semconv.attributes.http_attributes import (
 )
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME, SERVICE_VERSION
 from opentelemetry.semconv.attributes.url_attributes import URL_PATH
-from opentelemetry.semconv._incubating.attributes.service_attributes import SERVICE_NAMESPACE
 
 KAFKA = MessagingSystemValues.KAFKA.value
 OP_TYPE_PROCESS = MessagingOperationTypeValues.PROCESS.value

@@ -23,6 +23,11 @@ Environment (read by :func:`configure`)
     ``grpc`` (default, as in OpenTelemetry Python) or ``http/protobuf``.
 ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``, ``..._HEADERS``, ``..._TIMEOUT``, ``..._COMPRESSION``, ``..._INSECURE``
     read by the OTLP exporters themselves.
+``MANTIS_TRACING_EXPORT``
+    ``process`` (default): the exporters run in a child process fed compact
+    span records over a pipe (:mod:`.export_process`), so OTLP encoding and
+    sending take no time on the worker's interpreter; ``thread``: on the batch
+    processor's thread in the worker, as OpenTelemetry does by default.
 ``OTEL_BSP_MAX_QUEUE_SIZE`` (2048), ``OTEL_BSP_SCHEDULE_DELAY``, ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``
     the batch processor; when its queue is full new spans are dropped, counted
     (:attr:`TracingRuntime.dropped_spans`) and logged at most every 10 s.
@@ -40,7 +45,7 @@ Notes
 
 * A collector that is down or slow never slows the pipeline: the hot path only
   appends to a bounded in-memory queue; export happens on the processor's
-  thread, and :func:`shutdown` waits at most ``MANTIS_TRACING_SHUTDOWN_TIMEOUT``
+  thread (which hands the spans to the export process), and :func:`shutdown` waits at most ``MANTIS_TRACING_SHUTDOWN_TIMEOUT``
   seconds (3), after a flush of at most 2 s when the app stops.
 * :func:`configure` called again replaces the runtime (and shuts the old one
   down); tests rely on that.
@@ -54,6 +59,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,20 +68,21 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
-    ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ..settings import DEFAULT_SERVICES, Settings
-from . import semconv
+from . import export_process, semconv
 from .attributes import MAX_STRING
+from .lean import LeanTracer
 from .sampling import (
     SHIPPED_STRATEGIES,
-    StrategiesFileError,
     Strategies,
+    StrategiesFileError,
     StrategySampler,
     load_strategies,
     parse_strategies,
@@ -87,10 +94,11 @@ log = logging.getLogger("mantis_stream.tracing")
 
 INSTRUMENTATION_NAME = "mantis_stream"
 try:
+    from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as _pkg_version
 
     _VERSION = _pkg_version("mantis-stream")
-except Exception:  # pragma: no cover - not installed
+except PackageNotFoundError:  # running from a source tree that is not installed
     _VERSION = "0"
 
 _DROP_LOG_INTERVAL = 10.0
@@ -173,6 +181,13 @@ class _BoundedBatchSpanProcessor(BatchSpanProcessor):
             return
         super().on_end(span)
 
+    def emit_record(self, record: tuple) -> None:
+        """Queue a lean span's record (``lean``) for export, like ``on_end`` does a sampled SDK span."""
+        if self._queue is not None and self._max is not None and len(self._queue) >= self._max:
+            self._drops.add("queue_full")
+            return
+        self._batch_processor.emit(record)  # type: ignore[arg-type]  # the export process's exporter takes both
+
     def shutdown_within(self, timeout_millis: int) -> None:
         bp = getattr(self, "_batch_processor", None)
         if bp is not None and hasattr(bp, "shutdown"):
@@ -181,59 +196,16 @@ class _BoundedBatchSpanProcessor(BatchSpanProcessor):
             self.shutdown()
 
 
-class _FanOutExporter(SpanExporter):
-    def __init__(self, exporters: Sequence[SpanExporter]) -> None:
-        self.exporters = list(exporters)
-
-    def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        results = [e.export(spans) for e in self.exporters]
-        return SpanExportResult.SUCCESS if all(r is SpanExportResult.SUCCESS for r in results) else SpanExportResult.FAILURE
-
-    def shutdown(self) -> None:
-        for e in self.exporters:
-            e.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return all(e.force_flush(timeout_millis) for e in self.exporters)
-
-
 def exporter_from_env() -> SpanExporter | None:
-    """The exporter OTEL_TRACES_EXPORTER / OTEL_EXPORTER_OTLP_* ask for (None for ``none``)."""
-    names = [n.strip().lower() for n in (os.environ.get("OTEL_TRACES_EXPORTER") or "otlp").split(",") if n.strip()]
-    exporters: list[SpanExporter] = []
-    for name in names:
-        if name == "none":
-            continue
-        if name == "console":
-            exporters.append(ConsoleSpanExporter())
-        elif name in ("otlp", "otlp_proto_grpc", "otlp_proto_http"):
-            protocol = (
-                os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-                or ("http/protobuf" if name == "otlp_proto_http" else "grpc")
-            ).strip().lower()
-            if protocol == "grpc":
-                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+    """The exporter OTEL_TRACES_EXPORTER / OTEL_EXPORTER_OTLP_* / MANTIS_TRACE_FILE ask for (None for ``none``)."""
+    return export_process.exporter_from_env()
 
-                exporters.append(GrpcExporter())
-            elif protocol in ("http/protobuf", "http"):
-                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
-                exporters.append(HttpExporter())
-            else:
-                raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use 'grpc' or 'http/protobuf'")
-        else:
-            raise ValueError(f"OTEL_TRACES_EXPORTER={name!r}: use 'otlp', 'console' or 'none'")
-    # --- observability: MANTIS_TRACE_FILE also writes spans as OTLP JSON lines (tracing/filelog.py) ---
-    trace_file = os.environ.get("MANTIS_TRACE_FILE")
-    if trace_file:
-        from .filelog import FileSpanExporter
-
-        exporters.append(FileSpanExporter(trace_file))
-    # --- end observability ---
-    if not exporters:
-        return None
-    return exporters[0] if len(exporters) == 1 else _FanOutExporter(exporters)
+def _export_in_process() -> bool:
+    mode = (os.environ.get("MANTIS_TRACING_EXPORT") or "process").strip().lower()
+    if mode not in ("process", "thread"):
+        raise ValueError(f"MANTIS_TRACING_EXPORT={mode!r}: use 'process' or 'thread'")
+    return mode == "process"
 
 
 def _sampler_from_env() -> Sampler | None:
@@ -310,21 +282,35 @@ class TracingRuntime:
                         "mantis.stage": stage,
                     }
                 )
-                provider = TracerProvider(
-                    sampler=sampler, resource=resource, span_limits=self.span_limits, shutdown_on_exit=False
-                )
-                if self.processor is not None:
-                    provider.add_span_processor(self.processor)
-                self.providers[stage] = provider
                 self._samplers[stage] = sampler
-                tracer = provider.get_tracer(INSTRUMENTATION_NAME, _VERSION)
+                if isinstance(self.exporter, export_process.ProcessSpanExporter) and isinstance(
+                    self.processor, _BoundedBatchSpanProcessor
+                ):
+                    scope = InstrumentationScope(INSTRUMENTATION_NAME, _VERSION)
+                    origin = self.exporter.origin(export_process.origin_key(resource, scope))
+                    assert self.span_limits is not None
+                    tracer = LeanTracer(sampler, self.span_limits, origin, self.processor.emit_record)
+                else:
+                    provider = TracerProvider(
+                        sampler=sampler, resource=resource, span_limits=self.span_limits, shutdown_on_exit=False
+                    )
+                    if self.processor is not None:
+                        provider.add_span_processor(self.processor)
+                    self.providers[stage] = provider
+                    tracer = provider.get_tracer(INSTRUMENTATION_NAME, _VERSION)
             self._tracers[stage] = tracer
             return tracer
 
     def force_flush(self, timeout_millis: int = 5_000) -> bool:
+        """Export every finished span now (through the export process too, when there is one)."""
         if self.processor is None:
             return True
-        return bool(self.processor.force_flush(timeout_millis))
+        deadline = time.monotonic() + timeout_millis / 1000
+        if not self.processor.force_flush(timeout_millis):
+            return False
+        if isinstance(self.exporter, export_process.ProcessSpanExporter):
+            return self.exporter.force_flush(max(0, int((deadline - time.monotonic()) * 1000)))
+        return True
 
     def shutdown(self, timeout: float | None = None) -> None:
         if self._closed:
@@ -393,9 +379,14 @@ def configure(
     processor = None
     if enabled:
         if exporter is None:
-            exporter = exporter_from_env()
             if batch is None:
                 batch = True
+            if not export_process.exporter_names():
+                exporter = None
+            elif _export_in_process():
+                exporter = export_process.ProcessSpanExporter(partial(drops.add, "export_failed"))
+            else:
+                exporter = exporter_from_env()
         if exporter is not None:
             counted = _CountingExporter(exporter, drops)
             if batch:

@@ -21,6 +21,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from mantis_stream.commands.trace import build_tree, critical_path, render_list, render_waterfall, summarize
 from mantis_stream.tracing import setup
+from mantis_stream.tracing.export_process import FanOutExporter
 from mantis_stream.tracing.filelog import FileSpanExporter, SpanRecord, read_spans
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "traces" / "pipeline.jsonl"
@@ -70,7 +71,7 @@ def test_mantis_trace_file_selects_the_file_exporter(tmp_path, monkeypatch):
     exporter = setup.exporter_from_env()
     assert isinstance(exporter, FileSpanExporter) and exporter.path == tmp_path / "t.jsonl"
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
-    assert isinstance(setup.exporter_from_env(), setup._FanOutExporter)
+    assert isinstance(setup.exporter_from_env(), FanOutExporter)
     monkeypatch.delenv("MANTIS_TRACE_FILE")
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     assert setup.exporter_from_env() is None
