@@ -407,7 +407,7 @@ def run_command(*args: str, dsn: str | None) -> subprocess.CompletedProcess:
     if dsn is not None:
         env["MANTIS_POSTGRES_DSN"] = dsn
     return subprocess.run(
-        [sys.executable, "-m", "faust", "-A", "mantis_stream.commands.work_orders:app", "work-orders", *args],
+        [sys.executable, "-m", "mantis_stream", "work-orders", *args],  # as a user runs it
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
 
