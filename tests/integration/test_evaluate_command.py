@@ -9,11 +9,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import matplotlib.image
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "fixtures" / "rul"))
@@ -67,15 +65,7 @@ def test_evaluate_cmapss_cross_validation(tmp_path: Path) -> None:
 
 
 def test_evaluate_ims_bearings(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    n = 400
-    t0 = datetime(2004, 2, 12, 10, 32, 39)
-    level = np.where(np.arange(n) > 330, 0.06 + 0.004 * (np.arange(n) - 330), 0.06)
-    lines = [",Bearing 1,Bearing 2"]
-    for i in range(n):
-        ts = t0 + timedelta(minutes=10 * i)
-        lines.append(f"{ts:%Y-%m-%d %H:%M:%S},{0.06 + 0.002 * rng.standard_normal():.5f},{level[i] + 0.002 * rng.standard_normal():.5f}")
-    (tmp_path / "ims_test9_mean_abs.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "ims_test9_mean_abs.csv").write_text(rul_synth.ims_csv())
     proc = evaluate(tmp_path, "ims", "ims_test9_mean_abs.csv")
     assert "| ims_test9_mean_abs | Bearing 1 |" in proc.stdout and "| ims_test9_mean_abs | Bearing 2 |" in proc.stdout
     assert_pngs(tmp_path / "png" / "ims", ["ims_test9_mean_abs_Bearing_1", "ims_test9_mean_abs_Bearing_2"])
