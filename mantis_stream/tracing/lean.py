@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -42,6 +41,7 @@ from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import SpanLimits
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -51,6 +51,8 @@ log = logging.getLogger("mantis_stream.tracing")
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
+#: The SDK's own ids: random, never the invalid all-zero id.
+_IDS = RandomIdGenerator()
 _PRIMITIVE = (str, bool, int, float)
 
 
@@ -248,9 +250,7 @@ class LeanTracer(trace.Tracer):
         parent: SpanContext | None = trace.get_current_span(context).get_span_context()
         if parent is None or not parent.is_valid:
             parent = None
-            trace_id = random.getrandbits(128)
-            while trace_id == trace.INVALID_TRACE_ID:
-                trace_id = random.getrandbits(128)
+            trace_id = _IDS.generate_trace_id()
         else:
             trace_id = parent.trace_id
         result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
@@ -260,9 +260,7 @@ class LeanTracer(trace.Tracer):
             flags = _SAMPLED if sampled else _UNSAMPLED
         else:
             flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
-        span_id = random.getrandbits(64)
-        while span_id == trace.INVALID_SPAN_ID:
-            span_id = random.getrandbits(64)
+        span_id = _IDS.generate_span_id()
         span_context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags, trace_state=result.trace_state)
         if not result.decision.is_recording():
             return trace.NonRecordingSpan(span_context)
