@@ -14,6 +14,6 @@ RUN pip install --no-cache-dir . \
 USER mantis
 EXPOSE 6066
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=5 \
-  CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:6066/health', timeout=2).status != 200)"
+  CMD python -c "exec('import sys, urllib.request as u\ntry: sys.exit(u.urlopen(\'http://127.0.0.1:6066/health\', timeout=2).status != 200)\nexcept OSError as e: sys.exit(f\'unhealthy: {e}\')')"
 ENTRYPOINT ["mantis-stream"]
 CMD ["worker", "-l", "info"]
