@@ -34,7 +34,7 @@ worker's CPU time per reading (user + system, all threads and child processes,
 such as its span export process, from produce to the last output): on a loaded machine a steadier measure of tracing's cost than
 readings/s, which waits on the other processes too.
 Latency (produce -> anomaly output, p50/p95/p99) is measured in a second, paced
-run at half the peak rate of ``mantis/shipped``.  ``--soak S`` then runs that
+run of each mantis-stream contender at half its own peak rate.  ``--soak S`` then runs that
 pace for S seconds and prints the worker's RSS every 30 s.
 """
 
@@ -176,10 +176,14 @@ class DiscardCollector(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
+#: ``--worker-env``: settings every mantis-stream worker of the run gets (the caller's MANTIS_* are not passed on).
+WORKER_ENV: dict[str, str] = {}
+
+
 def worker_env(broker: EmbeddedBroker, env: dict[str, str], app_id: str, root: Path) -> dict[str, str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("MANTIS_", "OTEL_"))}
     full.update(MANTIS_BROKER=broker.url, MANTIS_APP_ID=app_id or f"bench-{uuid.uuid4().hex[:6]}", MANTIS_WEB_PORT=str(free_port()),
-                PYTHONPATH=str(root), **env)
+                PYTHONPATH=str(root), **WORKER_ENV, **env)
     return full
 
 
@@ -415,7 +419,10 @@ async def main() -> None:
                              "baseline/100%%, baseline/off xN in --contenders) from a temporary worktree")
     parser.add_argument("--assets", type=int, default=ASSETS, help="assets the readings are spread over")
     parser.add_argument("--no-latency", action="store_true", help="skip the paced latency run")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set NAME=VALUE in every mantis-stream worker (repeatable), e.g. MANTIS_BATCH_WITHIN=0.2")
     args = parser.parse_args()
+    WORKER_ENV.update(pair.split("=", 1) for pair in args.worker_env)
     contenders = args.contenders.split(",")
     if args.baseline_rev and not any(c.startswith("baseline/") for c in contenders):
         contenders.append("baseline/off")
@@ -436,12 +443,12 @@ async def main() -> None:
                 print(f"vibration samples/s ({args.chunk} per chunk): " + ", ".join(
                     f"{r['contender']} {samples_per_s(readings, r) / 1e3:.0f} k" for r in rows))
             by = {r["contender"]: r["readings_per_s"] for r in rows}
-            if "mantis/shipped" in by and not args.no_latency:
-                ratios = [f"{k} {by['mantis/shipped'] / v:.2f}x" for k, v in by.items() if k != "mantis/shipped" and v == v]
-                print("mantis/shipped vs " + ", ".join(ratios))
-                half = by["mantis/shipped"] / 2
-                paced = await run_one("mantis/shipped", [dict(r) for r in readings], collector, rate=half)
-                print(table([paced], f"{kind}: latency at half the peak rate ({half:.0f} readings/s)"))
+            if not args.no_latency:
+                for contender, peak in by.items():
+                    if contender.startswith(("mantis/", "baseline/")) and " x" not in contender:
+                        paced = await run_one(contender, [dict(r) for r in readings], collector, rate=peak / 2,
+                                              baseline=baseline)
+                        print(table([paced], f"{kind}: {contender}, latency at half its peak rate ({peak / 2:.0f} readings/s)"))
         if args.soak:
             readings = make_readings("mixed", args.n, rng, args.chunk)
             peak = (await run_one("mantis/shipped", [dict(r) for r in readings], collector))["readings_per_s"]
