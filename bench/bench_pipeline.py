@@ -419,6 +419,8 @@ async def main() -> None:
                              "baseline/100%%, baseline/off xN in --contenders) from a temporary worktree")
     parser.add_argument("--assets", type=int, default=ASSETS, help="assets the readings are spread over")
     parser.add_argument("--no-latency", action="store_true", help="skip the paced latency run")
+    parser.add_argument("--pace", type=float, default=0.0, metavar="R",
+                        help="run the paced latency runs at R readings/s instead of half each contender's peak")
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
                         help="set NAME=VALUE in every mantis-stream worker (repeatable), e.g. MANTIS_BATCH_WITHIN=0.2")
     args = parser.parse_args()
@@ -446,9 +448,10 @@ async def main() -> None:
             if not args.no_latency:
                 for contender, peak in by.items():
                     if contender.startswith(("mantis/", "baseline/")) and " x" not in contender:
-                        paced = await run_one(contender, [dict(r) for r in readings], collector, rate=peak / 2,
-                                              baseline=baseline)
-                        print(table([paced], f"{kind}: {contender}, latency at half its peak rate ({peak / 2:.0f} readings/s)"))
+                        rate = args.pace or peak / 2
+                        paced = await run_one(contender, [dict(r) for r in readings], collector, rate=rate, baseline=baseline)
+                        print(table([paced], f"{kind}: {contender}, latency at {rate:.0f} readings/s"
+                                             f"{'' if args.pace else ' (half its peak)'}"))
         if args.soak:
             readings = make_readings("mixed", args.n, rng, args.chunk)
             peak = (await run_one("mantis/shipped", [dict(r) for r in readings], collector))["readings_per_s"]
