@@ -337,3 +337,11 @@ def test_send_under_a_foreign_span_uses_the_default_stage() -> None:
     assert span.resource.attributes["service.name"] == "mantis-ingestion"
     assert span.attributes["messaging.destination.partition.id"] == "2"
     assert tp_of({k: v.decode() for k, v in msg.headers.items()})[1] == format(span.context.span_id, "016x")
+
+
+def test_a_sampler_named_in_the_environment_takes_its_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    rt = tracing.configure(Settings(sampling_strategies=Path("/nonexistent")), InMemorySpanExporter())
+    sampler = rt.sampler("anomaly-detection")
+    assert sampler is not None and "TraceIdRatioBased{0.25}" in sampler.get_description()
