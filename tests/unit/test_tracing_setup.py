@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import faust
 import numpy as np
@@ -305,7 +306,7 @@ def test_send_outside_any_trace_leaves_headers_alone() -> None:
     class Pending:
         key = None
         partition = None
-        headers = [("traceparent", SAMPLED.encode())]
+        headers: ClassVar[list[tuple[str, bytes]]] = [("traceparent", SAMPLED.encode())]
 
     msg = Pending()
     state = sensor.on_send_initiated(None, "mantis.readings", msg, 0, 10)
@@ -322,7 +323,7 @@ def test_send_under_a_foreign_span_uses_the_default_stage() -> None:
     class Pending:
         key = b"k"
         partition = 2
-        headers: dict = {"traceparent": b"00-" + b"f" * 32 + b"-" + b"e" * 16 + b"-01"}
+        headers: ClassVar[dict[str, bytes]] = {"traceparent": b"00-" + b"f" * 32 + b"-" + b"e" * 16 + b"-01"}
 
     msg = Pending()
     with trace.get_tracer("someone-else").start_as_current_span("x"):
