@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import signal
 import tomllib
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +139,21 @@ async def test_the_resume_hook_runs_before_faust_resumes_and_installs_once(monke
     assert calls == ["hook", "resume 3", "hook", "resume 4"]
 
 
+async def test_the_highwater_fix_runs_after_faust_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def build(self: object, consumer: object, tps: set[str], destination: Counter[str], title: str) -> None:
+        destination.update({tp: 10 for tp in tps})
+
+    async def fix(recovery: object, tps: set[str], destination: Counter[str]) -> None:
+        destination["t-0"] += 1
+
+    monkeypatch.setattr(Recovery, "_build_highwaters", build)
+    faust_compat.after_highwaters(fix)  # type: ignore[arg-type]  # str partitions stand in for TPs
+    faust_compat.after_highwaters(fix)  # type: ignore[arg-type]
+    highwaters: Counter[str] = Counter()
+    await Recovery._build_highwaters(object(), None, {"t-0", "t-1"}, highwaters, "Active")  # type: ignore[arg-type]
+    assert highwaters == {"t-0": 11, "t-1": 10}
+
+
 async def test_the_worker_consumer_asks_for_the_shorter_fetch_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     _as_the_library_defines_it(monkeypatch, AIOKafkaConsumerThread, "_create_worker_consumer")
     app = faust.App("compat-test", broker="kafka://127.0.0.1:9", store="memory://")
@@ -162,3 +179,10 @@ async def test_the_first_stop_signal_calls_back_once(monkeypatch: pytest.MonkeyP
     worker._schedule_shutdown(signal.SIGINT)
     await worker._signal_stop_future
     assert calls == [1]
+
+
+def test_the_worker_runs_the_version_check_at_start() -> None:
+    from mantis_stream import runtime
+
+    importlib.import_module("mantis_stream.app")  # registers the worker's start checks
+    assert check_tested_versions in runtime._start_checks
