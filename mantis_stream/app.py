@@ -16,9 +16,10 @@ from . import (
     tracing,
 )
 from . import topics as names
+from ._compat.check import check_tested_versions
 from .kafka import LOCAL_FETCH_MAX_WAIT_MS, broker_credentials, broker_urls, limit_fetch_wait, profile_options
 from .recovery import hold_deliveries_until_seek, read_highwaters_from_fetch
-from .runtime import bound_stop_time, run_start_checks, tune_garbage_collector
+from .runtime import bound_stop_time, check_at_worker_start, run_start_checks, tune_garbage_collector
 from .settings import current_settings
 
 settings = current_settings()
@@ -55,6 +56,7 @@ app = faust.App(
     **profile_options(settings.broker_profile),
 )
 app.on_worker_init.connect(run_start_checks, weak=False)  # before the agents' broker wait: see runtime.py
+check_at_worker_start(check_tested_versions)  # the libraries whose internals _compat reaches into
 hold_deliveries_until_seek()  # before any agent runs: see recovery.py
 if settings.broker_profile == "local":
     limit_fetch_wait(LOCAL_FETCH_MAX_WAIT_MS)  # Tansu holds every fetch for its whole wait

@@ -17,6 +17,8 @@ from typing import Any
 
 from faust.auth import SASLCredentials, SSLCredentials
 
+from ._compat import faust as faust_compat
+
 
 def broker_urls(broker: str) -> list[str]:
     """``MANTIS_BROKER`` may list several comma-separated URLs."""
@@ -112,18 +114,7 @@ def limit_fetch_wait(max_wait_ms: int) -> None:
     The local profile asks for ``LOCAL_FETCH_MAX_WAIT_MS`` instead; the
     consumer is patched after Faust builds it and before it starts.
     """
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    create = AIOKafkaConsumerThread._create_worker_consumer
-    original = getattr(create, "original", create)
-
-    def _create(self: Any, transport: Any) -> Any:
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = max_wait_ms
-        return consumer
-
-    _create.original = original  # type: ignore[attr-defined]
-    AIOKafkaConsumerThread._create_worker_consumer = _create  # type: ignore[method-assign]
+    faust_compat.worker_fetch_max_wait(max_wait_ms)
 
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

@@ -1,7 +1,8 @@
 """Fixes for Faust's recovery: no message skipped and no table record missed when a worker restarts with table state.
 
 Why a module of its own: it changes Faust's behaviour for every agent of the
-worker, so ``app.py`` installs them once, before any agent starts.  The
+worker, so ``app.py`` installs them once, before any agent starts (the
+methods they replace are in :mod:`._compat.faust`).  The
 first is tied to faust-streaming 0.15.3 (upstream issue #596): drop it when
 Faust fixes the race; the second to the local broker (Tansu 0.6.0), installed
 on the ``local`` profile only.
@@ -11,11 +12,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
+from collections.abc import Set
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.tables.recovery import Recovery
+from faust.types import TP
 
+from ._compat import faust as faust_compat
 from .kafka import client_options
 
 log = logging.getLogger(__name__)
@@ -35,17 +40,7 @@ def hold_deliveries_until_seek() -> None:
     Suspending the flow first makes the conductor wait instead of queueing;
     Faust's own ``flow_control.resume()`` at the end releases it.
     """
-    for name in ("on_recovery_completed", "_resume_streams"):
-        resume = getattr(Recovery, name)
-        if getattr(resume, "holds_deliveries", False):
-            continue
-
-        async def held(self: Recovery, generation_id: int = 0, _resume: Any = resume) -> None:
-            self.app.flow_control.suspend()
-            await _resume(self, generation_id)
-
-        held.holds_deliveries = True  # type: ignore[attr-defined]
-        setattr(Recovery, name, held)
+    faust_compat.before_stream_resume(lambda recovery: recovery.app.flow_control.suspend())
 
 
 def read_highwaters_from_fetch() -> None:
@@ -61,29 +56,25 @@ def read_highwaters_from_fetch() -> None:
     came back from the record before its last one (the pending samples gone).
     A short fetch from the reported end of each changelog partition reads the
     broker's high watermark; the larger of the two wins.  If the fetch fails,
-    the ``ListOffsets`` values stand, as before.
+    the ``ListOffsets`` values stand.
     """
-    build = Recovery._build_highwaters
-    if getattr(build, "reads_fetch_highwaters", False):
+    faust_compat.after_highwaters(_check_highwaters_by_fetch)
+
+
+async def _check_highwaters_by_fetch(recovery: Recovery, tps: Set[TP], destination: Counter[TP]) -> None:
+    """Raise each of ``destination``'s highwaters to what a fetch reports, when that is higher."""
+    if not tps:
         return
-
-    async def _build_highwaters(self: Recovery, consumer: Any, tps: Any, destination: Any, title: str) -> None:
-        await build(self, consumer, tps, destination, title)
-        if not tps:
-            return
-        try:
-            fetched = await _fetch_highwaters(self.app, {tp: destination[tp] + 1 for tp in tps})
-        except Exception as exc:  # noqa: BLE001 - ListOffsets' values stand
-            log.warning("changelog highwaters not checked by a fetch (%r); using ListOffsets'", exc)
-            return
-        for tp, highwater in fetched.items():
-            if highwater - 1 > destination[tp]:
-                log.warning("%s: the broker's ListOffsets said highwater %s, a fetch says %s; recovering up to %s",
-                            tp, destination[tp], highwater - 1, highwater - 1)
-                destination[tp] = highwater - 1
-
-    _build_highwaters.reads_fetch_highwaters = True  # type: ignore[attr-defined]
-    Recovery._build_highwaters = _build_highwaters  # type: ignore[method-assign]
+    try:
+        fetched = await _fetch_highwaters(recovery.app, {tp: destination[tp] + 1 for tp in tps})
+    except Exception as exc:  # noqa: BLE001 - ListOffsets' values stand
+        log.warning("changelog highwaters not checked by a fetch (%r); using ListOffsets'", exc)
+        return
+    for tp, highwater in fetched.items():
+        if highwater - 1 > destination[tp]:
+            log.warning("%s: the broker's ListOffsets said highwater %s, a fetch says %s; recovering up to %s",
+                        tp, destination[tp], highwater - 1, highwater - 1)
+            destination[tp] = highwater - 1
 
 
 async def _fetch_highwaters(app: Any, start: dict[Any, int], timeout: float = 5.0) -> dict[Any, int]:

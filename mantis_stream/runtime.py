@@ -17,7 +17,6 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from signal import Signals
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -76,20 +75,14 @@ def bound_stop_time(seconds: float) -> None:
     stop signal, ends the process instead, saying why.  Offsets not committed
     by then are read again on the next start.
     """
-    from mode.worker import Worker
+    from ._compat import faust as faust_compat
 
-    schedule = Worker._schedule_shutdown
-    original = getattr(schedule, "original", schedule)
+    def arm() -> None:
+        watchdog = threading.Timer(seconds, _exit_now, args=(seconds,))
+        watchdog.daemon = True
+        watchdog.start()
 
-    def _schedule_shutdown(self: Worker, signal: Signals) -> None:
-        if not self._signal_stop_time:
-            watchdog = threading.Timer(seconds, _exit_now, args=(seconds,))
-            watchdog.daemon = True
-            watchdog.start()
-        original(self, signal)
-
-    _schedule_shutdown.original = original  # type: ignore[attr-defined]
-    Worker._schedule_shutdown = _schedule_shutdown  # type: ignore[method-assign]
+    faust_compat.on_first_stop_signal(arm)
 
 
 def _exit_now(seconds: float) -> None:

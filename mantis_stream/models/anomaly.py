@@ -66,80 +66,17 @@ Notes
 
 from __future__ import annotations
 
-import array
-import functools
 import math
-import operator
 import pickle
-import random
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from typing import Any, TypedDict
 
 import numpy as np
-from river import anomaly, preprocessing
-from river.tree.padded import PaddedBranch, PaddedLeaf, make_padded_tree
+
+from .._compat import river as river_compat
 
 __all__ = ["AnomalyDetector", "AnomalyScore", "ConditionMonitor", "Departure", "HealthyReference", "MonitorResult", "detect_series"]
-
-
-_MASSES = operator.attrgetter("l_mass", "r_mass")
-
-
-def _split_checksum(nodes: list) -> int:
-    """CRC of the trees' split points: guards a saved state against a river that builds trees differently."""
-    splits = np.array([getattr(n, "threshold", -1.0) for n in nodes], dtype=np.float64)
-    return zlib.crc32(splits.tobytes())
-
-
-@functools.lru_cache(maxsize=64)
-def _tree_splits(n_trees: int, height: int, seed: int, features: tuple[str, ...]) -> tuple[list, np.ndarray]:
-    """Split feature and threshold of every node (depth-first, all trees), as river builds them.
-
-    River's first ``learn_one`` draws the splits from ``Random(seed)`` over the
-    sorted feature names with limits (0, 1) and padding 0.15; doing the same here
-    lets a saved state carry masses only. Cached: every detector of one kind of
-    sensor shares the same trees.
-    """
-    rng = random.Random(seed)
-    limits = {f: (0.0, 1.0) for f in sorted(features)}
-    trees = [make_padded_tree(limits=dict(limits), height=height, padding=0.15, rng=rng, r_mass=0, l_mass=0) for _ in range(n_trees)]
-    nodes = [n for t in trees for n in t.iter_dfs()]
-    feats = [getattr(n, "feature", None) for n in nodes]
-    return feats, np.array([getattr(n, "threshold", -1.0) for n in nodes], dtype=np.float64)
-
-
-def _build_trees(n_trees: int, height: int, feats: list, thresholds: list[float], mass: Sequence[int]) -> tuple[list, list]:
-    """River ``PaddedBranch``/``PaddedLeaf`` trees from depth-first arrays, and each tree's node list.
-
-    ``mass`` is flat: node ``i``'s left and right masses at ``2 i`` and ``2 i + 1``.
-    """
-    pos = 0
-    nodes: list = []
-
-    def build(depth: int):  # type: ignore[no-untyped-def]
-        nonlocal pos
-        i = pos
-        pos += 1
-        lm, rm = mass[2 * i], mass[2 * i + 1]
-        if depth == height:
-            node = PaddedLeaf(l_mass=lm, r_mass=rm)
-            nodes.append(node)
-            return node
-        at = len(nodes)
-        nodes.append(None)
-        left = build(depth + 1)
-        right = build(depth + 1)
-        nodes[at] = node = PaddedBranch(left, right, feats[i], thresholds[i], lm, rm)
-        return node
-
-    trees, per_tree = [], []
-    for _ in range(n_trees):
-        nodes = []
-        trees.append(build(0))
-        per_tree.append(nodes)
-    return trees, per_tree
 
 
 @dataclass(slots=True)
@@ -192,10 +129,8 @@ class AnomalyDetector:
         self.extremeness_weight = float(extremeness_weight)
         self.clip_sigma = float(clip_sigma)
         self.features: tuple[str, ...] | None = tuple(sorted(features)) if features is not None else None
-        self._scaler = preprocessing.AdaptiveStandardScaler(fading_factor=self.fading_factor)
-        self._hst = anomaly.HalfSpaceTrees(
-            n_trees=n_trees, height=height, window_size=self.window_size, seed=self.seed
-        )
+        self._scaler = river_compat.adaptive_scaler(self.fading_factor)
+        self._hst = river_compat.half_space_trees(n_trees, height, self.window_size, self.seed)
         self._calib = np.zeros(self.calibration_size, dtype=np.float32)
         self._n_calib = 0
         self._calib_pos = 0
@@ -206,8 +141,8 @@ class AnomalyDetector:
     # -- protocol --------------------------------------------------------------
     @property
     def warm(self) -> bool:
-        """True once warm-up is over and the trees hold a reference window."""
-        return self.n_learned >= self.warmup and not self._hst._first_window
+        """True once warm-up is over and the trees hold a reference window (they learn every point)."""
+        return self.n_learned >= self.warmup and self.n_learned >= self.window_size
 
     def score_one(self, x: Mapping[str, float]) -> float:
         """Calibrated anomaly score in [0, 1] (0.0 during warm-up); does not learn."""
@@ -264,36 +199,23 @@ class AnomalyDetector:
         hst = self._hst
         state["_calib"] = self._calib[: self._n_calib].copy()
         state["_hst_params"] = (hst.n_trees, hst.height, hst.window_size, hst.seed)
-        state["_hst_counter"] = (hst.counter, hst._first_window)
-        if hst.trees:
-            nodes = list(chain.from_iterable(hst._tree_nodes))
-            masses = array.array("I", chain.from_iterable(map(_MASSES, nodes)))
-            state["_hst_mass"] = np.frombuffer(masses, dtype=np.uint32).reshape(-1, 2)
+        state["_hst_counter"], masses = river_compat.forest_state(hst)
+        if masses is not None:
+            state["_hst_mass"] = masses
             if self._split_crc is None:
-                self._split_crc = _split_checksum(nodes)
+                self._split_crc = river_compat.split_checksum(hst)
             state["_hst_check"] = self._split_crc
         return state
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        n_trees, height, window_size, seed = state.pop("_hst_params")  # type: ignore[misc]
-        counter, first_window = state.pop("_hst_counter")  # type: ignore[misc]
-        mass = state.pop("_hst_mass", None)
-        check = state.pop("_hst_check", None)
-        calib = np.zeros(state["calibration_size"], dtype=np.float32)  # type: ignore[call-overload]
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        params, window = state.pop("_hst_params"), state.pop("_hst_counter")
+        masses, check = state.pop("_hst_mass", None), state.pop("_hst_check", None)
+        calib = np.zeros(state["calibration_size"], dtype=np.float32)
         got = state.pop("_calib")
-        calib[: len(got)] = got  # type: ignore[arg-type]
+        calib[: len(got)] = got
         self.__dict__.update(state)
         self._calib = calib
-        hst = anomaly.HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size, seed=seed)
-        if mass is not None:
-            feats, thresholds = _tree_splits(n_trees, height, seed, self.features or ())
-            if len(thresholds) != len(mass) or zlib.crc32(thresholds.tobytes()) != check:
-                raise ValueError("detector state does not match this river version's trees; retrain the detector")
-            flat = array.array("I", np.asarray(mass, dtype=np.uint32).tobytes())  # a 2-D tolist() costs ~0.25 ms
-            hst.trees, hst._tree_nodes = _build_trees(n_trees, height, feats, thresholds.tolist(), flat)
-        hst.counter = counter
-        hst._first_window = first_window
-        self._hst = hst
+        self._hst = river_compat.restore_forest(params, self.features or (), window, masses, check)
         self._split_crc = check
 
     # -- internals -------------------------------------------------------------
@@ -360,23 +282,11 @@ class AnomalyDetector:
                 self._fold_episode()
                 self._remember(raw)
         if not self._hst.trees:
-            self._plant_trees()
+            river_compat.plant_trees(self._hst, self.features or ())
         # Trees see the point scaled by the statistics *before* it, like the score did.
         self._hst.learn_one(self._squashed(v))
         self._scaler.learn_one(self._winsorized(v) if self.clip_sigma else v)
         self.n_learned += 1
-
-    def _plant_trees(self) -> None:
-        """Empty trees with river's split points, from the shared cache.
-
-        River would draw them on the first ``learn_one`` (a few milliseconds per
-        detector, paid again for every new sensor); every detector of one kind of
-        sensor has the same splits, so they are drawn once per process.
-        """
-        hst = self._hst
-        feats, thresholds = _tree_splits(hst.n_trees, hst.height, hst.seed, self.features or ())
-        empty = [0] * (2 * len(thresholds))
-        hst.trees, hst._tree_nodes = _build_trees(hst.n_trees, hst.height, feats, thresholds.tolist(), empty)
 
     def _remember(self, raw: float) -> None:
         self._calib[self._calib_pos] = raw
@@ -398,7 +308,18 @@ class AnomalyDetector:
 #: What the fast (sudden-change) part of every :class:`ConditionMonitor` is built with.
 #: Memories of a few hundred points: a daily cycle of a few hundred rows (NAB) and
 #: a few days of 10-minute snapshots (IMS) both fit.
-FAST_DEFAULTS: dict[str, float | int] = {
+class FastParams(TypedDict):
+    """The keyword arguments of :class:`AnomalyDetector` that :data:`FAST_DEFAULTS` sets."""
+
+    warmup: int
+    window_size: int
+    fading_factor: float
+    calibration_size: int
+    tail_decades: float
+    clip_sigma: float
+
+
+FAST_DEFAULTS: FastParams = {
     "warmup": 300,
     "window_size": 300,
     "fading_factor": 0.002,
@@ -518,9 +439,9 @@ class HealthyReference:
         """Commission with ``x``, or afterwards let it move the reference if ``normal``."""
         self.n_seen += 1
         if not self.commissioned:
-            for name, v in x.items():
-                if feature_kind(name.rpartition(":")[2]) is not None and math.isfinite(v):
-                    self._commissioning.setdefault(name, []).append(float(v))
+            for name, value in x.items():
+                if feature_kind(name.rpartition(":")[2]) is not None and math.isfinite(value):
+                    self._commissioning.setdefault(name, []).append(float(value))
             if self.n_seen >= self.warmup:
                 self._commission()
             return
@@ -553,7 +474,17 @@ class HealthyReference:
 
 #: The one detector configuration: ``detect``, the evaluations and the anomaly
 #: agent all build :class:`ConditionMonitor` from it.
-REFERENCE_DEFAULTS: dict[str, float | int] = {"warmup": 300, "alert_factor": 1.25, "z_alert": 5.0, "tau": 3000.0, "max_drift": 0.5}
+class ReferenceParams(TypedDict):
+    """The keyword arguments of :class:`HealthyReference`."""
+
+    warmup: int
+    alert_factor: float
+    z_alert: float
+    tau: float
+    max_drift: float
+
+
+REFERENCE_DEFAULTS: ReferenceParams = {"warmup": 300, "alert_factor": 1.25, "z_alert": 5.0, "tau": 3000.0, "max_drift": 0.5}
 #: The fast part's calibrated score that counts as an alert: 0.8 = one point in ~600 on data like the recent past.
 FAST_ALERT = 0.8
 ALERT_SCORE = 0.5
@@ -605,8 +536,8 @@ class ConditionMonitor:
     def __init__(self, seed: int = 42) -> None:
         self.state_version = self.STATE_VERSION
         self.seed = int(seed)
-        self.reference = HealthyReference(**REFERENCE_DEFAULTS)  # type: ignore[arg-type]
-        self.fast = AnomalyDetector(threshold=FAST_ALERT, seed=self.seed, **FAST_DEFAULTS)  # type: ignore[arg-type]
+        self.reference = HealthyReference(**REFERENCE_DEFAULTS)
+        self.fast = AnomalyDetector(threshold=FAST_ALERT, seed=self.seed, **FAST_DEFAULTS)
         self._recent = np.zeros(ONSET_HOLD, dtype=np.float32)  # the last ONSET_HOLD condition scores (ring)
         self._n_recent = 0
 
@@ -617,7 +548,7 @@ class ConditionMonitor:
     def reset(self) -> None:
         """A maintenance event: commission afresh (both parts)."""
         self.reference.reset()
-        self.fast = AnomalyDetector(threshold=FAST_ALERT, seed=self.seed, **FAST_DEFAULTS)  # type: ignore[arg-type]
+        self.fast = AnomalyDetector(threshold=FAST_ALERT, seed=self.seed, **FAST_DEFAULTS)
         self._recent[:] = 0.0
         self._n_recent = 0
 

@@ -60,7 +60,8 @@ def _pairs(carrier: Any) -> Iterable[tuple[Any, Any]]:
         return ()
     if isinstance(carrier, Mapping):
         return carrier.items()
-    return carrier  # list/tuple of pairs
+    pairs: Iterable[tuple[Any, Any]] = carrier  # list/tuple of pairs
+    return pairs
 
 
 class KafkaHeadersGetter(Getter[Any]):

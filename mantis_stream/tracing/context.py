@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,10 +65,10 @@ class EventTrace:
     attributes: dict[str, Any] | None = None
     #: Computes ``attributes`` when the span was not recording (they were skipped).
     lazy_attributes: Any = None
-    token: object | None = None
+    token: Token[Context] | None = None
     task: object | None = None
     #: Contexts attached inside the event's scope (a stand-in made current), detached with it.
-    extra_tokens: tuple[object, ...] = ()
+    extra_tokens: tuple[Token[Context], ...] = ()
     #: Spans to end with the event besides ``span`` (the unsampled original of an error span).
     also_end: tuple[trace.Span, ...] = ()
     #: The trace headers records made in this scope take along (batched hops; see ``items``).
@@ -116,7 +116,8 @@ def open_count() -> int:
 
 
 def stage_of_context(ctx: Context | None = None) -> str | None:
-    return otel_context.get_value(STAGE_KEY, ctx)  # type: ignore[return-value]
+    stage = otel_context.get_value(STAGE_KEY, ctx)
+    return stage if isinstance(stage, str) else None
 
 
 def context_of(event: Any) -> Context | None:

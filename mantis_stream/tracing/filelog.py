@@ -184,7 +184,7 @@ def _norm_id(value: Any) -> str:
         return text.lower()
     try:
         return base64.b64decode(text).hex()
-    except Exception:  # noqa: BLE001
+    except ValueError:  # not base64 (binascii.Error), or not ASCII: shown as it came
         return text
 
 

@@ -22,6 +22,7 @@ JSON log formatters pick the attributes up by name.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -32,11 +33,12 @@ LOG_FORMAT = "[%(asctime)s] [%(process)s] [%(levelname)s] [trace_id=%(trace_id)s
 
 _NO_TRACE = "0" * 32
 _NO_SPAN = "0" * 16
-_previous: Any = None
+_previous: Callable[..., logging.LogRecord] | None = None
 
 
 def _factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-    record = _previous(*args, **kwargs)
+    # logging's own factory when uninstalled while a later factory still calls this one
+    record = (_previous or logging.LogRecord)(*args, **kwargs)
     sc = trace.get_current_span().get_span_context()
     if sc.is_valid:
         record.trace_id = format(sc.trace_id, "032x")

@@ -151,7 +151,8 @@ class TracingSensor(Sensor):
             attrs[semconv.MESSAGING_MESSAGE_BODY_SIZE] = size
         return attrs
 
-    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> EventTrace | None:
+    # Faust annotates the state as a dict, but only hands it back to on_stream_event_out untouched.
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> EventTrace | None:  # type: ignore[override]
         if tp.topic in self.batched_topics:
             return None  # its records get their spans in the agent (tracing.items)
         try:
@@ -224,7 +225,7 @@ class TracingSensor(Sensor):
             stage = ctx.get(STAGE_KEY)
             current = trace.get_current_span(ctx)
             sc = current.get_span_context()
-            if stage is None:
+            if not isinstance(stage, str):
                 if not sc.is_valid:
                     kept = carried()
                     if kept:  # tracing off, inside a batched record: its headers go on

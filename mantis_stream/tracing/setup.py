@@ -53,6 +53,7 @@ Notes
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -60,12 +61,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from opentelemetry import propagate, trace
+from opentelemetry.environment_variables import OTEL_PROPAGATORS
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
@@ -75,6 +80,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from .._compat import otel as otel_compat
 from ..settings import DEFAULT_SERVICES, Settings
 from . import export_process, semconv
 from .attributes import MAX_STRING
@@ -154,10 +160,12 @@ class _CountingExporter(SpanExporter):
         return result
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        try:
-            self.inner.shutdown(timeout_millis=timeout_millis)  # type: ignore[call-arg]
-        except TypeError:
-            self.inner.shutdown()
+        # SpanExporter.shutdown takes no time limit; the gRPC and export-process exporters take one.
+        shutdown: Callable[..., None] = self.inner.shutdown
+        if "timeout_millis" in inspect.signature(shutdown).parameters:
+            shutdown(timeout_millis=timeout_millis)
+        else:
+            shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self.inner.force_flush(timeout_millis)
@@ -166,34 +174,29 @@ class _CountingExporter(SpanExporter):
 class _BoundedBatchSpanProcessor(BatchSpanProcessor):
     """A BatchSpanProcessor that drops *new* spans when full, counting instead of warning per span."""
 
-    def __init__(self, exporter: SpanExporter, drops: _DropCounter, **kwargs: Any) -> None:
-        super().__init__(exporter, **kwargs)
+    def __init__(self, exporter: SpanExporter, drops: _DropCounter) -> None:
+        super().__init__(exporter)
         self._drops = drops
-        bp = getattr(self, "_batch_processor", None)
-        self._queue = getattr(bp, "_queue", None)
-        self._max = getattr(bp, "_max_queue_size", None)
+        self._batch = otel_compat.batch_queue(self)
+        self._queue, self._max = self._batch.queue, self._batch.max_size
 
-    def on_end(self, span: Any) -> None:
+    def on_end(self, span: ReadableSpan) -> None:
         if not (span.context and span.context.trace_flags.sampled):
             return
-        if self._queue is not None and self._max is not None and len(self._queue) >= self._max:
+        if len(self._queue) >= self._max:
             self._drops.add("queue_full")
             return
-        super().on_end(span)
+        self._batch.emit(span)
 
-    def emit_record(self, record: tuple) -> None:
+    def emit_record(self, record: tuple[object, ...]) -> None:
         """Queue a lean span's record (``lean``) for export, like ``on_end`` does a sampled SDK span."""
-        if self._queue is not None and self._max is not None and len(self._queue) >= self._max:
+        if len(self._queue) >= self._max:
             self._drops.add("queue_full")
             return
-        self._batch_processor.emit(record)  # type: ignore[arg-type]  # the export process's exporter takes both
+        self._batch.emit(record)
 
     def shutdown_within(self, timeout_millis: int) -> None:
-        bp = getattr(self, "_batch_processor", None)
-        if bp is not None and hasattr(bp, "shutdown"):
-            bp.shutdown(timeout_millis=timeout_millis)
-        else:  # pragma: no cover - other SDK versions
-            self.shutdown()
+        self._batch.shutdown(timeout_millis)
 
 
 def exporter_from_env() -> SpanExporter | None:
@@ -211,16 +214,31 @@ def _export_in_process() -> bool:
 def _sampler_from_env() -> Sampler | None:
     if not os.environ.get("OTEL_TRACES_SAMPLER"):
         return None
-    from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
-
-    return _get_from_env_or_default()
+    # A provider built without a sampler takes the one OTEL_TRACES_SAMPLER(_ARG) names.
+    sampler: Sampler = TracerProvider(shutdown_on_exit=False).sampler
+    return sampler
 
 
 def reload_propagators() -> None:
     """Rebuild the global propagator from OTEL_PROPAGATORS (the API reads it only at import)."""
-    loader = getattr(propagate, "_load_propagators", None)
-    if loader is not None:
-        propagate.set_global_textmap(loader())
+    propagate.set_global_textmap(propagators_from_env())
+
+
+def propagators_from_env() -> CompositePropagator:
+    """The propagators OTEL_PROPAGATORS names, as the API builds them at import (entry points by name).
+
+    An unknown name raises ValueError naming the variable.
+    """
+    names = [n.strip() for n in (os.environ.get(OTEL_PROPAGATORS) or "tracecontext,baggage").split(",")]
+    if any(n.lower() == "none" for n in names):
+        return CompositePropagator([])
+    propagators: list[TextMapPropagator] = []
+    for name in filter(None, names):
+        found = entry_points(group="opentelemetry_propagator", name=name)
+        if not found:
+            raise ValueError(f"OTEL_PROPAGATORS: no propagator {name!r} is installed (misspelled, or a missing package?)")
+        propagators.append(next(iter(found)).load()())
+    return CompositePropagator(propagators)
 
 
 @dataclass
@@ -230,9 +248,9 @@ class TracingRuntime:
     settings: Settings
     enabled: bool
     exporter: SpanExporter | None = None
-    processor: Any = None
+    processor: SpanProcessor | None = None
     strategies: Strategies | None = None
-    sampler_override: Any = None
+    sampler_override: Sampler | Callable[[str], Sampler] | None = None
     span_limits: SpanLimits | None = None
     drops: _DropCounter = field(default_factory=_DropCounter)
     providers: dict[str, TracerProvider] = field(default_factory=dict)
@@ -376,7 +394,7 @@ def configure(
     if enabled and sampler_override is None:
         strategies = _strategies_for(settings)
     drops = _DropCounter()
-    processor = None
+    processor: SpanProcessor | None = None
     if enabled:
         if exporter is None:
             if batch is None:

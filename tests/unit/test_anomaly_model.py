@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import doctest
+import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,6 +55,20 @@ def test_persistence_roundtrip_gives_identical_next_scores():
     b = [r.score for r in clone.process_many(xs[1000:])]
     assert a == b
     assert len(set(a)) > 10  # the comparison is not between constants
+
+
+STATE_FIXTURE = Path(__file__).parents[1] / "fixtures" / "anomaly"
+
+
+def test_a_saved_state_loads_and_scores_on_as_when_it_was_saved():
+    """A saved warm detector (tests/fixtures/anomaly) loads and scores on exactly as when it was saved: the format holds."""
+    state = (STATE_FIXTURE / "detector-state-v1.pickle").read_bytes()
+    expected = json.loads((STATE_FIXTURE / "detector-state-v1.json").read_text())
+    det = AnomalyDetector.from_bytes(state)
+    assert det.warm and det.features == ("kurtosis", "rms")
+    assert [r.score for r in det.process_many(expected["next_points"])] == expected["next_scores"]
+    assert expected["next_scores"][-1] > 0.5 and len(set(expected["next_scores"])) > 5
+    assert AnomalyDetector.from_bytes(det.to_bytes()).to_bytes() == det.to_bytes()
 
 
 def test_process_many_equals_process_one_loop():

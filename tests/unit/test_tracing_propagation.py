@@ -236,3 +236,28 @@ async def test_b3_without_sampling_state_defers_to_the_root_strategy(headers, ro
         tracing.shutdown()
         monkeypatch.delenv("OTEL_PROPAGATORS", raising=False)
         setup.reload_propagators()
+
+
+def test_propagators_are_rebuilt_from_the_environment_by_entry_point_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_PROPAGATORS", "b3, jaeger")
+    try:
+        setup.reload_propagators()
+        headers: list[tuple[str, bytes]] = []
+        carriers.inject_replacing(headers, carriers.extract([("traceparent", SAMPLED.encode())]))
+        assert {k for k, _ in headers} == set()  # no b3/jaeger context to read from a traceparent
+        ctx = carriers.extract([("uber-trace-id", f"{TRACE}:{PARENT}:0:1".encode())])
+        carriers.inject_replacing(headers, ctx)
+        assert {k for k, _ in headers} == {"b3", "uber-trace-id"}
+        monkeypatch.setenv("OTEL_PROPAGATORS", "tracecontext,none")
+        setup.reload_propagators()
+        carriers.inject_replacing(headers := [], ctx)
+        assert headers == []
+    finally:
+        monkeypatch.delenv("OTEL_PROPAGATORS")
+        setup.reload_propagators()
+
+
+def test_an_unknown_propagator_is_named_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_PROPAGATORS", "tracecontext,b4")
+    with pytest.raises(ValueError, match="OTEL_PROPAGATORS: no propagator 'b4'"):
+        setup.propagators_from_env()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import faust
 import pytest
@@ -363,11 +363,11 @@ async def test_batch_each_message_own_trace_and_batch_span_links_all(spans: InMe
 
 async def test_use_event_and_context_of_without_sensor_state(spans: InMemorySpanExporter) -> None:
     class Msg:
-        headers = [("traceparent", SAMPLED.encode())]
+        headers: ClassVar[list[tuple[str, bytes]]] = [("traceparent", SAMPLED.encode())]
 
     class Ev:
         message = Msg()
-        headers: dict = {}
+        headers: ClassVar[dict[str, bytes]] = {}
 
     ctx = tracing.context_of(Ev())
     from opentelemetry import trace
@@ -379,7 +379,7 @@ async def test_use_event_and_context_of_without_sensor_state(spans: InMemorySpan
 
     class Bare:
         message = None
-        headers: dict = {}
+        headers: ClassVar[dict[str, bytes]] = {}
 
     assert tracing.context_of(Bare()) is None
     with tracing.use_event(Bare()):

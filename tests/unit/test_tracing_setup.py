@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import faust
 import numpy as np
@@ -305,7 +306,7 @@ def test_send_outside_any_trace_leaves_headers_alone() -> None:
     class Pending:
         key = None
         partition = None
-        headers = [("traceparent", SAMPLED.encode())]
+        headers: ClassVar[list[tuple[str, bytes]]] = [("traceparent", SAMPLED.encode())]
 
     msg = Pending()
     state = sensor.on_send_initiated(None, "mantis.readings", msg, 0, 10)
@@ -322,7 +323,7 @@ def test_send_under_a_foreign_span_uses_the_default_stage() -> None:
     class Pending:
         key = b"k"
         partition = 2
-        headers: dict = {"traceparent": b"00-" + b"f" * 32 + b"-" + b"e" * 16 + b"-01"}
+        headers: ClassVar[dict[str, bytes]] = {"traceparent": b"00-" + b"f" * 32 + b"-" + b"e" * 16 + b"-01"}
 
     msg = Pending()
     with trace.get_tracer("someone-else").start_as_current_span("x"):
@@ -337,3 +338,11 @@ def test_send_under_a_foreign_span_uses_the_default_stage() -> None:
     assert span.resource.attributes["service.name"] == "mantis-ingestion"
     assert span.attributes["messaging.destination.partition.id"] == "2"
     assert tp_of({k: v.decode() for k, v in msg.headers.items()})[1] == format(span.context.span_id, "016x")
+
+
+def test_a_sampler_named_in_the_environment_takes_its_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    rt = tracing.configure(Settings(sampling_strategies=Path("/nonexistent")), InMemorySpanExporter())
+    sampler = rt.sampler("anomaly-detection")
+    assert sampler is not None and "TraceIdRatioBased{0.25}" in sampler.get_description()
