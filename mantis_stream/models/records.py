@@ -9,26 +9,24 @@ the declaration the sinks validate against) and returns it as a plain dict.
 from __future__ import annotations
 
 import base64
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from .schema import MAINTENANCE_ACTIONS as MAINTENANCE_ACTIONS
 from .schema import (
     AnomalyMessage,
-    Departure,
     FeaturesMessage,
-    Level,
-    MaintenanceAction,
     MaintenanceMessage,
     RulMessage,
-    RulUnit,
-    WorkOrderAction,
     WorkOrderMessage,
     format_timestamp,
     validate,
 )
 from .schema import ModelRef as ModelRef
+
+if TYPE_CHECKING:
+    from .schema import Departure
 
 
 def waveform_frame(asset_id: str, sensor_id: str, ts: float, samples: np.ndarray, sample_rate_hz: float,
@@ -67,7 +65,7 @@ def features_message(frame: dict[str, Any], features: dict[str, float]) -> dict[
     }
     if frame.get("cycle") is not None:
         out["cycle"] = frame["cycle"]
-    return cast(dict[str, Any], out)  # the stages pass plain dicts on; a TypedDict is one
+    return cast("dict[str, Any]", out)
 
 
 def anomaly_message(features: dict[str, Any], score: float, threshold: float, is_anomaly: bool,
@@ -77,20 +75,20 @@ def anomaly_message(features: dict[str, Any], score: float, threshold: float, is
     out: AnomalyMessage = {
         "asset_id": features["asset_id"], "sensor_id": features["sensor_id"], "ts": features["ts"],
         "score": score, "threshold": threshold, "is_anomaly": is_anomaly, "model": model, "warm": warm,
-        "level": cast(Level, level), "departures": cast(list[Departure], departures or []),
+        "level": level, "departures": cast("list[Departure]", departures or []),
     }
-    return cast(dict[str, Any], out)  # the stages pass plain dicts on; a TypedDict is one
+    return cast("dict[str, Any]", out)
 
 
 def rul_message(features: dict[str, Any], rul: float, unit: str, lower: float, upper: float,
                 health_index: float, model: ModelRef) -> dict[str, Any]:
     out: RulMessage = {
         "asset_id": features["asset_id"], "sensor_id": features["sensor_id"], "ts": features["ts"],
-        "rul": rul, "unit": cast(RulUnit, unit), "lower": lower, "upper": upper, "health_index": health_index, "model": model,
+        "rul": rul, "unit": unit, "lower": lower, "upper": upper, "health_index": health_index, "model": model,
     }
     if features.get("cycle") is not None:
         out["cycle"] = features["cycle"]
-    return cast(dict[str, Any], out)  # the stages pass plain dicts on; a TypedDict is one
+    return cast("dict[str, Any]", out)
 
 
 def work_order_message(work_order_id: str, asset_id: str, priority: str, reason: str, created_at: str,
@@ -100,9 +98,9 @@ def work_order_message(work_order_id: str, asset_id: str, priority: str, reason:
     out: WorkOrderMessage = {
         "work_order_id": work_order_id, "asset_id": asset_id, "priority": priority, "reason": reason,
         "created_at": created_at, "rul": rul, "trace_id": trace_id, "evidence": evidence,
-        "action": cast(WorkOrderAction, action), "why": why,
+        "action": action, "why": why,
     }
-    return cast(dict[str, Any], out)  # the stages pass plain dicts on; a TypedDict is one
+    return cast("dict[str, Any]", out)
 
 
 def maintenance_asset(value: Any) -> str:
@@ -113,6 +111,6 @@ def maintenance_asset(value: Any) -> str:
 def maintenance_message(asset_id: str, ts: str, action: str = "done", note: str = "",
                         by: str = "") -> dict[str, Any]:
     """``mantis.maintenance``: the asset was serviced; its references restart and its open work orders are resolved."""
-    out: MaintenanceMessage = {"asset_id": asset_id, "ts": ts, "action": cast(MaintenanceAction, action), "note": note,
+    out: MaintenanceMessage = {"asset_id": asset_id, "ts": ts, "action": action, "note": note,
                                "by": by}
-    return cast(dict[str, Any], out)  # the stages pass plain dicts on; a TypedDict is one
+    return cast("dict[str, Any]", out)

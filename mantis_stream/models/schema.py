@@ -16,13 +16,12 @@ Usage::
     message = validate(RulMessage, value)   # raises InvalidReading naming the field
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: TypedDict reads NotRequired from evaluated annotations only.
 import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, NotRequired, TypedDict, TypeVar, get_args
+from typing import Annotated, Any, NotRequired, TypedDict, TypeVar
 
 import msgspec
 
@@ -52,17 +51,26 @@ Count = Annotated[int, msgspec.Meta(ge=0)]
 #: A timestamp as it may arrive: RFC 3339 text or Unix seconds (:func:`parse_datetime` reads both).
 Timestamp = str | float
 
-FrameKind = Literal["waveform", "window", "row"]
-Level = Literal["normal", "alert", "danger"]
-RulUnit = Literal["cycles", "seconds"]
-WorkOrderAction = Literal["open", "escalate", "resolve"]
-MaintenanceAction = Literal["done"]
-PayloadEncoding = Literal["utf-8", "base64"]
+FRAME_KINDS = ("waveform", "window", "row")
+LEVELS = ("normal", "alert", "danger")
+RUL_UNITS = ("cycles", "seconds")
+WORK_ORDER_ACTIONS = ("open", "escalate", "resolve")
+MAINTENANCE_ACTIONS = ("done",)
+PAYLOAD_ENCODINGS = ("utf-8", "base64")
 
-FRAME_KINDS: tuple[str, ...] = get_args(FrameKind)
-LEVELS: tuple[str, ...] = get_args(Level)
-WORK_ORDER_ACTIONS: tuple[str, ...] = get_args(WorkOrderAction)
-MAINTENANCE_ACTIONS: tuple[str, ...] = get_args(MaintenanceAction)
+
+def one_of(values: tuple[str, ...]) -> msgspec.Meta:
+    """A string that is one of ``values`` (words): checked when a message is read, plain ``str`` to the builders."""
+    assert all(re.fullmatch(r"[\w-]+", value) for value in values)
+    return msgspec.Meta(pattern=f"^(?:{'|'.join(values)})$")
+
+
+FrameKind = Annotated[str, one_of(FRAME_KINDS)]
+Level = Annotated[str, one_of(LEVELS)]
+RulUnit = Annotated[str, one_of(RUL_UNITS)]
+WorkOrderAction = Annotated[str, one_of(WORK_ORDER_ACTIONS)]
+MaintenanceAction = Annotated[str, one_of(MAINTENANCE_ACTIONS)]
+PayloadEncoding = Annotated[str, one_of(PAYLOAD_ENCODINGS)]
 
 
 class ReadingMessage(TypedDict):
@@ -98,19 +106,22 @@ class FeaturesMessage(TypedDict):
     cycle: NotRequired[int]
 
 
-class ModelRef(TypedDict):
+class ModelRef(TypedDict, total=False):
+    """The model behind a result; readers take a missing name as ``unknown`` and a missing version as ``""``."""
+
     name: str
     version: str
 
 
 class Departure(TypedDict):
-    """A feature far from its healthy reference (``factor`` times its usual spread)."""
+    """A feature away from its healthy reference: ``factor`` is value / reference (null when the reference is 0),
+    ``severity`` 1.0 at the alert level."""
 
     feature: str
-    value: float
-    reference: float
-    factor: float
-    severity: float
+    value: float | None
+    reference: float | None
+    factor: float | None
+    severity: float | None
 
 
 class AnomalyMessage(TypedDict):
@@ -209,6 +220,7 @@ SCHEMAS: dict[str, type[Any]] = {
 M = TypeVar("M")
 
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_ONE_OF = re.compile(r"^Expected `str` matching regex '\^\(\?:(?P<alts>.*)\)\$'$")
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]*)`$")
 
 
@@ -238,19 +250,19 @@ def _invalid(text: str) -> InvalidReading:
     if missing:
         path = f"{path}.{missing.group('name')}" if path else missing.group("name")
         reason = "missing"
+    choice = _ONE_OF.match(reason)
+    if choice:
+        reason = "must be one of " + choice.group("alts").replace("|", ", ")
     return InvalidReading(path or "payload", reason)
 
 
 def parse_datetime(value: Any, field: str = "ts") -> datetime:
     """RFC 3339 text (any number of fraction digits; no offset is UTC) or Unix seconds -> aware UTC datetime."""
     if isinstance(value, str):
-        text = value.strip()
-        if text[-1:] == "z":
-            text = text[:-1] + "Z"
         try:
-            dt = datetime.fromisoformat(text)
+            dt = datetime.fromisoformat(value)
         except ValueError:
-            raise InvalidReading(field, f"cannot read timestamp {value[:40]!r} (RFC 3339 or Unix seconds)") from None
+            dt = _lenient_datetime(value, field)
         if dt.tzinfo is None:
             return dt.replace(tzinfo=UTC)
         try:
@@ -265,6 +277,17 @@ def parse_datetime(value: Any, field: str = "ts") -> datetime:
         except (OverflowError, OSError, ValueError):
             raise InvalidReading(field, f"is out of range: {value!r}") from None
     raise InvalidReading(field, f"must be an RFC 3339 string or Unix seconds, got {type(value).__name__}")
+
+
+def _lenient_datetime(value: str, field: str) -> datetime:
+    """RFC 3339 that ``fromisoformat`` refuses as it is: surrounding blanks, a lower-case ``z``."""
+    text = value.strip()
+    if text[-1:] == "z":
+        text = text[:-1] + "Z"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidReading(field, f"cannot read timestamp {value[:40]!r} (RFC 3339 or Unix seconds)") from None
 
 
 def format_timestamp(ts: float) -> str:

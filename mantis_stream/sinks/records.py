@@ -133,7 +133,7 @@ def _text(value: str) -> str:
 
 def _model(model: ModelRef | str | None) -> tuple[str, str]:
     if isinstance(model, dict):
-        return _text(model["name"]) or "unknown", _text(model["version"])
+        return _text(model.get("name", "")) or "unknown", _text(model.get("version", ""))
     if model:
         return _text(model), ""
     return "unknown", ""
