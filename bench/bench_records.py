@@ -14,17 +14,19 @@ Usage
 Notes
     The baseline's ``models/records.py``, ``sinks/records.py`` and
     ``models/reading.py`` are read with ``git show`` and loaded under private
-    module names. Each figure is the best of several timed rounds
-    (``timeit``), in microseconds per record, so other load on the machine
-    inflates the figures less than it would an average.
+    module names. Each figure is CPU microseconds per record, the best of
+    many short rounds that alternate between the baseline and this tree, so
+    other load on the machine inflates the figures less than an average.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import subprocess
 import sys
+import time
 import timeit
 from collections.abc import Callable
 from pathlib import Path
@@ -64,12 +66,23 @@ def load(rev: str, path: str) -> ModuleType:
     return module
 
 
-def per_record(fn: Callable[[], Any], seconds: float) -> float:
-    """Microseconds per call: the best of five rounds of about ``seconds`` each."""
-    timer = timeit.Timer(fn)
-    n, took = timer.autorange()
-    number = max(1, int(n * seconds / max(took, 1e-9)))
-    return min(timer.repeat(repeat=5, number=number)) / number * 1e6
+def side_by_side(old: Callable[[], Any], new: Callable[[], Any], rounds: int, seconds: float) -> tuple[float, float]:
+    """Microseconds per call of each: the best of ``rounds`` alternating rounds of about ``seconds`` each.
+
+    CPU time of this process (not wall time) and alternation, so that other
+    work on a shared machine slows both sides alike and the best round of
+    each is one the machine left alone.
+    """
+    timers = [timeit.Timer(fn, timer=time.process_time) for fn in (old, new)]
+    numbers = []
+    for timer in timers:
+        n, took = timer.autorange()
+        numbers.append(max(1, int(n * seconds / max(took, 1e-9))))
+    best = [math.inf, math.inf]
+    for _ in range(rounds):
+        for i, timer in enumerate(timers):
+            best[i] = min(best[i], timer.timeit(numbers[i]) / numbers[i] * 1e6)
+    return best[0], best[1]
 
 
 def cases(old_records: ModuleType, old_sinks: ModuleType, old_reading: ModuleType,
@@ -121,17 +134,19 @@ def cases(old_records: ModuleType, old_sinks: ModuleType, old_reading: ModuleTyp
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", default=None, help="git revision to compare with (default: before schema.py)")
-    parser.add_argument("--seconds", type=float, default=0.2, help="length of one timed round per case")
+    parser.add_argument("--seconds", type=float, default=0.02, help="length of one timed round")
+    parser.add_argument("--rounds", type=int, default=40, help="rounds per case and side")
     args = parser.parse_args()
     rev = args.baseline or default_baseline()
     old_records = load(rev, "mantis_stream/models/records.py")
     old_sinks = load(rev, "mantis_stream/sinks/records.py")
     old_reading = load(rev, "mantis_stream/models/reading.py")
     print(f"baseline {git('rev-parse', '--short', rev)} vs this tree ({git('rev-parse', '--short', 'HEAD')}"
-          f"{'+changes' if git('status', '--porcelain', '--untracked-files=no') else ''}); µs per record, best of 5")
+          f"{'+changes' if git('status', '--porcelain', '--untracked-files=no') else ''}); "
+          f"CPU µs per record, best of {args.rounds} alternating rounds")
     print(f"{'case':32} {'baseline':>9} {'now':>9} {'now/base':>9}")
     for label, old, new in cases(old_records, old_sinks, old_reading):
-        before, after = per_record(old, args.seconds), per_record(new, args.seconds)
+        before, after = side_by_side(old, new, args.rounds, args.seconds)
         print(f"{label:32} {before:9.2f} {after:9.2f} {after / before:9.2f}")
 
 
