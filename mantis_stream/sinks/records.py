@@ -13,7 +13,7 @@ Usage::
 Notes:
 - Text loses NUL characters (PostgreSQL rejects them in ``text``).
 - Timestamps become timezone-aware UTC datetimes (:func:`parse_ts`).
-- ``trace_id`` comes from the message's own ``trace_id`` when present, else
+- ``trace_id`` comes from a work order's own ``trace_id`` when present, else
   from the ``traceparent`` header (:func:`trace_id_from_headers`).
 """
 
