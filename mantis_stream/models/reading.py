@@ -1,41 +1,35 @@
-"""Parsing and validating one reading (INTERFACE.md, "A reading").
+"""Parsing and validating one reading (docs/interface.md, "A reading"; its shape: :class:`.schema.ReadingMessage`).
 
 Every rejection raises :class:`InvalidReading` naming the offending field, so a
-dead letter tells the sender exactly what to fix.
+dead letter tells the sender exactly what to fix; that is why the checks are
+written out field by field rather than left to a generic validator.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
 import orjson
+
+from .schema import MAX_ID_LENGTH as MAX_ID_LENGTH
+from .schema import InvalidReading as InvalidReading
+from .schema import ReadingMessage, fields, parse_datetime
+from .schema import format_timestamp as format_timestamp
 
 Kind = Literal["scalar", "waveform", "channels"]
 
 #: Timestamps outside [2000-01-01, 2200-01-01) are rejected as unreadable.
 TS_MIN = 946_684_800.0
 TS_MAX = 7_258_118_400.0
-MAX_ID_LENGTH = 128
 MAX_CHANNELS = 256
 MAX_META_KEYS = 64
 #: The fields a reading may have; others are ignored and reported (a misspelt ``unti`` must not vanish unseen).
-FIELDS = frozenset(("asset_id", "sensor_id", "ts", "value", "values", "sample_rate_hz", "channels",
-                    "unit", "kind", "cycle", "seq", "meta"))
+FIELDS = fields(ReadingMessage)
 #: Unknown field names kept per reading (each cut to MAX_ID_LENGTH characters).
 MAX_UNKNOWN_NAMES = 8
-
-
-class InvalidReading(ValueError):
-    """A reading that cannot be processed; ``field`` names what is wrong."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.reason = message
 
 
 @dataclass(slots=True)
@@ -107,26 +101,10 @@ def _identifier(obj: dict[str, Any], name: str) -> str:
 
 def parse_timestamp(x: Any, name: str = "ts") -> float:
     """RFC 3339 string or Unix seconds -> Unix seconds (UTC)."""
-    if _is_number(x):
-        ts = float(x)
-    elif isinstance(x, str):
-        try:
-            dt = datetime.fromisoformat(x)
-        except ValueError:
-            raise InvalidReading(name, f"cannot read timestamp {x[:40]!r} (RFC 3339 or Unix seconds)") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        ts = dt.timestamp()
-    else:
-        raise InvalidReading(name, f"must be an RFC 3339 string or Unix seconds, got {type(x).__name__}")
+    ts = float(x) if _is_number(x) else parse_datetime(x, name).timestamp()
     if not math.isfinite(ts) or not TS_MIN <= ts < TS_MAX:
         raise InvalidReading(name, "is out of range (2000-01-01 to 2200-01-01)")
     return ts
-
-
-def format_timestamp(ts: float) -> str:
-    """Unix seconds -> RFC 3339 UTC with milliseconds (the output format)."""
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 _SAMPLE_TYPES = {float, int}

@@ -54,7 +54,7 @@ with warnings.catch_warnings():  # aioinflux warns at import when pandas is abse
 
 from ..settings import mask_url
 from .buffer import Backoff, BufferedSink, RejectFn
-from .records import AnomalyEvent, FeatureVector, Record, RulEstimate
+from .records import AnomalyRow, FeatureRow, Record, RulRow
 from .spans import db_attributes, db_span
 
 try:
@@ -160,18 +160,18 @@ def _ns(ts: datetime) -> int:
 
 def point(record: Record) -> tuple[str, str] | None:
     """``(measurement, line)`` for a record, or None when it has no time series."""
-    if isinstance(record, FeatureVector):
+    if isinstance(record, FeatureRow):
         fields: dict[str, Any] = {name: float(v) for name, v in record.features.items() if name != "trace_id"}
         fields["trace_id"] = record.trace_id
         tags = {"asset_id": record.asset_id, "sensor_id": record.sensor_id}
         return _pair(FEATURES, tags, fields, record)
-    if isinstance(record, AnomalyEvent):
+    if isinstance(record, AnomalyRow):
         tags = {"asset_id": record.asset_id, "sensor_id": record.sensor_id,
                 "model": record.model_name, "model_version": record.model_version}
         fields = {"score": record.score, "threshold": record.threshold,
                   "is_anomaly": record.is_anomaly, "trace_id": record.trace_id}
         return _pair(ANOMALY_SCORES, tags, fields, record)
-    if isinstance(record, RulEstimate):
+    if isinstance(record, RulRow):
         tags = {"asset_id": record.asset_id, "sensor_id": record.sensor_id, "model": record.model_name,
                 "model_version": record.model_version, "unit": record.unit}
         fields = {"rul": record.rul, "lower": record.lower, "upper": record.upper,
@@ -181,7 +181,7 @@ def point(record: Record) -> tuple[str, str] | None:
 
 
 def _pair(measurement: str, tags: dict[str, str], fields: dict[str, Any],
-          record: FeatureVector | AnomalyEvent | RulEstimate) -> tuple[str, str] | None:
+          record: FeatureRow | AnomalyRow | RulRow) -> tuple[str, str] | None:
     text = line(measurement, tags, fields, _ns(record.ts))
     return None if text is None else (measurement, text)
 

@@ -43,7 +43,7 @@ from opentelemetry.semconv.attributes import db_attributes as DB
 
 from .buffer import Backoff, BufferedSink, RejectFn
 from .migrations import migrate
-from .records import AnomalyEvent, Record, RulEstimate, WorkOrder
+from .records import AnomalyRow, Record, RulRow, WorkOrderRow
 from .spans import db_attributes, db_span
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ class PostgresSink(BufferedSink[Record]):
         rows = [
             r
             for r in records
-            if isinstance(r, (RulEstimate, WorkOrder)) or (isinstance(r, AnomalyEvent) and r.is_anomaly)
+            if isinstance(r, (RulRow, WorkOrderRow)) or (isinstance(r, AnomalyRow) and r.is_anomaly)
         ]
         while len(self.contexts) > MAX_CONTEXTS:  # rows dropped as rejected leave theirs behind
             del self.contexts[next(iter(self.contexts))]
@@ -248,12 +248,12 @@ class PostgresSink(BufferedSink[Record]):
 
     async def _flush(self, batch: Sequence[Record]) -> None:
         pool = await self._ensure_ready()
-        anomalies = [r for r in batch if isinstance(r, AnomalyEvent)]
-        ruls = [r for r in batch if isinstance(r, RulEstimate)]
-        orders = [r for r in batch if isinstance(r, WorkOrder)]
+        anomalies = [r for r in batch if isinstance(r, AnomalyRow)]
+        ruls = [r for r in batch if isinstance(r, RulRow)]
+        orders = [r for r in batch if isinstance(r, WorkOrderRow)]
         seen: dict[str, tuple[datetime, datetime]] = {}
         for r in batch:
-            ts = r.created_at if isinstance(r, WorkOrder) else r.ts
+            ts = r.created_at if isinstance(r, WorkOrderRow) else r.ts
             lo, hi = seen.get(r.asset_id, (ts, ts))
             seen[r.asset_id] = (min(lo, ts), max(hi, ts))
         assets = sorted(seen)  # a fixed order: no deadlock between two workers
@@ -267,13 +267,13 @@ class PostgresSink(BufferedSink[Record]):
                 if anomalies:
                     with self._span("insert anomaly_events", "INSERT", "anomaly_events", len(anomalies)):
                         status = await conn.execute(
-                            _ANOMALIES_SQL, *[_column(anomalies, i) for i in range(len(AnomalyEvent._fields))]
+                            _ANOMALIES_SQL, *[_column(anomalies, i) for i in range(len(AnomalyRow._fields))]
                         )
                     counts["anomaly_events"] += _affected(status)
                 if ruls:
                     with self._span("insert rul_history", "INSERT", "rul_history", len(ruls)):
                         status = await conn.execute(
-                            _RUL_SQL, *[_column(ruls, i) for i in range(len(RulEstimate._fields))]
+                            _RUL_SQL, *[_column(ruls, i) for i in range(len(RulRow._fields))]
                         )
                     counts["rul_history"] += _affected(status)
                 for order in orders:
