@@ -51,6 +51,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope as PbScope
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
 
 __all__ = ["ProcessSpanExporter", "child_main", "compact", "exporter_from_env", "rebuild"]
@@ -123,25 +127,81 @@ def exporter_names() -> list[tuple[str, str]]:
     return out
 
 
-def exporter_from_env() -> SpanExporter | None:
-    """The exporter :func:`exporter_names` asks for (None for ``none``)."""
-    exporters: list[SpanExporter] = []
+def _exporters(encoded: bool) -> list[tuple[bool, SpanExporter]]:
+    """The exporters :func:`exporter_names` asks for, each with whether it takes an encoded request.
+
+    With ``encoded`` (the export process), OTLP/gRPC gets the request :class:`RecordEncoder`
+    made (:func:`_request_exporter`); the others get SDK spans.
+    """
+    exporters: list[tuple[bool, SpanExporter]] = []
     for kind, detail in exporter_names():
         if kind == "console":
-            exporters.append(ConsoleSpanExporter())
+            exporters.append((False, ConsoleSpanExporter()))
         elif kind == "otlp" and detail == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
-            exporters.append(GrpcExporter())
+            exporters.append((True, _request_exporter()) if encoded else (False, GrpcExporter()))
         elif kind == "otlp":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
-            exporters.append(HttpExporter())
+            exporters.append((False, HttpExporter()))
         else:
-            exporters.append(_file_exporter(detail))
+            exporters.append((False, _file_exporter(detail)))
+    return exporters
+
+
+def exporter_from_env() -> SpanExporter | None:
+    """The exporter :func:`exporter_names` asks for (None for ``none``)."""
+    exporters = [exporter for _, exporter in _exporters(encoded=False)]
     if not exporters:
         return None
     return exporters[0] if len(exporters) == 1 else FanOutExporter(exporters)
+
+
+def _request_exporter() -> SpanExporter:
+    """The SDK's OTLP/gRPC exporter (its channel, retries, timeouts, headers) sending a request encoded already."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+    class RequestExporter(GrpcExporter):
+        def _translate_data(self, data: Any) -> ExportTraceServiceRequest:
+            request: ExportTraceServiceRequest = data
+            return request
+
+        def _count_data(self, data: Any) -> int:
+            return sum(len(scope.spans) for resource in data.resource_spans for scope in resource.scope_spans)
+
+    return RequestExporter()
+
+
+class ChildExporters:
+    """What the export process does with a batch of records: each exporter gets them in the form it takes."""
+
+    def __init__(self, exporters: list[tuple[bool, SpanExporter]]) -> None:
+        self.exporters = exporters
+        self.encoder = RecordEncoder()
+
+    def export(self, records: Sequence[tuple], origins: dict[int, tuple]) -> bool:
+        """True when every exporter succeeded."""
+        request: ExportTraceServiceRequest | None = None
+        spans: list[Any] | None = None
+        ok = True
+        for encoded, exporter in self.exporters:
+            if encoded:
+                request = request if request is not None else self.encoder.request(records, origins)
+                result = exporter.export(request)  # type: ignore[arg-type]  # a request, see _request_exporter
+            else:
+                spans = spans if spans is not None else rebuild(records, origins)
+                result = exporter.export(spans)
+            ok = ok and result is SpanExportResult.SUCCESS
+        return ok
+
+    def force_flush(self) -> None:
+        for _, exporter in self.exporters:
+            exporter.force_flush()
+
+    def shutdown(self) -> None:
+        for _, exporter in self.exporters:
+            exporter.shutdown()
 
 
 def _attrs(attributes: Any) -> tuple[dict[str, Any], int]:
@@ -241,6 +301,158 @@ def rebuild(records: Sequence[tuple], origins: dict[int, tuple]) -> list[Any]:
             start_time=start, end_time=end, instrumentation_scope=scope,
         ))
     return spans
+
+
+#: Encoded attributes, statuses and trace states kept for reuse, at most this many of each.
+_MAX_CACHED = 4096
+_HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200  # OTLP's SpanFlags: the parent's is_remote is known / true
+
+
+class RecordEncoder:
+    """OTLP protobuf (``ExportTraceServiceRequest``) straight from :func:`compact` records.
+
+    Why: the SDK's encoder wants ``ReadableSpan`` objects and builds an
+    ``AnyValue`` and a ``KeyValue`` message per attribute of every span; that
+    was most of the export process's CPU, which competes with the worker for
+    the same cores.  Here a span is one ``Span`` message built from the
+    record's values, and its attributes are merged in as bytes: a stage's
+    spans repeat the same keys and mostly the same values (system, topic,
+    group, asset), so each (key, value) is encoded once and reused.  The result
+    is what :func:`opentelemetry.exporter.otlp.proto.common.trace_encoder.encode_spans`
+    makes of :func:`rebuild`'s spans (``tests/unit/test_tracing_record_encoder.py``).
+    """
+
+    def __init__(self) -> None:
+        self._attributes: dict[tuple[type, str, type, Any], bytes] = {}
+        self._statuses: dict[tuple[int, str | None], bytes] = {}
+        self._states: dict[str, str] = {}
+
+    def request(self, records: Sequence[tuple], origins: dict[int, tuple]) -> ExportTraceServiceRequest:
+        """The export request of ``records``: spans grouped by resource, then by instrumentation scope."""
+        request = ExportTraceServiceRequest()
+        resources: dict[tuple, tuple[ResourceSpans, dict[tuple, ScopeSpans]]] = {}
+        scope_of: dict[int, ScopeSpans] = {}
+        for record in records:
+            scope_spans = scope_of.get(record[0])
+            if scope_spans is None:
+                res_attrs, res_schema, *scope = origins[record[0]]
+                entry = resources.get((res_attrs, res_schema))
+                if entry is None:
+                    resource_spans = request.resource_spans.add(schema_url=res_schema)
+                    self._merge_attributes(resource_spans.resource, dict(res_attrs))
+                    entry = resources[res_attrs, res_schema] = (resource_spans, {})
+                scope_spans = entry[1].get(tuple(scope))
+                if scope_spans is None:
+                    name, version, schema = scope
+                    scope_spans = entry[0].scope_spans.add(scope=PbScope(name=name, version=version), schema_url=schema)
+                    entry[1][tuple(scope)] = scope_spans
+                scope_of[record[0]] = scope_spans
+            self.add_span(scope_spans.spans, record)
+        return request
+
+    def add_span(self, spans: Any, record: tuple) -> None:
+        """One record as an OTLP ``Span``, added to ``spans`` (a ``ScopeSpans``' field)."""
+        (_, trace_id, span_id, _, trace_state, parent_id, parent_remote, name, kind, start, end, attrs,
+         dropped_attrs, events, dropped_events, links, dropped_links, status_code, description) = record
+        span = spans.add(
+            trace_id=trace_id.to_bytes(16, "big"), span_id=span_id.to_bytes(8, "big"),
+            trace_state=self._state(trace_state) if trace_state else None,
+            parent_span_id=parent_id.to_bytes(8, "big") if parent_id else None,
+            name=name, kind=kind + 1,  # the API's SpanKind counts from INTERNAL = 0, OTLP's from UNSPECIFIED = 0
+            start_time_unix_nano=start, end_time_unix_nano=end,
+            dropped_attributes_count=dropped_attrs, dropped_events_count=dropped_events,
+            dropped_links_count=dropped_links,
+            flags=_HAS_IS_REMOTE | _IS_REMOTE if parent_id and parent_remote else _HAS_IS_REMOTE,
+        )
+        status = (status_code, description if status_code else None)
+        encoded_status = self._statuses.get(status)
+        if encoded_status is None:  # the SDK's encoder always sets it, UNSET too
+            encoded_status = Span(status=Status(code=status[0], message=status[1])).SerializeToString()
+            if len(self._statuses) >= _MAX_CACHED:
+                self._statuses.clear()
+            self._statuses[status] = encoded_status
+        self._merge_attributes(span, attrs, encoded_status)
+        for event_name, timestamp, values, dropped in events:
+            event = span.events.add(name=event_name, time_unix_nano=timestamp, dropped_attributes_count=dropped)
+            self._merge_attributes(event, values)
+        for link_trace, link_span, _, remote, _, values, dropped in links:
+            link = span.links.add(trace_id=link_trace.to_bytes(16, "big"), span_id=link_span.to_bytes(8, "big"),
+                                  dropped_attributes_count=dropped,
+                                  flags=_HAS_IS_REMOTE | _IS_REMOTE if remote else _HAS_IS_REMOTE)
+            self._merge_attributes(link, values)
+
+    def _state(self, header: str) -> str:
+        """A trace state as the SDK's encoder writes it (parsed, then joined)."""
+        text = self._states.get(header)
+        if text is None:
+            from opentelemetry.trace import TraceState
+
+            text = ",".join(f"{k}={v}" for k, v in TraceState.from_header([header]).items())
+            if len(self._states) >= _MAX_CACHED:
+                self._states.clear()
+            self._states[header] = text
+        return text
+
+    def _merge_attributes(self, message: Any, attributes: dict[str, Any], tail: bytes = b"") -> None:
+        """Append ``attributes`` to the ``attributes`` field of ``message`` (a ``Span``, ``Span.Event``,
+        ``Span.Link`` or ``Resource``), in order, then merge ``tail`` (more encoded fields of ``message``).
+
+        A str or bool attribute is merged from its encoding alone in a message of that type, kept for
+        reuse; any other is added in place.
+        """
+        cache = self._attributes
+        holder = type(message)
+        parts: list[bytes] = []
+        for key, value in attributes.items():
+            if type(value) not in _REUSED:
+                if parts:
+                    message.MergeFromString(b"".join(parts))
+                    parts.clear()
+                if type(value) is int:
+                    message.attributes.add(key=key).value.int_value = value
+                    continue
+                try:
+                    encoded = _any_value(value)
+                except TypeError:  # as the SDK's encoder: the attribute is left out, the span goes
+                    log.exception("tracing: span attribute %s could not be encoded", key)
+                    continue
+                message.attributes.add(key=key).value.CopyFrom(encoded)
+                continue
+            reused = (holder, key, type(value), value)
+            data = cache.get(reused)
+            if data is None:
+                data = holder(attributes=[KeyValue(key=key, value=_any_value(value))]).SerializeToString()
+                if len(cache) >= _MAX_CACHED:
+                    cache.clear()
+                cache[reused] = data
+            parts.append(data)
+        if tail:
+            parts.append(tail)
+        if parts:
+            message.MergeFromString(b"".join(parts))
+
+
+#: Value types whose encoded attribute is kept for reuse (ints are mostly offsets and counts: they rarely repeat).
+_REUSED = (str, bool)
+
+
+def _any_value(value: Any) -> AnyValue:
+    """An attribute value as OTLP's ``AnyValue``, as the SDK's encoder writes it."""
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, str):
+        return AnyValue(string_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, bytes):
+        return AnyValue(bytes_value=value)
+    if isinstance(value, Sequence):
+        return AnyValue(array_value=ArrayValue(values=[_any_value(v) for v in value]))
+    if value is None:
+        return AnyValue()
+    raise TypeError(f"span attribute value of type {type(value).__name__} cannot be encoded")
 
 
 class ProcessSpanExporter(SpanExporter):
@@ -401,7 +613,7 @@ def child_main(result_fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s (span export): %(message)s")
-    exporter = exporter_from_env()
+    exporters = ChildExporters(_exporters(encoded=True))
     origins: dict[int, tuple] = {}
     frames: queue.Queue[bytes | None] = queue.Queue(maxsize=READ_AHEAD)
     threading.Thread(target=_read_frames, args=(sys.stdin.buffer, frames), name="read-frames", daemon=True).start()
@@ -409,22 +621,18 @@ def child_main(result_fd: int) -> None:
         while (body := frames.get()) is not None:
             kind, payload = pickle.loads(body)
             if kind == _FLUSH:
-                if exporter is not None:
-                    exporter.force_flush()
+                exporters.force_flush()
                 results.write(f"flushed {payload}\n".encode())
                 continue
             new, records = payload
             origins.update(new)
-            ok = True
-            if exporter is not None:
-                try:
-                    ok = exporter.export(rebuild(records, origins)) is SpanExportResult.SUCCESS
-                except Exception:
-                    logging.getLogger("mantis_stream.tracing").debug("exporter raised", exc_info=True)
-                    ok = False
+            try:
+                ok = exporters.export(records, origins)
+            except Exception:
+                logging.getLogger("mantis_stream.tracing").debug("exporter raised", exc_info=True)
+                ok = False
             results.write(f"{'ok' if ok else 'failed'} {len(records)}\n".encode())
-        if exporter is not None:
-            exporter.shutdown()
+        exporters.shutdown()
 
 
 if __name__ == "__main__":
