@@ -36,6 +36,8 @@ Notes
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
 import logging
 import os
@@ -495,6 +497,9 @@ class ProcessSpanExporter(SpanExporter):
             )
         finally:
             os.close(write_fd)
+        assert self._proc.stdin is not None
+        with contextlib.suppress(OSError, AttributeError):  # Linux only; else the system's default size
+            fcntl.fcntl(self._proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self._sent_origins, self._sent, self._settled = 0, 0, 0  # the new child is told every origin again
         self._flushes = self._flushed = 0
         results = os.fdopen(read_fd, "rb")
@@ -596,7 +601,10 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes | None:
 
 
 #: Frames the export process reads ahead while it exports (the worker's writes do not wait on an export).
-READ_AHEAD = 8
+READ_AHEAD = 16
+#: The pipe's buffer to the export process: with the frames read ahead, bursts of ~10 k spans wait there
+#: instead of filling the batch processor's queue (whose overflow is dropped).
+PIPE_BYTES = 1 << 20
 
 
 def _read_frames(stdin: IO[bytes], frames: queue.Queue[bytes | None]) -> None:

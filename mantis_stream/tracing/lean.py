@@ -53,7 +53,7 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
 #: The SDK's own ids: random, never the invalid all-zero id.
 _IDS = RandomIdGenerator()
-_PRIMITIVE = (str, bool, int, float)
+_PRIMITIVE = frozenset((str, bool, int, float))
 
 
 def _clean(values: Any, limit: int | None, max_len: int | None) -> tuple[dict[str, Any], int]:
@@ -65,9 +65,16 @@ def _clean(values: Any, limit: int | None, max_len: int | None) -> tuple[dict[st
     """
     if not values:
         return {}, 0
-    if not all(type(v) in _PRIMITIVE and type(k) is str and k for k, v in values.items()):
-        bounded = BoundedAttributes(limit, values, max_value_len=max_len)
-        return dict(bounded), bounded.dropped
+    short = True
+    for key, value in values.items():
+        kind = type(value)
+        if kind not in _PRIMITIVE or type(key) is not str or not key:
+            bounded = BoundedAttributes(limit, values, max_value_len=max_len)
+            return dict(bounded), bounded.dropped
+        if kind is str and max_len is not None and len(value) > max_len:
+            short = False
+    if short and (limit is None or len(values) <= limit):
+        return dict(values), 0
     out: dict[str, Any] = {}
     dropped = 0
     for key, value in values.items():
@@ -148,8 +155,13 @@ class LeanSpan(trace.Span):
             return
         limits = self._tracer.limits
         clean, _ = _clean(attributes, None, limits.max_attribute_length)
+        mine = self._attributes
+        limit = limits.max_span_attributes
+        if (limit is None or len(mine) + len(clean) <= limit) and mine.keys().isdisjoint(clean):
+            mine.update(clean)  # what setting them one by one would give
+            return
         for key, value in clean.items():
-            self._dropped_attributes += _put(self._attributes, key, value, limits.max_span_attributes)
+            self._dropped_attributes += _put(mine, key, value, limit)
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         if self._end is not None:
