@@ -64,6 +64,12 @@ __all__ = ["ProcessSpanExporter", "child_main", "compact", "exporter_from_env", 
 log = logging.getLogger("mantis_stream.tracing")
 
 _HEADER = struct.Struct("!I")
+
+#: A finished span as plain values (:func:`compact`): origin, ids, flags, trace state, parent, name, kind,
+#: times, attributes, events, links (each with its dropped count), status.
+SpanRecord = tuple[Any, ...]
+#: A span's resource and instrumentation scope as plain values (:func:`origin_key`).
+OriginKey = tuple[Any, ...]
 _SPANS, _FLUSH = 0, 1
 
 
@@ -182,7 +188,7 @@ class ChildExporters:
         self.exporters = exporters
         self.encoder = RecordEncoder()
 
-    def export(self, records: Sequence[tuple], origins: dict[int, tuple]) -> bool:
+    def export(self, records: Sequence[SpanRecord], origins: dict[int, OriginKey]) -> bool:
         """True when every exporter succeeded."""
         request: ExportTraceServiceRequest | None = None
         spans: list[Any] | None = None
@@ -212,7 +218,7 @@ def _attrs(attributes: Any) -> tuple[dict[str, Any], int]:
     return dict(attributes), getattr(attributes, "dropped", 0)
 
 
-def origin_key(resource: Any, scope: Any) -> tuple:
+def origin_key(resource: Any, scope: Any) -> OriginKey:
     """What a span's resource and instrumentation scope are, as plain values."""
     return (
         tuple(sorted(resource.attributes.items())), resource.schema_url,
@@ -220,7 +226,7 @@ def origin_key(resource: Any, scope: Any) -> tuple:
     )
 
 
-def compact(spans: Sequence[Any], origin: Callable[[tuple], int]) -> list[tuple]:
+def compact(spans: Sequence[Any], origin: Callable[[OriginKey], int]) -> list[SpanRecord]:
     """Each finished span as a tuple of plain values (a ``lean`` span's record already is one).
 
     ``origin`` numbers each (resource, scope) pair.
@@ -250,7 +256,7 @@ def compact(spans: Sequence[Any], origin: Callable[[tuple], int]) -> list[tuple]
     return out
 
 
-def rebuild(records: Sequence[tuple], origins: dict[int, tuple]) -> list[Any]:
+def rebuild(records: Sequence[SpanRecord], origins: dict[int, OriginKey]) -> list[Any]:
     """The ``ReadableSpan`` objects :func:`compact` describes (in the child)."""
     from opentelemetry.attributes import BoundedAttributes
     from opentelemetry.sdk.resources import Resource
@@ -266,7 +272,7 @@ def rebuild(records: Sequence[tuple], origins: dict[int, tuple]) -> list[Any]:
         attrs.dropped = dropped
         return attrs
 
-    def bounded_list(items: list, dropped: int) -> Any:
+    def bounded_list(items: list[Any], dropped: int) -> Any:
         if not dropped:
             return items
         out = BoundedList.from_seq(None, items)
@@ -329,10 +335,10 @@ class RecordEncoder:
         self._statuses: dict[tuple[int, str | None], bytes] = {}
         self._states: dict[str, str] = {}
 
-    def request(self, records: Sequence[tuple], origins: dict[int, tuple]) -> ExportTraceServiceRequest:
+    def request(self, records: Sequence[SpanRecord], origins: dict[int, OriginKey]) -> ExportTraceServiceRequest:
         """The export request of ``records``: spans grouped by resource, then by instrumentation scope."""
         request = ExportTraceServiceRequest()
-        resources: dict[tuple, tuple[ResourceSpans, dict[tuple, ScopeSpans]]] = {}
+        resources: dict[tuple[Any, ...], tuple[ResourceSpans, dict[tuple[Any, ...], ScopeSpans]]] = {}
         scope_of: dict[int, ScopeSpans] = {}
         for record in records:
             scope_spans = scope_of.get(record[0])
@@ -352,7 +358,7 @@ class RecordEncoder:
             self.add_span(scope_spans.spans, record)
         return request
 
-    def add_span(self, spans: Any, record: tuple) -> None:
+    def add_span(self, spans: Any, record: SpanRecord) -> None:
         """One record as an OTLP ``Span``, added to ``spans`` (a ``ScopeSpans``' field)."""
         (_, trace_id, span_id, _, trace_state, parent_id, parent_remote, name, kind, start, end, attrs,
          dropped_attrs, events, dropped_events, links, dropped_links, status_code, description) = record
@@ -369,7 +375,9 @@ class RecordEncoder:
         status = (status_code, description if status_code else None)
         encoded_status = self._statuses.get(status)
         if encoded_status is None:  # the SDK's encoder always sets it, UNSET too
-            encoded_status = Span(status=Status(code=status[0], message=status[1])).SerializeToString()
+            code, message = status
+            pb_status = Status(code=code) if message is None else Status(code=code, message=message)
+            encoded_status = Span(status=pb_status).SerializeToString()
             if len(self._statuses) >= _MAX_CACHED:
                 self._statuses.clear()
             self._statuses[status] = encoded_status
@@ -464,14 +472,14 @@ class ProcessSpanExporter(SpanExporter):
         self._on_failed = on_failed
         self._lock = threading.Lock()
         self._acked = threading.Condition()
-        self._origins: dict[tuple, int] = {}
+        self._origins: dict[OriginKey, int] = {}
         self._origin_lock = threading.Lock()
         self._sent_origins = 0
         self._sent = 0  # spans written to the current child
         self._settled = 0  # of them, exported or reported failed
         self._flushes = 0
         self._flushed = 0
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._closed = False
         self._start()
@@ -480,7 +488,7 @@ class ProcessSpanExporter(SpanExporter):
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def origin(self, key: tuple) -> int:
+    def origin(self, key: OriginKey) -> int:
         """The number of a (resource, scope) pair (:func:`origin_key`), told to the child with the next batch."""
         number = self._origins.get(key)
         if number is None:
@@ -622,7 +630,7 @@ def child_main(result_fd: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s (span export): %(message)s")
     exporters = ChildExporters(_exporters(encoded=True))
-    origins: dict[int, tuple] = {}
+    origins: dict[int, OriginKey] = {}
     frames: queue.Queue[bytes | None] = queue.Queue(maxsize=READ_AHEAD)
     threading.Thread(target=_read_frames, args=(sys.stdin.buffer, frames), name="read-frames", daemon=True).start()
     with os.fdopen(result_fd, "wb", buffering=0) as results:

@@ -42,8 +42,10 @@ from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import SpanLimits
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from .export_process import SpanRecord
 
 __all__ = ["LeanSpan", "LeanTracer"]
 
@@ -96,7 +98,7 @@ def _put(values: dict[str, Any], key: str, value: Any, limit: int | None) -> int
     return 0
 
 
-def _append(items: list, item: tuple, limit: int | None) -> int:
+def _append(items: list[tuple[Any, ...]], item: tuple[Any, ...], limit: int | None) -> int:
     """Append as the SDK's ``BoundedList`` does (when full the oldest goes); 1 if one went."""
     if limit is not None and len(items) >= limit:
         if limit == 0:
@@ -128,9 +130,9 @@ class LeanSpan(trace.Span):
         self._kind = kind
         self._attributes, self._dropped_attributes = _clean(attributes, limits.max_span_attributes,
                                                             limits.max_attribute_length)
-        self._events: list[tuple] = []
+        self._events: list[tuple[Any, ...]] = []
         self._dropped_events = 0
-        self._links: list[tuple] = []
+        self._links: list[tuple[Any, ...]] = []
         self._dropped_links = 0
         for link in links:
             self._add_link(link.context, link.attributes)
@@ -241,7 +243,7 @@ class LeanSpan(trace.Span):
 class LeanTracer(trace.Tracer):
     """The SDK tracer's sampling, with :class:`LeanSpan` for what is sampled (see the module docstring)."""
 
-    def __init__(self, sampler: Sampler, limits: SpanLimits, origin: int, emit: Callable[[tuple], None]) -> None:
+    def __init__(self, sampler: Sampler, limits: SpanLimits, origin: int, emit: Callable[[SpanRecord], None]) -> None:
         self.sampler = sampler
         self.limits = limits
         self.origin = origin
@@ -267,14 +269,14 @@ class LeanTracer(trace.Tracer):
             trace_id = parent.trace_id
         result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
         random_id = parent is None or parent.trace_flags.random_trace_id
-        sampled = result.decision.is_sampled()
+        sampled = result.decision is Decision.RECORD_AND_SAMPLE
         if random_id:
             flags = _SAMPLED if sampled else _UNSAMPLED
         else:
             flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
         span_id = _IDS.generate_span_id()
         span_context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags, trace_state=result.trace_state)
-        if not result.decision.is_recording():
+        if result.decision is Decision.DROP:
             return trace.NonRecordingSpan(span_context)
         return LeanSpan(self, name, span_context, parent, kind, result.attributes, links, start_time,
                         record_exception, set_status_on_exception)
