@@ -13,9 +13,10 @@ way (the stage's sampler, random ids, ``RANDOM_TRACE_ID`` flag, the sampler's
 attributes and trace state) and a sampled span is a :class:`LeanSpan` that
 holds plain values and, when it ends, puts the same tuple
 :func:`~.export_process.compact` makes of an SDK span into the batch
-processor's queue.  The export process rebuilds SDK ``ReadableSpan`` objects
-from it for the real exporters, so the collector sees what the SDK would send
-(``tests/test_tracing_export_process.py`` compares both over the wire).
+processor's queue.  The export process encodes OTLP from it as the SDK's
+encoder would, so the collector sees what the SDK would send
+(``tests/integration/test_tracing_export_process.py`` compares both over the
+wire, ``tests/unit/test_tracing_record_encoder.py`` byte for byte).
 
 Notes
 =====
@@ -56,6 +57,7 @@ _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
 #: The SDK's own ids: random, never the invalid all-zero id.
 _IDS = RandomIdGenerator()
 _PRIMITIVE = frozenset((str, bool, int, float))
+_UNSET = Status(StatusCode.UNSET)  # immutable: every new span shares it
 
 
 def _clean(values: Any, limit: int | None, max_len: int | None) -> tuple[dict[str, Any], int]:
@@ -136,7 +138,7 @@ class LeanSpan(trace.Span):
         self._dropped_links = 0
         for link in links:
             self._add_link(link.context, link.attributes)
-        self._status = Status(StatusCode.UNSET)
+        self._status = _UNSET
         self._start = start_time if start_time is not None else time.time_ns()
         self._end: int | None = None
 
