@@ -23,7 +23,8 @@ Notes
   failed export are counted as dropped in the worker (``on_failed``), and so
   are the spans still in the child when it had to be killed at shutdown.
 * Never blocks the event loop: writes happen on the processor's thread, and
-  the child reads up to :data:`READ_AHEAD` batches ahead while it exports; a
+  the child reads up to :data:`READ_AHEAD` batches ahead while it exports (the
+  batches waiting go out together, up to :data:`EXPORT_BATCH` spans); a
   child stuck on a hanging collector makes that thread wait, the processor's
   queue fills and new spans are dropped and counted, as with an in-process
   exporter.
@@ -612,7 +613,10 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes | None:
 
 
 #: Frames the export process reads ahead while it exports (the worker's writes do not wait on an export).
-READ_AHEAD = 16
+READ_AHEAD = 64
+#: Most spans the export process sends in one request when frames wait (a few hundred bytes each, well
+#: under a collector's default 4 MiB message limit).
+EXPORT_BATCH = 2048
 #: The pipe's buffer to the export process: with the frames read ahead, bursts of ~10 k spans wait there
 #: instead of filling the batch processor's queue (whose overflow is dropped).
 PIPE_BYTES = 1 << 20
@@ -637,20 +641,37 @@ def child_main(result_fd: int) -> None:
     frames: queue.Queue[bytes | None] = queue.Queue(maxsize=READ_AHEAD)
     threading.Thread(target=_read_frames, args=(sys.stdin.buffer, frames), name="read-frames", daemon=True).start()
     with os.fdopen(result_fd, "wb", buffering=0) as results:
-        while (body := frames.get()) is not None:
+        ahead: list[bytes | None] = []  # a frame read while gathering spans, handled next
+        while (body := ahead.pop() if ahead else frames.get()) is not None:
             kind, payload = marshal.loads(body)
             if kind == _FLUSH:
                 exporters.force_flush()
                 results.write(f"flushed {payload}\n".encode())
                 continue
-            new, records = payload
-            origins.update(new)
+            records: list[SpanRecord] = []
+            counts: list[int] = []
+            while True:  # the frames waiting already go out in one request (fewer, larger exports when behind)
+                new, batch = payload
+                origins.update(new)
+                records.extend(batch)
+                counts.append(len(batch))
+                if len(records) >= EXPORT_BATCH:
+                    break
+                try:
+                    body = frames.get_nowait()
+                except queue.Empty:
+                    break
+                if body is None or (following := marshal.loads(body))[0] == _FLUSH:
+                    ahead.append(body)
+                    break
+                payload = following[1]
             try:
                 ok = exporters.export(records, origins)
             except Exception:
                 logging.getLogger("mantis_stream.tracing").debug("exporter raised", exc_info=True)
                 ok = False
-            results.write(f"{'ok' if ok else 'failed'} {len(records)}\n".encode())
+            outcome = "ok" if ok else "failed"
+            results.write("".join(f"{outcome} {n}\n" for n in counts).encode())
         exporters.shutdown()
 
 
