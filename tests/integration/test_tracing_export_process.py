@@ -153,6 +153,22 @@ def test_a_stalled_collector_is_ridden_out_without_drops_and_the_backlog_goes_in
         assert rx.requests <= 15_000 // export_process.EXPORT_BATCH + 8 < 15_000 // 512  # the backlog went in bulk
 
 
+def test_the_span_queue_in_front_of_the_export_process_is_longer_unless_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    queue_size = {}
+    for mode, size in (("process", None), ("thread", None), ("process", "1000")):
+        monkeypatch.setenv("MANTIS_TRACING_EXPORT", mode)
+        if size:
+            monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", size)
+        rt = tracing.configure(Settings(), sampler_override=ALWAYS_ON)
+        queue_size[mode, size] = rt.processor._max
+        tracing.shutdown()
+    assert queue_size == {("process", None): export_process.QUEUE_SIZE, ("thread", None): 2048,
+                            ("process", "1000"): 1000}
+
+
 def test_a_dead_child_is_replaced_and_its_unconfirmed_spans_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     with OTLPReceiver() as rx:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.grpc_endpoint)
