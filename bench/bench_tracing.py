@@ -252,6 +252,13 @@ async def main() -> None:
     for label, wall, cpu, record, cpu_all, child_cpu, exported, dropped in results:
         print(f"{label:<31}{wall * 1e6:>9.1f}{cpu * 1e6:>9.1f}{record * 1e6:>12.1f}{cpu_all * 1e6:>9.1f}"
               f"{child_cpu * 1e6:>10.1f}{exported:>10}{dropped:>9}")
+    by_label = {row[0]: row for row in results}
+    off, unsampled, every = by_label["off"], by_label["unsampled parent"], by_label["100%"]
+    spans = every[6] / (args.repeat * args.messages)  # per message + record
+    print(f"unsampled (a parent that says 'not sampled'): {unsampled[4] * 1e6 - off[4] * 1e6:.1f} us more than off "
+          "per message + record")
+    print(f"per sampled span at 100% ({spans:.1f} per message + record): worker "
+          f"{(every[4] - off[4]) / spans * 1e6:.1f} us, export process {every[5] / spans * 1e6:.1f} us (CPU)")
     print(f"reference: one bare OpenTelemetry SDK span start+end here takes {bare_us:.1f} us (wall)")
 
 

@@ -13,9 +13,10 @@ way (the stage's sampler, random ids, ``RANDOM_TRACE_ID`` flag, the sampler's
 attributes and trace state) and a sampled span is a :class:`LeanSpan` that
 holds plain values and, when it ends, puts the same tuple
 :func:`~.export_process.compact` makes of an SDK span into the batch
-processor's queue.  The export process rebuilds SDK ``ReadableSpan`` objects
-from it for the real exporters, so the collector sees what the SDK would send
-(``tests/test_tracing_export_process.py`` compares both over the wire).
+processor's queue.  The export process encodes OTLP from it as the SDK's
+encoder would, so the collector sees what the SDK would send
+(``tests/integration/test_tracing_export_process.py`` compares both over the
+wire, ``tests/unit/test_tracing_record_encoder.py`` byte for byte).
 
 Notes
 =====
@@ -42,8 +43,10 @@ from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import SpanLimits
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from .export_process import SpanRecord
 
 __all__ = ["LeanSpan", "LeanTracer"]
 
@@ -53,7 +56,8 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
 #: The SDK's own ids: random, never the invalid all-zero id.
 _IDS = RandomIdGenerator()
-_PRIMITIVE = (str, bool, int, float)
+_PRIMITIVE = frozenset((str, bool, int, float))
+_UNSET = Status(StatusCode.UNSET)  # immutable: every new span shares it
 
 
 def _clean(values: Any, limit: int | None, max_len: int | None) -> tuple[dict[str, Any], int]:
@@ -65,9 +69,16 @@ def _clean(values: Any, limit: int | None, max_len: int | None) -> tuple[dict[st
     """
     if not values:
         return {}, 0
-    if not all(type(v) in _PRIMITIVE and type(k) is str and k for k, v in values.items()):
-        bounded = BoundedAttributes(limit, values, max_value_len=max_len)
-        return dict(bounded), bounded.dropped
+    short = True
+    for key, value in values.items():
+        kind = type(value)
+        if kind not in _PRIMITIVE or type(key) is not str or not key:
+            bounded = BoundedAttributes(limit, values, max_value_len=max_len)
+            return dict(bounded), bounded.dropped
+        if kind is str and max_len is not None and len(value) > max_len:
+            short = False
+    if short and (limit is None or len(values) <= limit):
+        return dict(values), 0
     out: dict[str, Any] = {}
     dropped = 0
     for key, value in values.items():
@@ -89,7 +100,7 @@ def _put(values: dict[str, Any], key: str, value: Any, limit: int | None) -> int
     return 0
 
 
-def _append(items: list, item: tuple, limit: int | None) -> int:
+def _append(items: list[tuple[Any, ...]], item: tuple[Any, ...], limit: int | None) -> int:
     """Append as the SDK's ``BoundedList`` does (when full the oldest goes); 1 if one went."""
     if limit is not None and len(items) >= limit:
         if limit == 0:
@@ -121,13 +132,13 @@ class LeanSpan(trace.Span):
         self._kind = kind
         self._attributes, self._dropped_attributes = _clean(attributes, limits.max_span_attributes,
                                                             limits.max_attribute_length)
-        self._events: list[tuple] = []
+        self._events: list[tuple[Any, ...]] = []
         self._dropped_events = 0
-        self._links: list[tuple] = []
+        self._links: list[tuple[Any, ...]] = []
         self._dropped_links = 0
         for link in links:
             self._add_link(link.context, link.attributes)
-        self._status = Status(StatusCode.UNSET)
+        self._status = _UNSET
         self._start = start_time if start_time is not None else time.time_ns()
         self._end: int | None = None
 
@@ -148,8 +159,13 @@ class LeanSpan(trace.Span):
             return
         limits = self._tracer.limits
         clean, _ = _clean(attributes, None, limits.max_attribute_length)
+        mine = self._attributes
+        limit = limits.max_span_attributes
+        if (limit is None or len(mine) + len(clean) <= limit) and mine.keys().isdisjoint(clean):
+            mine.update(clean)  # what setting them one by one would give
+            return
         for key, value in clean.items():
-            self._dropped_attributes += _put(self._attributes, key, value, limits.max_span_attributes)
+            self._dropped_attributes += _put(mine, key, value, limit)
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         if self._end is not None:
@@ -229,7 +245,7 @@ class LeanSpan(trace.Span):
 class LeanTracer(trace.Tracer):
     """The SDK tracer's sampling, with :class:`LeanSpan` for what is sampled (see the module docstring)."""
 
-    def __init__(self, sampler: Sampler, limits: SpanLimits, origin: int, emit: Callable[[tuple], None]) -> None:
+    def __init__(self, sampler: Sampler, limits: SpanLimits, origin: int, emit: Callable[[SpanRecord], None]) -> None:
         self.sampler = sampler
         self.limits = limits
         self.origin = origin
@@ -255,14 +271,14 @@ class LeanTracer(trace.Tracer):
             trace_id = parent.trace_id
         result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
         random_id = parent is None or parent.trace_flags.random_trace_id
-        sampled = result.decision.is_sampled()
+        sampled = result.decision is Decision.RECORD_AND_SAMPLE
         if random_id:
             flags = _SAMPLED if sampled else _UNSAMPLED
         else:
             flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
         span_id = _IDS.generate_span_id()
         span_context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags, trace_state=result.trace_state)
-        if not result.decision.is_recording():
+        if result.decision is Decision.DROP:
             return trace.NonRecordingSpan(span_context)
         return LeanSpan(self, name, span_context, parent, kind, result.attributes, links, start_time,
                         record_exception, set_status_on_exception)

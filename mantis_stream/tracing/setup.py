@@ -408,7 +408,7 @@ def configure(
         if exporter is not None:
             counted = _CountingExporter(exporter, drops)
             if batch:
-                processor = _BoundedBatchSpanProcessor(counted, drops)
+                processor = _BoundedBatchSpanProcessor(counted, drops, **export_process.processor_options(exporter))
             else:
                 processor = SimpleSpanProcessor(counted)
     limits = SpanLimits(

@@ -131,6 +131,44 @@ def test_shutdown_flushes_what_the_child_holds(monkeypatch: pytest.MonkeyPatch) 
             os.kill(child, 0)
 
 
+def test_a_stalled_collector_is_ridden_out_without_drops_and_the_backlog_goes_in_larger_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """15,000 spans made while the collector answers nothing (7x the worker's span queue) all arrive."""
+    with OTLPReceiver() as rx:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.grpc_endpoint)
+        rt = tracing.configure(Settings(), sampler_override=ALWAYS_ON)
+        assert rt.force_flush(timeout_millis=30_000)  # the export process is up (it reads nothing before)
+        tracer = tracing.stage_tracer("anomaly-detection")
+        with rx._lock:  # the receiver's Export waits on it: the collector stalls
+            for i in range(30):
+                for j in range(500):
+                    tracer.start_span("process mantis.internal.feature-batches",
+                                      attributes={"messaging.kafka.offset": i * 500 + j, "asset.id": "P-1"}).end()
+                time.sleep(0.02)  # the processor's thread hands them on, as between a worker's batches
+            assert rt.dropped_spans == 0
+        assert rt.force_flush(timeout_millis=60_000)
+        assert len(rx.wait_for(lambda s: len(s) >= 15_000, timeout=60)) == 15_000
+        assert rt.dropped_spans == 0
+        assert rx.requests <= 15_000 // export_process.EXPORT_BATCH + 8 < 15_000 // 512  # the backlog went in bulk
+
+
+def test_the_span_queue_in_front_of_the_export_process_is_longer_unless_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    queue_size = {}
+    for mode, size in (("process", None), ("thread", None), ("process", "1000")):
+        monkeypatch.setenv("MANTIS_TRACING_EXPORT", mode)
+        if size:
+            monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", size)
+        rt = tracing.configure(Settings(), sampler_override=ALWAYS_ON)
+        queue_size[mode, size] = rt.processor._max
+        tracing.shutdown()
+    assert queue_size == {("process", None): export_process.QUEUE_SIZE, ("thread", None): 2048,
+                            ("process", "1000"): 1000}
+
+
 def test_a_dead_child_is_replaced_and_its_unconfirmed_spans_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     with OTLPReceiver() as rx:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.grpc_endpoint)
