@@ -174,8 +174,8 @@ class _CountingExporter(SpanExporter):
 class _BoundedBatchSpanProcessor(BatchSpanProcessor):
     """A BatchSpanProcessor that drops *new* spans when full, counting instead of warning per span."""
 
-    def __init__(self, exporter: SpanExporter, drops: _DropCounter) -> None:
-        super().__init__(exporter)
+    def __init__(self, exporter: SpanExporter, drops: _DropCounter, max_queue_size: int | None = None) -> None:
+        super().__init__(exporter, max_queue_size=max_queue_size)
         self._drops = drops
         self._batch = otel_compat.batch_queue(self)
         self._queue, self._max = self._batch.queue, self._batch.max_size
