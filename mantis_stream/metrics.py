@@ -23,8 +23,8 @@ Usage
 Notes
 =====
 
-* Stages come from ``mantis_stream.topics.AGENT_STAGES`` (``stream.prefix`` is
-  the agent's name); a message produced outside any stage (HTTP ingest) counts
+* Stages come from ``mantis_stream.stages.AGENT_STAGES`` (the tracing
+  sensor's :class:`~mantis_stream.tracing.stage_map.StageMap`); a message produced outside any stage (HTTP ingest) counts
   under ``ingestion``; a table's changelog under ``state``.
 * Label values are bounded: stages and topics are the app's own; asset ids are
   capped at :data:`MAX_ASSETS` (later assets are reported as ``_other``).
@@ -50,7 +50,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import topics as names
+from .stages import AGENT_STAGES
 from .tracing.context import STAGE_KEY
+from .tracing.stage_map import StageMap
 
 __all__ = ["MAX_ASSETS", "MetricsSensor", "install", "render"]
 
@@ -106,12 +108,11 @@ class MetricsSensor(Sensor):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.stages = dict(names.AGENT_STAGES if stages is None else stages)
+        self.stages = StageMap(AGENT_STAGES if stages is None else stages, default_stage)
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
         self.app = app
         self.max_assets = max_assets
         self.default_stage = default_stage
-        self._stage_cache: dict[str, str] = {}
         self._in_flight: dict[Any, tuple[str, float]] = {}
         self._assets: set[str] = set()
         #: (metric, label values) -> child: ``labels()`` takes a lock and builds a tuple on every call.
@@ -153,26 +154,13 @@ class MetricsSensor(Sensor):
             child = self._labelled[key] = metric.labels(*labels)
         return child
 
-    def stage_for(self, stream: Any) -> str:
-        prefix = getattr(stream, "prefix", "") or ""
-        if not prefix:
-            prefix = getattr(current_agent(), "name", "") or ""
-        stage = self._stage_cache.get(prefix)
-        if stage is None:
-            short = prefix.rsplit(".", 1)[-1]
-            stage = self.stages.get(prefix) or self.stages.get(short) or short or self.default_stage
-            if len(self._stage_cache) < 256:
-                self._stage_cache[prefix] = stage
-        return stage
-
     def _sending_stage(self, topic: str) -> str:
         stage = otel_context.get_current().get(STAGE_KEY)
         if stage:
             return str(stage)
         agent = current_agent()
         if agent is not None:
-            name = getattr(agent, "name", "") or ""
-            return self.stages.get(name) or self.stages.get(name.rsplit(".", 1)[-1]) or name.rsplit(".", 1)[-1]
+            return self.stages.of_agent(getattr(agent, "name", "") or "")
         if topic.endswith("-changelog"):
             return "state"
         return self.default_stage
@@ -265,7 +253,7 @@ class MetricsSensor(Sensor):
 
     def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
         try:
-            stage = self.stage_for(stream)
+            stage = self.stages.of_stream(stream)
             topic = tp.topic
             self._child(self.events_in, stage, topic).inc()
             flight = self._in_flight
@@ -321,7 +309,7 @@ def install(app: Any, settings: Any = None, *, route: str = "/metrics") -> Metri
     for sensor in app.sensors:
         if isinstance(sensor, MetricsSensor):
             return sensor
-    sensor = MetricsSensor(stages=names.AGENT_STAGES, app=app)
+    sensor = MetricsSensor(app=app)
     app.sensors.add(sensor)
 
     from faust import web
