@@ -26,6 +26,10 @@ Notes
 * Stages come from ``mantis_stream.stages.AGENT_STAGES`` (the tracing
   sensor's :class:`~mantis_stream.tracing.stage_map.StageMap`); a message produced outside any stage (HTTP ingest) counts
   under ``ingestion``; a table's changelog under ``state``.
+* Records, not messages: on the batched hops (``topics.BATCHED``) a message
+  carries many records; ``agents._batch.open_items`` reports how many
+  (:meth:`MetricsSensor.on_records`), so ``mantis_events_in`` and the latency
+  count records; ``mantis_messages_in`` counts the Kafka messages.
 * Label values are bounded: stages and topics are the app's own; asset ids are
   capped at :data:`MAX_ASSETS` (later assets are reported as ``_other``).
 * Anomaly scores and RUL are observed where they are *consumed* (the first
@@ -54,7 +58,7 @@ from .stages import AGENT_STAGES
 from .tracing.context import STAGE_KEY
 from .tracing.stage_map import StageMap
 
-__all__ = ["MAX_ASSETS", "MetricsSensor", "install", "render"]
+__all__ = ["MAX_ASSETS", "MetricsSensor", "install", "installed", "render"]
 
 log = logging.getLogger("mantis_stream.metrics")
 
@@ -105,6 +109,7 @@ class MetricsSensor(Sensor):
         app: Any = None,
         max_assets: int = MAX_ASSETS,
         default_stage: str = "ingestion",
+        batched_topics: Iterable[str] = names.BATCHED,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -113,12 +118,19 @@ class MetricsSensor(Sensor):
         self.app = app
         self.max_assets = max_assets
         self.default_stage = default_stage
-        self._in_flight: dict[Any, tuple[str, float]] = {}
+        #: Topics whose messages carry many records: their records are counted by :meth:`on_records`.
+        self.batched_topics = frozenset(batched_topics)
+        #: event -> (stage, when it came in, records it carries).
+        self._in_flight: dict[Any, tuple[str, float, int]] = {}
         self._assets: set[str] = set()
         #: (metric, label values) -> child: ``labels()`` takes a lock and builds a tuple on every call.
         self._labelled: dict[tuple[Any, ...], Any] = {}
         r = self.registry
-        self.events_in = Counter("mantis_events_in", "Events a stage received", ["stage", "topic"], registry=r)
+        self.events_in = Counter("mantis_events_in", "Records a stage received (each record of a batched message)",
+                                 ["stage", "topic"], registry=r)
+        self.messages_in = Counter("mantis_messages_in",
+                                   "Kafka messages a stage received (on the batched hops one carries many records)",
+                                   ["stage", "topic"], registry=r)
         self.events_out = Counter("mantis_events_out", "Messages a stage produced", ["stage", "topic"], registry=r)
         self.dead_letters = Counter("mantis_dead_letters", "Dead letters written, by the stage that wrote them",
                                     ["stage"], registry=r)
@@ -128,7 +140,7 @@ class MetricsSensor(Sensor):
         self.send_errors = Counter("mantis_send_errors", "Messages the producer failed to send", ["topic"], registry=r)
         self.latency = Histogram(
             "mantis_stage_latency_seconds",
-            "Time from an event entering a stage's stream to its ack (queueing, batching and processing)",
+            "Time from a record's message entering a stage's stream to its ack (queueing, batching and processing), per record",
             ["stage"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.anomaly_score = Histogram("mantis_anomaly_score", "Calibrated anomaly scores in [0, 1]",
@@ -255,21 +267,40 @@ class MetricsSensor(Sensor):
         try:
             stage = self.stages.of_stream(stream)
             topic = tp.topic
-            self._child(self.events_in, stage, topic).inc()
+            self._child(self.messages_in, stage, topic).inc()
+            records = 0
+            if topic not in self.batched_topics:
+                records = 1
+                self._child(self.events_in, stage, topic).inc()
             flight = self._in_flight
             if len(flight) >= MAX_IN_FLIGHT:
                 flight.pop(next(iter(flight)))
-            flight[event] = (stage, time.monotonic())
+            flight[event] = (stage, time.monotonic(), records)
         except Exception as exc:  # pragma: no cover - metrics must never break processing
             log.debug("metrics: on_stream_event_in: %r", exc, exc_info=True)
         return None
+
+    def on_records(self, event: Any, count: int) -> None:
+        """``event``, a message of a batched hop, carries ``count`` records: each counts as received and waits."""
+        try:
+            started = self._in_flight.get(event)
+            if started is not None:
+                stage, t0, _ = started
+                self._in_flight[event] = (stage, t0, count)
+                self._child(self.events_in, stage, event.message.topic).inc(count)
+        except Exception as exc:  # pragma: no cover
+            log.debug("metrics: on_records: %r", exc, exc_info=True)
 
     def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None) -> None:
         try:
             started = self._in_flight.pop(event, None)
             if started is not None:
-                stage, t0 = started
-                self._child(self.latency, stage).observe(time.monotonic() - t0)
+                stage, t0, records = started
+                if records:
+                    latency = self._child(self.latency, stage)
+                    waited = time.monotonic() - t0
+                    for _ in range(records):
+                        latency.observe(waited)
         except Exception as exc:  # pragma: no cover
             log.debug("metrics: on_stream_event_out: %r", exc, exc_info=True)
 
@@ -292,11 +323,19 @@ class MetricsSensor(Sensor):
             pass
 
 
-def count_unknown_fields(app: Any, count: int) -> None:
-    """Count fields of an accepted reading that the reading format does not define."""
+def installed(app: Any) -> MetricsSensor | None:
+    """The app's metrics sensor, if :func:`install` registered one."""
     for sensor in app.sensors:
         if isinstance(sensor, MetricsSensor):
-            sensor.unknown_fields.inc(count)
+            return sensor
+    return None
+
+
+def count_unknown_fields(app: Any, count: int) -> None:
+    """Count fields of an accepted reading that the reading format does not define."""
+    sensor = installed(app)
+    if sensor is not None:
+        sensor.unknown_fields.inc(count)
 
 
 def render(registry: CollectorRegistry) -> bytes:
@@ -306,9 +345,9 @@ def render(registry: CollectorRegistry) -> bytes:
 
 def install(app: Any, settings: Any = None, *, route: str = "/metrics") -> MetricsSensor:
     """Register :class:`MetricsSensor` on ``app`` and serve its registry at ``route``. Idempotent."""
-    for sensor in app.sensors:
-        if isinstance(sensor, MetricsSensor):
-            return sensor
+    existing = installed(app)
+    if existing is not None:
+        return existing
     sensor = MetricsSensor(app=app)
     app.sensors.add(sensor)
 

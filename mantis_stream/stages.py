@@ -55,12 +55,6 @@ class Stage:
     def outputs(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys([*self.produces, *(topic for agent in self.agents for topic in agent.outputs)]))
 
-    def agent(self, name: str) -> Agent:
-        for agent in self.agents:
-            if agent.name == name:
-                return agent
-        raise KeyError(f"stage {self.name!r} has no agent {name!r}")
-
 
 STAGES: tuple[Stage, ...] = (
     Stage("ingestion", "mantis-ingestion", sampling=0.5, produces=(t.READINGS,),

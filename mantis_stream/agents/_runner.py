@@ -25,6 +25,8 @@ Notes:
   record's key's state; it should compute, not publish.
 - ``emit(item, state, result)`` runs in the record's trace (annotate its span
   there); it returns the output message, or None when the record has none.
+  ``state`` is its key's state after the whole batch: what belongs to this
+  record is in ``result``.
   The output is published keyed by the record's ``asset_id`` and passed on to
   the record's partition of ``next_hop``.
 - An output the producer refuses is not passed on (its record is a dead letter).

@@ -45,7 +45,7 @@ def test_every_topic_is_read_or_written_by_a_stage() -> None:
 def test_an_unknown_stage_is_refused_by_name() -> None:
     with pytest.raises(KeyError, match="no stage 'anomaly'"):
         stages.by_name("anomaly")
-    assert stages.by_name("rul-prediction").agent("rul").inputs == (topics.FEATURE_BATCHES,)
+    assert stages.by_name("rul-prediction").inputs == (topics.FEATURE_BATCHES,)
 
 
 def test_agent_names_map_to_their_stage_qualified_or_not() -> None:
