@@ -54,3 +54,11 @@ def test_agent_names_map_to_their_stage_qualified_or_not() -> None:
     assert mapped.of_agent("frame") == "preprocessing"
     assert mapped.of_agent("somebody.elses") == "elses"
     assert mapped.of_agent("") == "ingestion"
+
+
+def test_the_architecture_page_names_every_stage_and_agent() -> None:
+    page = (CONFIG_DIR.parent / "docs" / "architecture.md").read_text()
+    for stage in stages.STAGES:
+        assert f"({stage.name})" in page or f'"{stage.name}"' in page, stage.name
+        for agent in stage.agents:
+            assert agent.name in page, agent.name
