@@ -5,8 +5,8 @@ take a batch (:func:`._replay.batches`), open each record's trace
 (:func:`._batch.open_items`), compute under one batch span, then per record in
 its own trace: build the output, publish it (:class:`._publish.Publisher`) and
 pass it on (:class:`._batch.Outbox`), a dead letter for any record that fails;
-flush, close the records' spans and checkpoint the state.  Written out in each
-agent that was eight levels of nesting per stage, differing in a few lines.
+flush, close the records' spans and checkpoint the state.  Only a few lines of
+that differ between stages; those are what a stage module gives.
 
 Usage (a stage with state per key)::
 
