@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 
 import pytest
 
-from mantis_stream import stages, topics
+from mantis_stream import agents, stages, topics
 from mantis_stream.pipeline import app
 from mantis_stream.settings import CONFIG_DIR, DEFAULT_SERVICES
 from mantis_stream.tracing import sampling
@@ -20,6 +22,14 @@ def test_every_agent_of_the_app_is_declared_with_the_topics_it_reads() -> None:
     # the storage agents exist only when their database is configured
     missing = set(declared) - set(registered)
     assert {stages.AGENT_STAGES[name] for name in missing} <= {"storage"}, missing
+
+
+def test_every_agent_module_names_a_declared_stage() -> None:
+    modules = [importlib.import_module(f"mantis_stream.agents.{info.name}")
+               for info in pkgutil.iter_modules(agents.__path__) if not info.name.startswith("_")]
+    assert len(modules) >= 8
+    for module in modules:
+        assert stages.by_name(module.STAGE).name == module.STAGE, module.__name__
 
 
 def test_services_and_shipped_strategies_derive_from_the_stages() -> None:
