@@ -23,9 +23,13 @@ Usage
 Notes
 =====
 
-* Stages come from ``mantis_stream.topics.AGENT_STAGES`` (``stream.prefix`` is
-  the agent's name); a message produced outside any stage (HTTP ingest) counts
+* Stages come from ``mantis_stream.stages.AGENT_STAGES`` (the tracing
+  sensor's :class:`~mantis_stream.tracing.stage_map.StageMap`); a message produced outside any stage (HTTP ingest) counts
   under ``ingestion``; a table's changelog under ``state``.
+* Records, not messages: on the batched hops (``topics.BATCHED``) a message
+  carries many records; ``agents._batch.open_items`` reports how many
+  (:meth:`MetricsSensor.on_records`), so ``mantis_events_in`` and the latency
+  count records; ``mantis_messages_in`` counts the Kafka messages.
 * Label values are bounded: stages and topics are the app's own; asset ids are
   capped at :data:`MAX_ASSETS` (later assets are reported as ``_other``).
 * Anomaly scores and RUL are observed where they are *consumed* (the first
@@ -40,19 +44,24 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
+from itertools import accumulate
 from typing import Any
 
 from faust.agents.agent import current_agent
 from faust.sensors.base import Sensor
 from opentelemetry import context as otel_context
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from . import topics as names
+from .stages import AGENT_STAGES
 from .tracing.context import STAGE_KEY
+from .tracing.stage_map import StageMap
 
-__all__ = ["MAX_ASSETS", "MetricsSensor", "install", "render"]
+__all__ = ["MAX_ASSETS", "MetricsSensor", "install", "installed", "render"]
 
 log = logging.getLogger("mantis_stream.metrics")
 
@@ -92,6 +101,43 @@ class _ScrapeCollector:
         yield dropped
 
 
+class _RecordLatency:
+    """``mantis_stage_latency_seconds``: one observation per record, fed once per message.
+
+    Why not a ``prometheus_client.Histogram``: the records of a batched message
+    share its latency, and ``observe`` has no count (one call per record, each
+    taking a lock, was a measurable cost per record).  Here a message adds its
+    record count to one bucket: constant work per message.  Hooks and scrapes
+    run on the worker's event loop, so no lock is needed.
+    """
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.bounds = buckets
+        self._labels = [*map(floatToGoString, buckets), "+Inf"]
+        #: stage -> [count per bucket (the last: over every bound)..., sum of seconds]
+        self._series: dict[str, list[float]] = {}
+
+    def observe(self, stage: str, seconds: float, records: int) -> None:
+        series = self._series.get(stage)
+        if series is None:
+            series = self._series[stage] = [0.0] * (len(self.bounds) + 2)
+        series[bisect_left(self.bounds, seconds)] += records
+        series[-1] += seconds * records
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        family = HistogramMetricFamily(
+            "mantis_stage_latency_seconds",
+            "Time from a record's message entering a stage's stream to its ack (queueing, batching and processing), "
+            "per record", labels=["stage"])
+        for stage, series in sorted(self._series.items()):
+            cumulative = list(accumulate(series[:-1]))
+            family.add_metric([stage], list(zip(self._labels, cumulative, strict=True)), sum_value=series[-1])
+        yield family
+
+
 class MetricsSensor(Sensor):
     """Faust sensor: per-stage counters and latencies, anomaly/RUL gauges, lag at scrape time."""
 
@@ -103,21 +149,28 @@ class MetricsSensor(Sensor):
         app: Any = None,
         max_assets: int = MAX_ASSETS,
         default_stage: str = "ingestion",
+        batched_topics: Iterable[str] = names.BATCHED,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.stages = dict(names.AGENT_STAGES if stages is None else stages)
+        self.stages = StageMap(AGENT_STAGES if stages is None else stages, default_stage)
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
         self.app = app
         self.max_assets = max_assets
         self.default_stage = default_stage
-        self._stage_cache: dict[str, str] = {}
-        self._in_flight: dict[Any, tuple[str, float]] = {}
+        #: Topics whose messages carry many records: their records are counted by :meth:`on_records`.
+        self.batched_topics = frozenset(batched_topics)
+        #: event -> (stage, when it came in, records it carries).
+        self._in_flight: dict[Any, tuple[str, float, int]] = {}
         self._assets: set[str] = set()
         #: (metric, label values) -> child: ``labels()`` takes a lock and builds a tuple on every call.
         self._labelled: dict[tuple[Any, ...], Any] = {}
         r = self.registry
-        self.events_in = Counter("mantis_events_in", "Events a stage received", ["stage", "topic"], registry=r)
+        self.events_in = Counter("mantis_events_in", "Records a stage received (each record of a batched message)",
+                                 ["stage", "topic"], registry=r)
+        self.messages_in = Counter("mantis_messages_in",
+                                   "Kafka messages a stage received (on the batched hops one carries many records)",
+                                   ["stage", "topic"], registry=r)
         self.events_out = Counter("mantis_events_out", "Messages a stage produced", ["stage", "topic"], registry=r)
         self.dead_letters = Counter("mantis_dead_letters", "Dead letters written, by the stage that wrote them",
                                     ["stage"], registry=r)
@@ -125,11 +178,8 @@ class MetricsSensor(Sensor):
             "mantis_reading_unknown_fields", "Fields of accepted readings that the reading format does not define (ignored)",
             registry=r)
         self.send_errors = Counter("mantis_send_errors", "Messages the producer failed to send", ["topic"], registry=r)
-        self.latency = Histogram(
-            "mantis_stage_latency_seconds",
-            "Time from an event entering a stage's stream to its ack (queueing, batching and processing)",
-            ["stage"], buckets=LATENCY_BUCKETS, registry=r,
-        )
+        self.latency = _RecordLatency(LATENCY_BUCKETS)
+        r.register(self.latency)
         self.anomaly_score = Histogram("mantis_anomaly_score", "Calibrated anomaly scores in [0, 1]",
                                        buckets=SCORE_BUCKETS, registry=r)
         self.anomalies = Counter("mantis_anomalies", "Scores over the threshold", ["asset_id"], registry=r)
@@ -153,26 +203,13 @@ class MetricsSensor(Sensor):
             child = self._labelled[key] = metric.labels(*labels)
         return child
 
-    def stage_for(self, stream: Any) -> str:
-        prefix = getattr(stream, "prefix", "") or ""
-        if not prefix:
-            prefix = getattr(current_agent(), "name", "") or ""
-        stage = self._stage_cache.get(prefix)
-        if stage is None:
-            short = prefix.rsplit(".", 1)[-1]
-            stage = self.stages.get(prefix) or self.stages.get(short) or short or self.default_stage
-            if len(self._stage_cache) < 256:
-                self._stage_cache[prefix] = stage
-        return stage
-
     def _sending_stage(self, topic: str) -> str:
         stage = otel_context.get_current().get(STAGE_KEY)
         if stage:
             return str(stage)
         agent = current_agent()
         if agent is not None:
-            name = getattr(agent, "name", "") or ""
-            return self.stages.get(name) or self.stages.get(name.rsplit(".", 1)[-1]) or name.rsplit(".", 1)[-1]
+            return self.stages.of_agent(getattr(agent, "name", "") or "")
         if topic.endswith("-changelog"):
             return "state"
         return self.default_stage
@@ -265,23 +302,39 @@ class MetricsSensor(Sensor):
 
     def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
         try:
-            stage = self.stage_for(stream)
+            stage = self.stages.of_stream(stream)
             topic = tp.topic
-            self._child(self.events_in, stage, topic).inc()
+            self._child(self.messages_in, stage, topic).inc()
+            records = 0
+            if topic not in self.batched_topics:
+                records = 1
+                self._child(self.events_in, stage, topic).inc()
             flight = self._in_flight
             if len(flight) >= MAX_IN_FLIGHT:
                 flight.pop(next(iter(flight)))
-            flight[event] = (stage, time.monotonic())
+            flight[event] = (stage, time.monotonic(), records)
         except Exception as exc:  # pragma: no cover - metrics must never break processing
             log.debug("metrics: on_stream_event_in: %r", exc, exc_info=True)
         return None
+
+    def on_records(self, event: Any, count: int) -> None:
+        """``event``, a message of a batched hop, carries ``count`` records: each counts as received and waits."""
+        try:
+            started = self._in_flight.get(event)
+            if started is not None:
+                stage, t0, _ = started
+                self._in_flight[event] = (stage, t0, count)
+                self._child(self.events_in, stage, event.message.topic).inc(count)
+        except Exception as exc:  # pragma: no cover
+            log.debug("metrics: on_records: %r", exc, exc_info=True)
 
     def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None) -> None:
         try:
             started = self._in_flight.pop(event, None)
             if started is not None:
-                stage, t0 = started
-                self._child(self.latency, stage).observe(time.monotonic() - t0)
+                stage, t0, records = started
+                if records:
+                    self.latency.observe(stage, time.monotonic() - t0, records)
         except Exception as exc:  # pragma: no cover
             log.debug("metrics: on_stream_event_out: %r", exc, exc_info=True)
 
@@ -304,11 +357,19 @@ class MetricsSensor(Sensor):
             pass
 
 
-def count_unknown_fields(app: Any, count: int) -> None:
-    """Count fields of an accepted reading that the reading format does not define."""
+def installed(app: Any) -> MetricsSensor | None:
+    """The app's metrics sensor, if :func:`install` registered one."""
     for sensor in app.sensors:
         if isinstance(sensor, MetricsSensor):
-            sensor.unknown_fields.inc(count)
+            return sensor
+    return None
+
+
+def count_unknown_fields(app: Any, count: int) -> None:
+    """Count fields of an accepted reading that the reading format does not define."""
+    sensor = installed(app)
+    if sensor is not None:
+        sensor.unknown_fields.inc(count)
 
 
 def render(registry: CollectorRegistry) -> bytes:
@@ -318,10 +379,10 @@ def render(registry: CollectorRegistry) -> bytes:
 
 def install(app: Any, settings: Any = None, *, route: str = "/metrics") -> MetricsSensor:
     """Register :class:`MetricsSensor` on ``app`` and serve its registry at ``route``. Idempotent."""
-    for sensor in app.sensors:
-        if isinstance(sensor, MetricsSensor):
-            return sensor
-    sensor = MetricsSensor(stages=names.AGENT_STAGES, app=app)
+    existing = installed(app)
+    if existing is not None:
+        return existing
+    sensor = MetricsSensor(app=app)
     app.sensors.add(sensor)
 
     from faust import web

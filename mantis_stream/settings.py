@@ -13,19 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from .stages import STAGES
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
-#: Stage key -> default service name in Jaeger.
-DEFAULT_SERVICES: dict[str, str] = {
-    "ingestion": "mantis-ingestion",
-    "preprocessing": "mantis-preprocessing",
-    "feature-extraction": "mantis-feature-extraction",
-    "anomaly-detection": "mantis-anomaly-detection",
-    "rul-prediction": "mantis-rul-prediction",
-    "orchestrator": "mantis-orchestrator",
-    "storage": "mantis-storage",
-    "maintenance": "mantis-maintenance",
-}
+#: Stage name -> default service name in Jaeger (``MANTIS_SERVICE_<STAGE>`` overrides one).
+DEFAULT_SERVICES: dict[str, str] = {stage.name: stage.service for stage in STAGES}
 
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
 

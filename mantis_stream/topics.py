@@ -1,4 +1,4 @@
-"""Topic names (INTERFACE.md) and which pipeline stage consumes what.
+"""Topic names (INTERFACE.md); which stage reads and writes which is in :mod:`mantis_stream.stages`.
 
 Public topics keep the names users rely on, one message per record.  The hops
 between our own agents are prefixed ``mantis.internal.`` and *batched*: one
@@ -30,18 +30,3 @@ ASSESSMENTS = "mantis.internal.assessments"
 BATCHED = (READINGS_KEYED, FRAMES, FEATURE_BATCHES, ASSESSMENTS)
 
 ALL_TOPICS = (READINGS, *BATCHED, FEATURES, ANOMALIES, RUL, WORK_ORDERS, DEAD_LETTERS, MAINTENANCE)
-
-#: Agent name -> stage key (see ``settings.DEFAULT_SERVICES``); the tracing
-#: sensor uses it to pick the service a consumed message is reported under.
-AGENT_STAGES: dict[str, str] = {
-    "preprocess": "preprocessing",
-    "frame": "preprocessing",
-    "features": "feature-extraction",
-    "anomaly": "anomaly-detection",
-    "rul": "rul-prediction",
-    "orchestrator": "orchestrator",
-    "maintenance-anomaly": "anomaly-detection",
-    "maintenance-orders": "orchestrator",
-    "sink-postgres": "storage",
-    "sink-influx": "storage",
-}

@@ -40,7 +40,7 @@ from aiokafka.partitioner import murmur2
 from faust.types import EventT, TopicT
 from opentelemetry import context as otel_context
 
-from .. import tracing
+from .. import metrics, tracing
 from ..app import app, settings
 from ..codecs import dumps
 from ..errors import message_source, send_dead_letter, send_item_dead_letter
@@ -91,11 +91,12 @@ def items_of(event: EventT[Any]) -> list[Item]:
 
 
 async def open_items(stage: str, events: Sequence[EventT[Any]]) -> list[Item]:
-    """Every record of ``events``, each with its ``process <topic>`` span started.
+    """Every record of ``events``, each with its ``process <topic>`` span started and counted in the metrics.
 
     A message that is not a batch (not written by this pipeline) is a dead letter.
     """
     group = app.conf.id
+    sensor = metrics.installed(app)
     out: list[Item] = []
     for event in events:
         message = event.message
@@ -104,6 +105,8 @@ async def open_items(stage: str, events: Sequence[EventT[Any]]) -> list[Item]:
         except Exception as exc:  # noqa: BLE001 - not a batch, or not one this pipeline can read
             await send_dead_letter(event, stage, exc)
             continue
+        if sensor is not None:
+            sensor.on_records(event, len(items))
         for item in items:
             item.trace = tracing.open_item(
                 stage, item.carrier, topic=message.topic, partition=message.partition, offset=message.offset, group=group,

@@ -15,13 +15,11 @@ from typing import Any
 
 from .. import tracing
 from ..app import anomalies_topic, app, assessments_topic, feature_batches_topic, maintenance_topic
-from ..errors import send_item_dead_letter
 from ..models import records
-from ..models.anomaly import ConditionMonitor
-from ._batch import Outbox, close_items, item_scope, open_items
-from ._events import group_items, maintenance_events
-from ._publish import Publisher
-from ._replay import batches
+from ..models.anomaly import ConditionMonitor, MonitorResult
+from ._batch import Item
+from ._events import maintenance_events
+from ._runner import KeyedStage
 from ._state import TableBackedCache, bytes_table
 
 STAGE = "anomaly-detection"
@@ -39,49 +37,39 @@ def detector_key(message: dict[str, Any]) -> str:
     return f"{message['asset_id']}\x1f{message['sensor_id']}"
 
 
+def scored(item: Item, detector: ConditionMonitor, result: MonitorResult) -> dict[str, Any]:
+    """The score's message; its process span gets the verdict (kept even in an unsampled trace when anomalous)."""
+    message = item.value
+    attrs: dict[str, Any] = {
+        "asset_id": message["asset_id"], "sensor_id": message["sensor_id"],
+        "model.name": detector.name, "model.version": detector.version,
+        "prediction.result": "anomaly" if result.is_anomaly else "normal",
+        "prediction.score": result.score, "anomaly.level": result.level,
+    }
+    if result.departures:
+        top = result.departures[0]
+        attrs.update({"anomaly.feature": top.feature[:64], "anomaly.factor": round(top.factor, 3)})
+    if result.is_anomaly:  # recorded even in an unsampled trace, in the reading's trace id
+        tracing.keep(item.trace, "anomaly", **attrs)
+    else:
+        tracing.annotate(item.trace, **attrs)
+    return records.anomaly_message(
+        message, result.score, result.threshold, result.is_anomaly,
+        {"name": detector.name, "version": detector.version}, result.warm,
+        result.level, [d.as_dict() for d in result.departures[:MAX_DEPARTURES]],
+    )
+
+
+runner: KeyedStage[ConditionMonitor, MonitorResult] = KeyedStage(
+    STAGE, "predict_anomaly", key=detector_key, cache=detectors,
+    process=lambda detector, record: detector.process_one(record["features"]),
+    emit=scored, public=anomalies_topic, next_hop=assessments_topic,
+)
+
+
 @app.agent(feature_batches_topic, name="anomaly")
 async def anomaly(stream):  # type: ignore[no-untyped-def]
-    async for events in batches(stream, STAGE):
-        items = await open_items(STAGE, events)
-        public = Publisher(STAGE)
-        out = Outbox(assessments_topic, STAGE)
-        by_key = await group_items(STAGE, items, lambda item: detector_key(item.value))
-        with tracing.batch_span(STAGE, "predict_anomaly", [item.trace for item in items], **{"batch.size": len(items)}):
-            scored, failed, touched = detectors.apply(by_key, lambda detector, item: detector.process_one(item.value["features"]))
-        for item, exc in failed:
-            with item_scope(item):
-                await send_item_dead_letter(item, STAGE, exc)
-        for item, detector, result in scored:
-            message = item.value
-            with item_scope(item):
-                try:
-                    attrs: dict[str, Any] = {
-                        "asset_id": message["asset_id"], "sensor_id": message["sensor_id"],
-                        "model.name": detector.name, "model.version": detector.version,
-                        "prediction.result": "anomaly" if result.is_anomaly else "normal",
-                        "prediction.score": result.score, "anomaly.level": result.level,
-                    }
-                    if result.departures:
-                        top = result.departures[0]
-                        attrs.update({"anomaly.feature": top.feature[:64], "anomaly.factor": round(top.factor, 3)})
-                    if result.is_anomaly:  # recorded even in an unsampled trace, in the reading's trace id
-                        tracing.keep(item.trace, "anomaly", **attrs)
-                    else:
-                        tracing.annotate(item.trace, **attrs)
-                    result_message = records.anomaly_message(
-                        message, result.score, result.threshold, result.is_anomaly,
-                        {"name": detector.name, "version": detector.version}, result.warm,
-                        result.level, [d.as_dict() for d in result.departures[:MAX_DEPARTURES]],
-                    )
-                    public.add(anomalies_topic, message["asset_id"], result_message, item)
-                except Exception as exc:  # noqa: BLE001 - a record whose output cannot be made or sent
-                    await send_item_dead_letter(item, STAGE, exc)
-                    continue
-                out.add(item.partition, result_message, item)
-        out.discard(await public.flush())
-        await out.flush()
-        close_items(items)
-        detectors.save(touched)
+    await runner.run(stream)
 
 
 def monitor_keys(asset_id: str) -> list[str]:

@@ -19,11 +19,9 @@ from .. import tracing
 from ..app import app, feature_batches_topic, features_topic, frames_topic
 from ..dsp.spectral import waveform_features
 from ..dsp.stats import window_features_many
-from ..errors import send_item_dead_letter
 from ..models import records
-from ._batch import Outbox, close_items, item_scope, open_items
-from ._publish import Publisher
-from ._replay import batches
+from ._batch import Item
+from ._runner import VectorStage
 
 STAGE = "feature-extraction"
 
@@ -55,37 +53,17 @@ def compute_features(frames: list[dict[str, Any]]) -> list[dict[str, float]]:
     return out
 
 
+def featured(item: Item, _: None, feats: dict[str, float]) -> dict[str, Any]:
+    frame = item.value
+    tracing.annotate(item.trace, asset_id=frame["asset_id"], sensor_id=frame["sensor_id"], **{"features.count": len(feats)})
+    return records.features_message(frame, feats)
+
+
+runner: VectorStage[dict[str, float]] = VectorStage(
+    STAGE, "compute_fft", process=compute_features, emit=featured, public=features_topic, next_hop=feature_batches_topic,
+)
+
+
 @app.agent(frames_topic, name="features")
 async def features(stream):  # type: ignore[no-untyped-def]
-    async for events in batches(stream, STAGE):
-        items = await open_items(STAGE, events)
-        frames = [item.value for item in items]
-        try:
-            with tracing.batch_span(STAGE, "compute_fft", [item.trace for item in items], **{"batch.size": len(items)}):
-                results: list[dict[str, float] | None] = list(compute_features(frames))
-        except Exception:  # noqa: BLE001 - find the bad frame(s) one at a time
-            results = []
-            for item in items:
-                try:
-                    results.append(compute_features([item.value])[0])
-                except Exception as exc:  # noqa: BLE001
-                    with item_scope(item):
-                        await send_item_dead_letter(item, STAGE, exc)
-                    results.append(None)
-        public = Publisher(STAGE)
-        out = Outbox(feature_batches_topic, STAGE)
-        for item, frame, feats in zip(items, frames, results):
-            if feats is None:  # already a dead letter
-                continue
-            with item_scope(item):
-                tracing.annotate(item.trace, asset_id=frame["asset_id"], sensor_id=frame["sensor_id"], **{"features.count": len(feats)})
-                try:
-                    message = records.features_message(frame, feats)
-                    public.add(features_topic, frame["asset_id"], message, item)
-                except Exception as exc:  # noqa: BLE001 - a record whose output cannot be made or sent
-                    await send_item_dead_letter(item, STAGE, exc)
-                    continue
-                out.add(item.partition, message, item)
-        out.discard(await public.flush())
-        await out.flush()
-        close_items(items)
+    await runner.run(stream)

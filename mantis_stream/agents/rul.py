@@ -13,14 +13,11 @@ from typing import Any
 
 from .. import tracing
 from ..app import app, assessments_topic, feature_batches_topic, rul_topic
-from ..errors import send_item_dead_letter
 from ..models import records
-from ..models.rul import RulModel, RulTracker
+from ..models.rul import RulEstimate, RulModel, RulTracker
 from ..runtime import check_at_worker_start
-from ._batch import Outbox, close_items, item_scope, open_items
-from ._events import group_items
-from ._publish import Publisher
-from ._replay import batches
+from ._batch import Item
+from ._runner import KeyedStage
 from ._state import TableBackedCache, bytes_table
 
 STAGE = "rul-prediction"
@@ -79,41 +76,30 @@ def time_of(message: dict[str, Any]) -> float:
     return float(message["cycle"]) if message.get("cycle") is not None else float(message["epoch"])
 
 
+def estimated(item: Item, tracker: RulTracker, estimate: RulEstimate | None) -> dict[str, Any] | None:
+    """The estimate's message (None while the tracker has too little history: the features are the output)."""
+    message = item.value
+    used = model()
+    tracing.annotate(
+        item.trace, asset_id=message["asset_id"], sensor_id=message["sensor_id"],
+        **{"model.name": used.name, "model.version": used.version},
+        **({"prediction.result": estimate.rul, "rul.unit": estimate.unit} if estimate is not None else {}),
+    )
+    if estimate is None:
+        return None
+    return records.rul_message(
+        message, estimate.rul, estimate.unit, estimate.lower, estimate.upper, estimate.health_index,
+        {"name": used.name, "version": used.version},
+    )
+
+
+runner: KeyedStage[RulTracker, RulEstimate | None] = KeyedStage(
+    STAGE, "predict_rul", key=tracker_key, cache=trackers,
+    process=lambda tracker, record: tracker.update(time_of(record), record["features"]),
+    emit=estimated, public=rul_topic, next_hop=assessments_topic,
+)
+
+
 @app.agent(feature_batches_topic, name="rul")
 async def rul(stream):  # type: ignore[no-untyped-def]
-    async for events in batches(stream, STAGE):
-        items = await open_items(STAGE, events)
-        used = model()
-        public = Publisher(STAGE)
-        out = Outbox(assessments_topic, STAGE)
-        by_key = await group_items(STAGE, items, lambda item: tracker_key(item.value))
-        with tracing.batch_span(STAGE, "predict_rul", [item.trace for item in items], **{"batch.size": len(items)}):
-            estimated, failed, touched = trackers.apply(
-                by_key, lambda tracker, item: tracker.update(time_of(item.value), item.value["features"]))
-        for item, exc in failed:
-            with item_scope(item):
-                await send_item_dead_letter(item, STAGE, exc)
-        for item, _, estimate in estimated:
-            message = item.value
-            tracing.annotate(
-                item.trace, asset_id=message["asset_id"], sensor_id=message["sensor_id"],
-                **{"model.name": used.name, "model.version": used.version},
-                **({"prediction.result": estimate.rul, "rul.unit": estimate.unit} if estimate is not None else {}),
-            )
-            if estimate is None:  # too little history yet: the features are the output
-                continue
-            with item_scope(item):
-                try:
-                    result_message = records.rul_message(
-                        message, estimate.rul, estimate.unit, estimate.lower, estimate.upper, estimate.health_index,
-                        {"name": used.name, "version": used.version},
-                    )
-                    public.add(rul_topic, message["asset_id"], result_message, item)
-                except Exception as exc:  # noqa: BLE001 - a record whose output cannot be made or sent
-                    await send_item_dead_letter(item, STAGE, exc)
-                    continue
-                out.add(item.partition, result_message, item)
-        out.discard(await public.flush())
-        await out.flush()
-        close_items(items)
-        trackers.save(touched)
+    await runner.run(stream)

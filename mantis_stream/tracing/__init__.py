@@ -83,7 +83,7 @@ def install(app: Any, settings: Any) -> None:
     (bounded wait) and the SDK shut down at process exit.
     """
     global _atexit_registered
-    from .. import topics
+    from .. import stages, topics
     from . import setup
 
     if any(isinstance(s, TracingSensor) for s in app.sensors):
@@ -91,7 +91,7 @@ def install(app: Any, settings: Any) -> None:
     if any(type(s).__name__ == "OpenTelemetrySensor" for s in app.sensors):
         log.warning("tracing: faust's OpenTelemetrySensor is also registered; every message gets two process spans")
     app.sensors.add(TracingSensor(
-        stages=topics.AGENT_STAGES, dead_letter_topics=(topics.DEAD_LETTERS,), batched_topics=topics.BATCHED,
+        stages=stages.AGENT_STAGES, dead_letter_topics=(topics.DEAD_LETTERS,), batched_topics=topics.BATCHED,
         default_stage="ingestion",
     ))
     install_log_correlation()

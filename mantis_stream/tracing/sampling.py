@@ -60,12 +60,13 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, get_current_span
 from opentelemetry.util.types import Attributes
 
+from ..stages import STAGES, Stage
 from . import semconv
 from .carriers import is_deferred
 
 __all__ = [
-    "PROBABILISTIC", "RATELIMITING", "SHIPPED_STRATEGIES", "Strategy", "ServiceStrategy", "Strategies", "StrategiesFileError",
-    "StrategySampler", "RateLimiter", "load_strategies", "parse_strategies",
+    "DEFAULT_STRATEGY", "PROBABILISTIC", "RATELIMITING", "SHIPPED_STRATEGIES", "Strategy", "ServiceStrategy", "Strategies",
+    "StrategiesFileError", "StrategySampler", "RateLimiter", "load_strategies", "parse_strategies", "shipped_strategies",
 ]
 
 PROBABILISTIC = "probabilistic"
@@ -74,37 +75,31 @@ ENV_VAR = "MANTIS_SAMPLING_STRATEGIES"
 _TRACE_ID_LIMIT = (1 << 64) - 1
 
 
-#: The strategies of ``config/sampling-strategy.json`` (kept equal by a test), used
-#: when the default path does not exist (an installed wheel has no ``config/``).
-SHIPPED_STRATEGIES: dict[str, Any] = {
-    "service_strategies": [
-        {
-            "service": "mantis-ingestion", "type": PROBABILISTIC, "param": 0.5,
-            "operation_strategies": [
-                {"operation": "POST /api/v1/ingest", "type": PROBABILISTIC, "param": 0.2},
-                {"operation": "GET /health", "type": PROBABILISTIC, "param": 0.01},
-            ],
-        },
-        {"service": "mantis-preprocessing", "type": PROBABILISTIC, "param": 0.3},
-        {"service": "mantis-feature-extraction", "type": PROBABILISTIC, "param": 0.3},
-        {"service": "mantis-anomaly-detection", "type": PROBABILISTIC, "param": 1.0},
-        {"service": "mantis-rul-prediction", "type": PROBABILISTIC, "param": 1.0},
-        {
-            "service": "mantis-orchestrator", "type": PROBABILISTIC, "param": 0.8,
-            "operation_strategies": [
-                {"operation": "send mantis.work-orders", "type": PROBABILISTIC, "param": 1.0},
-                {"operation": "create_work_order", "type": PROBABILISTIC, "param": 1.0},
-                {"operation": "escalate_work_order", "type": PROBABILISTIC, "param": 1.0},
-                {"operation": "resolve_work_order", "type": PROBABILISTIC, "param": 1.0},
-            ],
-        },
-        {"service": "mantis-maintenance", "type": PROBABILISTIC, "param": 1.0},
-    ],
-    "default_strategy": {
-        "type": PROBABILISTIC, "param": 0.1,
-        "operation_strategies": [{"operation": "GET /health", "type": PROBABILISTIC, "param": 0.01}],
-    },
+#: The strategy of every service and operation the stages do not name.
+DEFAULT_STRATEGY: dict[str, Any] = {
+    "type": PROBABILISTIC, "param": 0.1,
+    "operation_strategies": [{"operation": "GET /health", "type": PROBABILISTIC, "param": 0.01}],
 }
+
+
+def shipped_strategies(stages: Sequence[Stage] = STAGES) -> dict[str, Any]:
+    """The stages' default sampling in Jaeger's format (a stage without its own rate gets the default)."""
+    services: list[dict[str, Any]] = []
+    for stage in stages:
+        if stage.sampling is None:
+            continue
+        entry: dict[str, Any] = {"service": stage.service, "type": PROBABILISTIC, "param": stage.sampling}
+        if stage.operations:
+            entry["operation_strategies"] = [
+                {"operation": name, "type": PROBABILISTIC, "param": param} for name, param in stage.operations
+            ]
+        services.append(entry)
+    return {"service_strategies": services, "default_strategy": DEFAULT_STRATEGY}
+
+
+#: What ``config/sampling-strategy.json`` holds (kept equal by a test), used
+#: when the default path does not exist (an installed wheel has no ``config/``).
+SHIPPED_STRATEGIES: dict[str, Any] = shipped_strategies()
 
 
 class StrategiesFileError(ValueError):

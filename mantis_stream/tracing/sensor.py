@@ -42,8 +42,8 @@ Usage
 Notes
 =====
 
-* The agent -> stage mapping is ``mantis_stream.topics.AGENT_STAGES``
-  (``stream.prefix`` is the agent's name).
+* The agent -> stage mapping is ``mantis_stream.stages.AGENT_STAGES``
+  (:class:`.stage_map.StageMap`, shared with the metrics sensor).
 * Do not also register ``faust.contrib.opentelemetry.OpenTelemetrySensor`` or
   the aiokafka instrumentation's injection: each message would get two spans
   and two ``traceparent`` headers.
@@ -59,7 +59,6 @@ from collections.abc import Iterable, Mapping
 from functools import partial
 from typing import Any
 
-from faust.agents.agent import current_agent
 from faust.sensors.base import Sensor
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -70,6 +69,7 @@ from .attributes import MAX_STRING, process_attributes
 from .context import EVENT_KEY, STAGE_KEY, EventTrace, pop, register
 from .items import carried, carrier_of, unsampled_headers, w3c_context
 from .spans import _describe, continue_span, mark_failed
+from .stage_map import StageMap
 
 __all__ = ["TracingSensor"]
 
@@ -106,30 +106,14 @@ class TracingSensor(Sensor):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.stages = dict(stages or {})
+        self.stages = StageMap(stages or {}, default_stage)
         self.default_stage = default_stage
         self.dead_letter_topics = frozenset(dead_letter_topics)
         #: Topics whose messages carry many records, each with its own trace (``tracing.items``).
         self.batched_topics = frozenset(batched_topics)
-        self._stage_cache: dict[Any, str] = {}
         self._groups: dict[int, str | None] = {}
 
     # -- consumed events -----------------------------------------------------------
-
-    def stage_for(self, stream: Any) -> str:
-        prefix = getattr(stream, "prefix", "") or ""
-        if not prefix:  # e.g. agent.test_context(): the stream has no prefix, the task knows its agent
-            prefix = getattr(current_agent(), "name", "") or ""
-        stage = self._stage_cache.get(prefix)
-        if stage is None:
-            stage = (
-                self.stages.get(prefix)
-                or self.stages.get(prefix.rsplit(".", 1)[-1])
-                or prefix.rsplit(".", 1)[-1]
-                or self.default_stage
-            )
-            self._stage_cache[prefix] = stage
-        return stage
 
     def _consumer_group(self, stream: Any) -> str | None:
         app = getattr(stream, "app", None)
@@ -156,7 +140,7 @@ class TracingSensor(Sensor):
         if tp.topic in self.batched_topics:
             return None  # its records get their spans in the agent (tracing.items)
         try:
-            stage = self.stage_for(stream)
+            stage = self.stages.of_stream(stream)
             message = event.message
             headers = getattr(message, "headers", None) or getattr(event, "headers", None)
             name = "process " + tp.topic

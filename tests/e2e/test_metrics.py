@@ -48,6 +48,7 @@ def total(parsed: dict, name: str, **labels: str) -> float:
 class FakeEvent:
     def __init__(self, value: object) -> None:
         self.value = value
+        self.message: SimpleNamespace | None = None
 
 
 def stream(prefix: str) -> SimpleNamespace:
@@ -79,6 +80,23 @@ def test_stage_counters_latency_and_dead_letters():
     assert value(parsed, "mantis_stage_latency_seconds_count", stage="anomaly-detection") == 1
     assert value(parsed, "mantis_stage_latency_seconds_sum", stage="anomaly-detection") >= 0.01
     assert value(parsed, "mantis_stage_latency_seconds_bucket", stage="anomaly-detection", le="0.001") == 0
+
+
+def test_a_batched_message_counts_its_records_in_and_in_the_latency():
+    sensor = MetricsSensor()
+    tp = TP(names.FEATURE_BATCHES, 2)
+    event = FakeEvent(b"")
+    event.message = SimpleNamespace(topic=names.FEATURE_BATCHES)
+    sensor.on_stream_event_in(tp, 7, stream("anomaly"), event)
+    sensor.on_records(event, 175)
+    sensor.on_stream_event_out(tp, 7, stream("anomaly"), event, None)
+    not_a_batch = FakeEvent(b"{}")
+    sensor.on_stream_event_in(tp, 8, stream("anomaly"), not_a_batch)  # a dead letter: it carries no record
+    sensor.on_stream_event_out(tp, 8, stream("anomaly"), not_a_batch, None)
+    parsed = samples(render(sensor.registry).decode())
+    assert value(parsed, "mantis_events_in_total", stage="anomaly-detection", topic=names.FEATURE_BATCHES) == 175
+    assert value(parsed, "mantis_messages_in_total", stage="anomaly-detection", topic=names.FEATURE_BATCHES) == 2
+    assert value(parsed, "mantis_stage_latency_seconds_count", stage="anomaly-detection") == 175
 
 
 def test_scores_and_rul_per_asset_observed_once_and_capped():
@@ -140,6 +158,11 @@ async def scrape(url: str) -> tuple[str, str]:
             return resp.headers["Content-Type"], await resp.text()
 
 
+#: Each stage behind a batched hop and the hop it reads: every reading of the run is one record on each.
+BATCHED_INPUTS = (("feature-extraction", names.FRAMES), ("anomaly-detection", names.FEATURE_BATCHES),
+                  ("rul-prediction", names.FEATURE_BATCHES), ("orchestrator", names.ASSESSMENTS))
+
+
 async def test_metrics_endpoint_and_trace_file_after_an_end_to_end_run(broker, start_worker, tmp_path):
     prefix = f"MET{uuid.uuid4().hex[:6]}"
     engine = f"{prefix}-ENGINE"
@@ -162,7 +185,9 @@ async def test_metrics_endpoint_and_trace_file_after_an_end_to_end_run(broker, s
         parsed = samples(text)
         if value(parsed, "mantis_asset_rul", asset_id=engine, unit="cycles") is not None and \
                 value(parsed, "mantis_asset_anomaly_score", asset_id=engine) is not None and \
-                value(parsed, "mantis_stage_latency_seconds_count", stage="orchestrator"):
+                value(parsed, "mantis_stage_latency_seconds_count", stage="orchestrator") and \
+                all(total(parsed, "mantis_stage_latency_seconds_count", stage=stage) >= len(readings)
+                    for stage, _ in BATCHED_INPUTS):
             break
         assert time.monotonic() < deadline, text
         await asyncio.sleep(0.5)
@@ -172,7 +197,12 @@ async def test_metrics_endpoint_and_trace_file_after_an_end_to_end_run(broker, s
     assert total(parsed, "mantis_events_in_total", stage="preprocessing", topic=names.READINGS) >= len(readings) + len(bad)
     # between stages the readings travel in batches (a message per partition and batch)
     assert 1 <= total(parsed, "mantis_events_out_total", stage="preprocessing", topic=names.READINGS_KEYED) <= len(readings)
-    assert total(parsed, "mantis_events_in_total", stage="feature-extraction") >= 1
+    # on the batched hops every record counts, in and in the latency, not every message
+    for stage, topic in BATCHED_INPUTS:
+        records = total(parsed, "mantis_events_in_total", stage=stage, topic=topic)
+        assert records >= len(readings), (stage, records)
+        assert 1 <= total(parsed, "mantis_messages_in_total", stage=stage, topic=topic) <= records, stage
+        assert total(parsed, "mantis_stage_latency_seconds_count", stage=stage) >= len(readings), stage
     assert total(parsed, "mantis_events_out_total", stage="feature-extraction", topic=names.FEATURES) >= len(readings)
     assert total(parsed, "mantis_events_out_total", stage="rul-prediction", topic=names.RUL) >= 1
     assert total(parsed, "mantis_dead_letters_total", stage="preprocessing") >= len(bad)

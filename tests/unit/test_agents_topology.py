@@ -101,6 +101,18 @@ async def test_features_computes_spectral_features_per_frame(sent):
     assert out["V"]["ts"] == "2026-09-21T14:13:20.000Z"
 
 
+async def test_features_finds_the_frame_a_batch_fails_on_and_computes_the_others(sent):
+    window = records.window_frame("P-5", "T", 1790000000.0, [1.0, 2.0, 3.0], "degC")
+    unknown = {**records.window_frame("P-5", "U", 1790000000.0, [1.0], None), "kind": "hologram"}
+    async with features.test_context() as agent:
+        await agent.put(batch(window, unknown, {**window, "sensor_id": "T2"}))
+    assert [m["sensor_id"] for m in on(sent, names.FEATURES)] == ["T", "T2"]
+    assert [m["sensor_id"] for m in on(sent, names.FEATURE_BATCHES)] == ["T", "T2"]
+    [letter] = on(sent, names.DEAD_LETTERS)
+    assert letter["stage"] == "feature-extraction" and letter["source"]["index"] == 1
+    assert "hologram" in letter["error"]["message"]
+
+
 async def test_anomaly_scores_every_feature_vector_with_its_model(sent):
     async with anomaly.test_context() as agent:
         for i in range(5):
