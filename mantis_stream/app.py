@@ -19,9 +19,10 @@ from . import topics as names
 from .kafka import LOCAL_FETCH_MAX_WAIT_MS, broker_credentials, broker_urls, limit_fetch_wait, profile_options
 from .recovery import hold_deliveries_until_seek, read_highwaters_from_fetch
 from .runtime import bound_stop_time, run_start_checks, tune_garbage_collector
-from .settings import current_settings
+from .settings import apply_config_file, current_settings
 
 settings = current_settings()
+apply_config_file(settings)  # the OpenTelemetry SDK and the span export process read only the environment
 limits.check(settings)
 
 _LOG_FORMAT = "[%(asctime)s] [%(process)s] [%(levelname)s] [trace_id=%(trace_id)s span_id=%(span_id)s] {}%(message)s %(extra)s"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mantis_stream.commands.config import check_influx_url, check_postgres_dsn, environment, mask_headers, problems
-from mantis_stream.settings import Settings, load_config_file, mask_url
+from mantis_stream.settings import Settings, apply_config_file, load_config_file, mask_url
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = ("s3cret-pw", "abc123key", "tok-xyz", "sasl-pw")
@@ -135,7 +135,10 @@ def test_settings_file_formats(tmp_path, monkeypatch):
     toml.write_text('MANTIS_APP_ID = "from-toml"\nMANTIS_BATCH_SIZE = 7\nOTEL_SDK_DISABLED = true\n')
     monkeypatch.setenv("MANTIS_CONFIG_FILE", str(toml))
     s = Settings.from_env()
-    assert (s.app_id, s.batch_size, os.environ["OTEL_SDK_DISABLED"]) == ("from-toml", 7, "true")
+    assert (s.app_id, s.batch_size, s.otel_sdk_disabled) == ("from-toml", 7, True)
+    assert "OTEL_SDK_DISABLED" not in os.environ  # reading the settings writes nothing
+    assert apply_config_file(s) == {"MANTIS_APP_ID": "from-toml", "MANTIS_BATCH_SIZE": "7", "OTEL_SDK_DISABLED": "true"}
+    assert os.environ["OTEL_SDK_DISABLED"] == "true"  # for the SDK, at worker start
     monkeypatch.setenv("MANTIS_BATCH_SIZE", "9")  # the environment wins
     assert Settings.from_env().batch_size == 9
     bad = tmp_path / "bad.env"
