@@ -29,7 +29,6 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-from pydantic_settings.sources.utils import parse_env_vars
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
@@ -207,7 +206,7 @@ def load_config_file(path: str | os.PathLike[str] | None = None) -> dict[str, st
 
 
 ENV_PREFIX = "MANTIS_"
-#: What an unset ``MANTIS_SERVICE_<STAGE>`` is shown as in errors and docs.
+#: The per-stage service-name variables, as errors and docs name them.
 SERVICE_VARIABLE = "MANTIS_SERVICE_<STAGE>"
 
 Secret = SecretStr | None
@@ -223,7 +222,8 @@ class _Variables(EnvSettingsSource):
         super().__init__(settings_cls)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self._variables, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+        return {name if self.case_sensitive else name.lower(): value for name, value in self._variables.items()
+                if not (self.env_ignore_empty and value == "")}
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         if field_name == "services":  # from MANTIS_SERVICE_<STAGE> (_ServiceNames), not from JSON
