@@ -149,3 +149,15 @@ def test_settings_file_formats(tmp_path, monkeypatch):
     other.write_text("PATH=/evil\n")
     with pytest.raises(SystemExit, match=r"PATH: only MANTIS_\* and OTEL_\* variables"):
         load_config_file(other)
+
+
+def test_building_the_app_puts_the_settings_file_into_the_environment(tmp_path):
+    """The OpenTelemetry SDK and the span export process see only the environment: the app puts the file there."""
+    settings_file = tmp_path / "mantis.env"
+    settings_file.write_text("OTEL_PROPAGATORS=b3\nMANTIS_APP_ID=from-file\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MANTIS_", "OTEL_"))}
+    env.update(MANTIS_CONFIG_FILE=str(settings_file), MANTIS_APP_ID="from-env")
+    code = "import os, mantis_stream.app; print(os.environ['OTEL_PROPAGATORS'], os.environ['MANTIS_APP_ID'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["b3", "from-env"]  # the environment still wins
