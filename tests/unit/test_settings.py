@@ -53,6 +53,8 @@ def test_types_are_parsed_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
 def test_keyword_arguments_win_and_the_profile_follows_the_broker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MANTIS_PARTITIONS", "8")
     assert Settings(partitions=2).partitions == 2
+    with pytest.raises(ValidationError, match="partitons"):
+        Settings(partitons=2)  # a misspelt setting is refused, not ignored
     assert Settings().broker_profile == "local"
     assert Settings(broker="kafka://kafka-1.plant:9092").broker_profile == "production"
     monkeypatch.setenv("MANTIS_BROKER", "127.0.0.1:9092,localhost:9093")
