@@ -26,7 +26,7 @@ from ._compat.check import check_tested_versions
 from .kafka import LOCAL_FETCH_MAX_WAIT_MS, broker_credentials, broker_urls, limit_fetch_wait, profile_options
 from .recovery import hold_deliveries_until_seek, read_highwaters_from_fetch
 from .runtime import bound_stop_time, check_at_worker_start, run_start_checks, tune_garbage_collector
-from .settings import Settings, current_settings
+from .settings import Settings, apply_config_file, current_settings
 
 __all__ = ["TOPICS", "create_app", "create_topics"]
 
@@ -79,6 +79,7 @@ def create_app(settings: Settings) -> faust.App:
     one app per process.  Registers no agent (:mod:`mantis_stream.pipeline` does).
     """
     limits.check(settings)
+    apply_config_file(settings)  # the OpenTelemetry SDK and the span export process read only the environment
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.broker),

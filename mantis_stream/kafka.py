@@ -18,6 +18,7 @@ from typing import Any
 from faust.auth import SASLCredentials, SSLCredentials
 
 from ._compat import faust as faust_compat
+from .settings import Settings, current_settings, secret
 
 
 def broker_urls(broker: str) -> list[str]:
@@ -117,28 +118,24 @@ def limit_fetch_wait(max_wait_ms: int) -> None:
     faust_compat.worker_fetch_max_wait(max_wait_ms)
 
 
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-
-
-def _ssl_context() -> ssl.SSLContext:
+def _ssl_context(settings: Settings) -> ssl.SSLContext:
     """TLS context from ``MANTIS_KAFKA_SSL_*``; a file that cannot be read stops in one line."""
-    files = {name: os.environ.get(name) or None for name in
-             ("MANTIS_KAFKA_SSL_CAFILE", "MANTIS_KAFKA_SSL_CERTFILE", "MANTIS_KAFKA_SSL_KEYFILE")}
+    files = {"MANTIS_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile, "MANTIS_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+             "MANTIS_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile}
     for name, path in files.items():
         if path is not None and not os.path.isfile(path):
             raise SystemExit(f"mantis-stream: {name}={path!r}: no such file")
     try:
-        context = ssl.create_default_context(cafile=files["MANTIS_KAFKA_SSL_CAFILE"])
-        if files["MANTIS_KAFKA_SSL_CERTFILE"]:
-            context.load_cert_chain(files["MANTIS_KAFKA_SSL_CERTFILE"], files["MANTIS_KAFKA_SSL_KEYFILE"])
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+        if settings.kafka_ssl_certfile:
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
     except (ssl.SSLError, OSError) as exc:
         raise SystemExit(f"mantis-stream: MANTIS_KAFKA_SSL_*: cannot load the certificates ({exc})") from None
     return context
 
 
-def broker_credentials() -> Any:
-    """Kafka TLS and SASL from ``MANTIS_KAFKA_*`` variables (None: plaintext), as Faust takes them.
+def broker_credentials(settings: Settings | None = None) -> Any:
+    """Kafka TLS and SASL from the ``MANTIS_KAFKA_*`` settings (None: plaintext), as Faust takes them.
 
     ``MANTIS_KAFKA_SECURITY_PROTOCOL``: ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``;
     ``MANTIS_KAFKA_SSL_CAFILE`` / ``_SSL_CERTFILE`` / ``_SSL_KEYFILE``;
@@ -146,29 +143,25 @@ def broker_credentials() -> Any:
     ``MANTIS_KAFKA_SASL_USERNAME``, ``MANTIS_KAFKA_SASL_PASSWORD``.
     A setting that cannot work stops in one line naming the variable.
     """
-    protocol = os.environ.get("MANTIS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
-    if protocol not in SECURITY_PROTOCOLS:
-        raise SystemExit(f"mantis-stream: MANTIS_KAFKA_SECURITY_PROTOCOL={protocol!r}: use one of {', '.join(SECURITY_PROTOCOLS)}")
+    settings = settings if settings is not None else current_settings()
+    protocol = settings.kafka_security_protocol
     if protocol == "PLAINTEXT":
         return None
-    context = _ssl_context() if protocol.endswith("SSL") else None
+    context = _ssl_context(settings) if protocol.endswith("SSL") else None
     if protocol == "SSL":
         return SSLCredentials(context)
-    mechanism = os.environ.get("MANTIS_KAFKA_SASL_MECHANISM", "PLAIN").upper()
-    if mechanism not in SASL_MECHANISMS:
-        raise SystemExit(f"mantis-stream: MANTIS_KAFKA_SASL_MECHANISM={mechanism!r}: use one of {', '.join(SASL_MECHANISMS)}")
-    if not os.environ.get("MANTIS_KAFKA_SASL_USERNAME"):
+    if not settings.kafka_sasl_username:
         raise SystemExit(f"mantis-stream: MANTIS_KAFKA_SECURITY_PROTOCOL={protocol}: set MANTIS_KAFKA_SASL_USERNAME "
                          "and MANTIS_KAFKA_SASL_PASSWORD")
     return SASLCredentials(
-        username=os.environ["MANTIS_KAFKA_SASL_USERNAME"],
-        password=os.environ.get("MANTIS_KAFKA_SASL_PASSWORD", ""),
-        mechanism=mechanism,
+        username=settings.kafka_sasl_username,
+        password=secret(settings.kafka_sasl_password) or "",
+        mechanism=settings.kafka_sasl_mechanism,
         ssl_context=context,
     )
 
 
-def client_options(broker: str) -> dict[str, Any]:
+def client_options(broker: str, settings: Settings | None = None) -> dict[str, Any]:
     """``bootstrap_servers`` and the security options for an aiokafka client the project makes.
 
     Why one builder: the worker (through Faust) and every other client
@@ -178,4 +171,4 @@ def client_options(broker: str) -> dict[str, Any]:
     """
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-    return {"bootstrap_servers": bootstrap_servers(broker), **credentials_to_aiokafka_auth(broker_credentials())}
+    return {"bootstrap_servers": bootstrap_servers(broker), **credentials_to_aiokafka_auth(broker_credentials(settings))}

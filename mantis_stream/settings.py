@@ -1,7 +1,12 @@
-"""One settings object, read from the environment once at start-up.
+"""One settings object: every variable the worker reads, parsed and checked in one place.
 
-Why: Faust, the sinks and tracing all need a few knobs; reading ``os.environ``
-in one place keeps the names documented (README, INTERFACE.md) and testable.
+Why: Faust, Kafka's security, the sinks and tracing all need knobs; reading
+them here (pydantic-settings, from the environment and ``MANTIS_CONFIG_FILE``)
+keeps the names documented (docs/interface.md, checked by a test), the parse
+errors one line naming the variable, and the secrets in ``SecretStr`` so no
+repr, log or ``config`` output shows them.  Building a :class:`Settings`
+changes nothing; :func:`apply_config_file` is the one place that writes to
+``os.environ``, for the readers that see only the environment.
 """
 
 from __future__ import annotations
@@ -9,9 +14,21 @@ from __future__ import annotations
 import functools
 import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import parse_qs, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from .stages import STAGES
 
@@ -135,13 +152,13 @@ def broker_is_local(broker: str) -> bool:
 
 
 def load_config_file(path: str | os.PathLike[str] | None = None) -> dict[str, str]:
-    """Read ``MANTIS_CONFIG_FILE`` and fill in the variables the environment does not set.
+    """The variables ``MANTIS_CONFIG_FILE`` (or ``path``) sets; the environment is left alone.
 
     The file holds ``NAME=VALUE`` lines (``#`` comments, optional quotes; ``.env``
     style), or a flat TOML table when it ends in ``.toml``; names are the
-    environment's (``MANTIS_*``, ``OTEL_*``).  The environment wins over the file.
-    Returns what the file set; a file that cannot be read or parsed stops with
-    one line naming MANTIS_CONFIG_FILE.
+    environment's (``MANTIS_*``, ``OTEL_*``), and the environment wins over the
+    file (:class:`Settings`, :func:`apply_config_file`).  A file that cannot be
+    read or parsed stops with one line naming MANTIS_CONFIG_FILE.
     """
     path = path if path is not None else os.environ.get("MANTIS_CONFIG_FILE")
     if not path:
@@ -178,126 +195,342 @@ def load_config_file(path: str | os.PathLike[str] | None = None) -> dict[str, st
     for name in values:
         if not name.startswith(("MANTIS_", "OTEL_")):
             raise SystemExit(f"{where}: {name}: only MANTIS_* and OTEL_* variables belong here")
-    applied = {}
-    for name, value in values.items():
-        if name not in os.environ:
-            os.environ[name] = value
-            applied[name] = value
-    return applied
+    return values
 
 
-@dataclass(frozen=True)
-class Settings:
+ENV_PREFIX = "MANTIS_"
+#: The per-stage service-name variables, as errors and docs name them.
+SERVICE_VARIABLE = "MANTIS_SERVICE_<STAGE>"
+
+Secret = SecretStr | None
+#: A comma-separated list (``a,b``), not JSON.
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+class _Variables(EnvSettingsSource):
+    """Fields from a mapping of variable names (the environment, or the settings file's lines)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], variables: Mapping[str, str]) -> None:
+        self._variables = variables
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name if self.case_sensitive else name.lower(): value for name, value in self._variables.items()
+                if not (self.env_ignore_empty and value == "")}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name == "services":  # from MANTIS_SERVICE_<STAGE> (_ServiceNames), not from JSON
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+
+class _ServiceNames(PydanticBaseSettingsSource):
+    """``services``: the default service names with each ``MANTIS_SERVICE_<STAGE>`` that is set."""
+
+    def __init__(self, settings_cls: type[BaseSettings], variables: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self._variables = variables
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        overrides = {stage: self._variables.get(service_variable(stage)) for stage in DEFAULT_SERVICES}
+        if not any(overrides.values()):
+            return {}
+        return {"services": {stage: overrides[stage] or name for stage, name in DEFAULT_SERVICES.items()}}
+
+
+def service_variable(stage: str) -> str:
+    """``MANTIS_SERVICE_<STAGE>`` for one stage: ``anomaly-detection`` -> ``MANTIS_SERVICE_ANOMALY_DETECTION``."""
+    return "MANTIS_SERVICE_" + stage.upper().replace("-", "_")
+
+
+def _field(info: ValidationInfo) -> str:
+    assert info.field_name is not None  # field validators always have one
+    return info.field_name
+
+
+def _choices(settings_cls: type[BaseSettings], info: ValidationInfo) -> tuple[str, ...]:
+    """The values a ``Literal`` field takes."""
+    return get_args(settings_cls.model_fields[_field(info)].annotation)
+
+
+def _upper(value: Any) -> Any:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+class Settings(BaseSettings):
+    """Every setting of the worker and the commands, from ``MANTIS_*`` (and a few ``OTEL_*``) variables.
+
+    ``Settings()`` reads the environment, then ``MANTIS_CONFIG_FILE`` for what
+    the environment does not set (keyword arguments win over both), and raises
+    ``ValidationError`` whose messages name the variable;
+    :meth:`from_env` turns that into one line per problem.  An empty variable
+    counts as unset.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True, extra="forbid", populate_by_name=True,
+    )
+
     broker: str = "kafka://localhost:9092"
     app_id: str = "mantis-stream"
-    #: ``local`` (short session timeouts, for Tansu) or ``production`` (Kafka defaults).
-    broker_profile: str = "local"
-    partitions: int = 4
-    postgres_dsn: str | None = field(default=None, repr=False)
-    influxdb_url: str | None = field(default=None, repr=False)
+    #: ``local`` (short session timeouts, for Tansu) or ``production`` (Kafka defaults); by default
+    #: ``local`` when every broker is on this machine.
+    broker_profile: Literal["local", "production"] = "local"
+    partitions: int = Field(default=4, ge=1)
+    postgres_dsn: Secret = None
+    influxdb_url: Secret = None
     sampling_strategies: Path = CONFIG_DIR / "sampling-strategy.json"
     web_host: str = "127.0.0.1"
-    web_port: int = 6066
+    web_port: int = Field(default=6066, ge=0, le=65535)
     #: Samples per vibration frame (FFT size) and hop between frames.
-    frame_size: int = 2048
+    frame_size: int = Field(default=2048, ge=2)
     #: Readings per window for scalar sensors.
-    scalar_window: int = 10
+    scalar_window: int = Field(default=10, ge=1)
     #: Events taken per batch by the batched agents, and the longest wait for a batch.
-    batch_size: int = 500
-    batch_within: float = 0.05
+    batch_size: int = Field(default=500, ge=1)
+    batch_within: float = Field(default=0.05, ge=0)
     #: Longest time (s) a model's changes stay unwritten to its changelog (0: after every batch).
-    checkpoint_seconds: float = 1.0
-    #: Largest accepted raw message (bytes) and waveform chunk (samples).
+    checkpoint_seconds: float = Field(default=1.0, ge=0)
+    #: Largest accepted raw message (bytes) and waveform chunk (samples); :mod:`.limits` checks the pair.
     max_message_bytes: int = 1_048_576
-    max_waveform_samples: int = 65_536
+    max_waveform_samples: int = Field(default=65_536, ge=1)
     #: Bytes of the original payload a dead letter keeps (its length and SHA-256 always).
     dead_letter_payload_bytes: int = 65_536
     #: Work-order rules.
     rul_threshold_cycles: float = 30.0
     rul_threshold_seconds: float = 3600.0
-    anomaly_persistence: int = 5
+    anomaly_persistence: int = Field(default=5, ge=1)
     #: Seconds the worker waits for an unreachable broker at start-up (0: one try, no wait).
-    broker_wait: float = 300.0
+    broker_wait: float = Field(default=300.0, ge=0)
     #: Bearer token the HTTP ingest requires (off when unset).
-    ingest_token: str | None = field(default=None, repr=False)
+    ingest_token: Secret = None
     #: Longest a stop (SIGTERM) may take before the worker exits anyway (a broker gone keeps Faust waiting).
-    stop_timeout: float = 20.0
-    services: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SERVICES))
-    #: Spans also written here as OTLP JSON lines (``mantis-stream trace``); read by tracing.setup.
-    trace_file: str | None = None
-    #: The settings file read before the environment (``MANTIS_CONFIG_FILE``).
+    stop_timeout: float = Field(default=20.0, ge=1)
+    #: Stage -> service name in Jaeger (``MANTIS_SERVICE_<STAGE>`` overrides one).
+    services: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SERVICES))
+    #: The settings file read after the environment (``MANTIS_CONFIG_FILE``).
     config_file: str | None = None
+    #: The RUL model file ``train-rul`` wrote (the shipped model when unset).
+    rul_model: str | None = None
+    #: Fault injection for the tests: ``agent:text[:times]``, comma-separated.
+    test_fault: str | None = None
+
+    # Kafka security (kafka.broker_credentials maps them to Faust's credentials).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: Secret = None
+
+    # Tracing.
+    #: Spans also written here as OTLP JSON lines (``mantis-stream trace``).
+    trace_file: str | None = None
+    #: The trace file's size cap (0: none) and rotated files kept; the span export process reads the variables.
+    trace_file_max_bytes: int = Field(default=64 << 20, ge=0)
+    trace_file_backups: int = Field(default=1, ge=0)
+    #: More attribute keys (globs) kept off spans, besides the built-in deny-list.
+    trace_deny_attributes: CommaList = ()
+    #: ``process``: spans are encoded and exported by a child process; ``thread``: in the worker.
+    tracing_export: Literal["process", "thread"] = "process"
+    #: Seconds a stopping worker spends exporting its last spans.
+    tracing_shutdown_timeout: float = Field(default=3.0, ge=0)
+    #: The OpenTelemetry variables the project reads itself (the SDK reads the rest, and these too).
+    otel_sdk_disabled: bool = Field(default=False, validation_alias="OTEL_SDK_DISABLED")
+    otel_traces_exporter: str | None = Field(default=None, validation_alias="OTEL_TRACES_EXPORTER")
+    otel_traces_sampler: str | None = Field(default=None, validation_alias="OTEL_TRACES_SAMPLER")
+    otel_exporter_otlp_headers: Secret = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_HEADERS")
+    otel_exporter_otlp_traces_headers: Secret = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+    otel_span_attribute_count_limit: int = Field(default=64, ge=0, validation_alias="OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT")
+    otel_span_event_count_limit: int = Field(default=32, ge=0, validation_alias="OTEL_SPAN_EVENT_COUNT_LIMIT")
+    #: Unset: at least 128, and a batch's worth (a batch span links every record's trace).
+    otel_span_link_count_limit: int | None = Field(default=None, ge=0, validation_alias="OTEL_SPAN_LINK_COUNT_LIMIT")
+    #: Unset: four times the longest string attribute the project writes.
+    otel_attribute_value_length_limit: int | None = Field(
+        default=None, ge=0, validation_alias="OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        given = init_settings.init_kwargs if isinstance(init_settings, InitSettingsSource) else {}
+        path = given.get("config_file") or os.environ.get("MANTIS_CONFIG_FILE") or None
+        from_file = load_config_file(path) if path else {}
+        environment = dict(os.environ)
+        return (
+            init_settings,
+            _Variables(settings_cls, environment),
+            _Variables(settings_cls, from_file),
+            _ServiceNames(settings_cls, {**from_file, **environment}),
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_from_broker(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("broker_profile"):
+            broker = data.get("broker") or cls.model_fields["broker"].default
+            try:
+                local = broker_is_local(broker)
+            except ValueError:  # the broker's own check names the problem
+                local = False
+            data = {**data, "broker_profile": "local" if local else "production"}
+        return data
+
+    @field_validator("broker")
+    @classmethod
+    def _check_broker(cls, value: str) -> str:
+        if (problem := check_broker_url(value)) is not None:
+            raise ValueError(f"MANTIS_BROKER={value!r}: {problem}")
+        return value
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_choice(cls, value: Any, info: ValidationInfo) -> Any:
+        """Any case; anything else is refused naming the choices."""
+        choices, value = _choices(cls, info), _upper(value)
+        if value not in choices:
+            raise ValueError(f"{variable(_field(info))}={value!r}: use one of {', '.join(choices)}")
+        return value
+
+    @field_validator("tracing_export", "broker_profile", mode="before")
+    @classmethod
+    def _lower_choice(cls, value: Any, info: ValidationInfo) -> Any:
+        choices, value = _choices(cls, info), _lower(value)
+        if value not in choices:
+            raise ValueError(f"{variable(_field(info))}={value!r}: use {' or '.join(map(repr, choices))}")
+        return value
+
+    @field_validator("trace_deny_attributes", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("otel_sdk_disabled", mode="before")
+    @classmethod
+    def _sdk_true(cls, value: Any) -> Any:
+        """``true`` (any case) disables, anything else does not: what the OpenTelemetry SDK does."""
+        return _lower(value) == "true" if isinstance(value, str) else value
 
     @classmethod
     def from_env(cls) -> Settings:
-        load_config_file()  # MANTIS_CONFIG_FILE: fills in what the environment does not set
-        broker = os.environ.get("MANTIS_BROKER", cls.broker)
-        profile = os.environ.get("MANTIS_BROKER_PROFILE") or ("local" if broker_is_local(broker) else "production")
-        if profile not in ("local", "production"):
-            raise SystemExit(f"mantis-stream: MANTIS_BROKER_PROFILE={profile!r}: use 'local' or 'production'")
-        services = dict(DEFAULT_SERVICES)
-        for stage in services:
-            override = os.environ.get("MANTIS_SERVICE_" + stage.upper().replace("-", "_"))
-            if override:
-                services[stage] = override
-        if (problem := check_broker_url(broker)) is not None:
-            raise SystemExit(f"mantis-stream: MANTIS_BROKER={broker!r}: {problem}")
-        made = cls(
-            broker=broker,
-            app_id=os.environ.get("MANTIS_APP_ID", cls.app_id),
-            broker_profile=profile,
-            partitions=_env_int("MANTIS_PARTITIONS", cls.partitions),
-            postgres_dsn=os.environ.get("MANTIS_POSTGRES_DSN") or None,
-            influxdb_url=os.environ.get("MANTIS_INFLUXDB_URL") or None,
-            sampling_strategies=Path(os.environ.get("MANTIS_SAMPLING_STRATEGIES") or cls.sampling_strategies),
-            web_host=os.environ.get("MANTIS_WEB_HOST", cls.web_host),
-            web_port=_env_int("MANTIS_WEB_PORT", cls.web_port),
-            frame_size=_env_int("MANTIS_FRAME_SIZE", cls.frame_size),
-            scalar_window=_env_int("MANTIS_SCALAR_WINDOW", cls.scalar_window),
-            batch_size=_env_int("MANTIS_BATCH_SIZE", cls.batch_size),
-            batch_within=_env_float("MANTIS_BATCH_WITHIN", cls.batch_within),
-            checkpoint_seconds=_env_float("MANTIS_CHECKPOINT_SECONDS", cls.checkpoint_seconds),
-            max_message_bytes=_env_int("MANTIS_MAX_MESSAGE_BYTES", cls.max_message_bytes),
-            max_waveform_samples=_env_int("MANTIS_MAX_WAVEFORM_SAMPLES", cls.max_waveform_samples),
-            dead_letter_payload_bytes=_env_int("MANTIS_DEAD_LETTER_PAYLOAD_BYTES", cls.dead_letter_payload_bytes),
-            rul_threshold_cycles=_env_float("MANTIS_RUL_THRESHOLD_CYCLES", cls.rul_threshold_cycles),
-            rul_threshold_seconds=_env_float("MANTIS_RUL_THRESHOLD_SECONDS", cls.rul_threshold_seconds),
-            anomaly_persistence=_env_int("MANTIS_ANOMALY_PERSISTENCE", cls.anomaly_persistence),
-            broker_wait=_env_float("MANTIS_BROKER_WAIT", cls.broker_wait),
-            ingest_token=os.environ.get("MANTIS_INGEST_TOKEN") or None,
-            stop_timeout=_env_float("MANTIS_STOP_TIMEOUT", cls.stop_timeout),
-            services=services,
-            trace_file=os.environ.get("MANTIS_TRACE_FILE") or None,
-            config_file=os.environ.get("MANTIS_CONFIG_FILE") or None,
-        )
-        made.check_ranges()
-        return made
-
-    def check_ranges(self) -> None:
-        """Stop in one line on a count or duration no worker can run with (naming the variable)."""
-        at_least = {
-            "MANTIS_PARTITIONS": (self.partitions, 1), "MANTIS_BATCH_SIZE": (self.batch_size, 1),
-            "MANTIS_FRAME_SIZE": (self.frame_size, 2), "MANTIS_SCALAR_WINDOW": (self.scalar_window, 1),
-            "MANTIS_MAX_WAVEFORM_SAMPLES": (self.max_waveform_samples, 1),
-            "MANTIS_ANOMALY_PERSISTENCE": (self.anomaly_persistence, 1),
-            "MANTIS_BATCH_WITHIN": (self.batch_within, 0), "MANTIS_CHECKPOINT_SECONDS": (self.checkpoint_seconds, 0),
-            "MANTIS_BROKER_WAIT": (self.broker_wait, 0), "MANTIS_STOP_TIMEOUT": (self.stop_timeout, 1),
-            "MANTIS_WEB_PORT": (self.web_port, 0),
-        }
-        for name, (value, low) in at_least.items():
-            if not value >= low:  # NaN too
-                raise SystemExit(f"mantis-stream: {name}={value}: must be at least {low}")
-        if self.web_port > 65535:
-            raise SystemExit(f"mantis-stream: MANTIS_WEB_PORT={self.web_port}: must be at most 65535")
+        """The settings, or SystemExit with one line per problem, each naming its variable."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise SystemExit("\n".join(f"mantis-stream: {line}" for line in describe(exc))) from None
 
     def masked(self) -> dict[str, object]:
         """The effective settings with secrets masked, for logs and ``config``."""
-        out: dict[str, object] = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        out["postgres_dsn"] = mask_url(self.postgres_dsn)
-        out["influxdb_url"] = mask_url(self.influxdb_url)
-        out["ingest_token"] = "***" if self.ingest_token else None
-        out["sampling_strategies"] = str(self.sampling_strategies)
+        out: dict[str, object] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = mask_secret(name, value.get_secret_value())
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
         return out
+
+
+def mask_headers(value: str) -> str:
+    """``k1=v1,k2=v2`` -> ``k1=***,k2=***`` (the header names stay readable)."""
+    parts = []
+    for item in value.split(","):
+        name, sep, _ = item.partition("=")
+        parts.append(f"{name.strip()}=***" if sep else "***")
+    return ",".join(parts)
+
+
+def mask_secret(name: str, value: str) -> str:
+    """A secret field's value as logs and ``config`` show it: URLs keep all but the password, headers their names."""
+    if name.endswith("headers"):
+        return mask_headers(value)
+    if name in ("postgres_dsn", "influxdb_url"):
+        return mask_url(value) or ""
+    return "***"
+
+
+def secret(value: SecretStr | None) -> str | None:
+    """The plain text of an optional secret setting, for the one place that uses it."""
+    return value.get_secret_value() if value is not None else None
+
+
+def variable(field: str) -> str:
+    """The environment variable a :class:`Settings` field is read from."""
+    if field == "services":
+        return SERVICE_VARIABLE
+    alias = Settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else ENV_PREFIX + field.upper()
+
+
+#: The fields that hold secrets (``SecretStr``).
+SECRET_FIELDS = frozenset(name for name, info in Settings.model_fields.items() if SecretStr in get_args(info.annotation))
+_ALIASES = {info.validation_alias: name for name, info in Settings.model_fields.items()
+            if isinstance(info.validation_alias, str)}
+
+
+def describe(error: ValidationError) -> list[str]:
+    """One line per problem of a :class:`Settings` ``ValidationError``, naming the variable (secrets masked)."""
+    lines = []
+    for item in error.errors(include_url=False):
+        loc = str(item["loc"][0]) if item["loc"] else ""
+        field = _ALIASES.get(loc, loc)
+        name = variable(field) if field in Settings.model_fields else loc
+        raw = item.get("input")
+        if field in SECRET_FIELDS:
+            raw = mask_secret(field, str(raw))
+        kind, ctx = item["type"], item.get("ctx", {})
+        if kind == "value_error":
+            lines.append(str(ctx.get("error", item["msg"])))
+        elif kind in ("int_parsing", "int_from_float", "int_type"):
+            lines.append(f"{name}={raw!r} is not an integer")
+        elif kind in ("float_parsing", "float_type"):
+            lines.append(f"{name}={raw!r} is not a number")
+        elif kind == "greater_than_equal":
+            lines.append(f"{name}={raw}: must be at least {ctx['ge']:g}")
+        elif kind == "less_than_equal":
+            lines.append(f"{name}={raw}: must be at most {ctx['le']:g}")
+        elif kind == "literal_error":
+            lines.append(f"{name}={raw!r}: use {ctx['expected']}")
+        else:
+            lines.append(f"{name}={raw!r}: {item['msg']}")
+    return lines
+
+
+def environment_with_file(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment as the worker sees it after :func:`apply_config_file`: the file's variables under it."""
+    environ = os.environ if environ is None else environ
+    return {**(load_config_file(settings.config_file) if settings.config_file else {}), **environ}
+
+
+def apply_config_file(settings: Settings) -> dict[str, str]:
+    """Put the settings file's variables the environment does not set into ``os.environ``; return them.
+
+    Why: the OpenTelemetry SDK reads only the environment (``OTEL_*``: endpoint,
+    headers, propagators, batch processor), and so do the span export process
+    and worker processes this one starts.  Called once at worker start, by the
+    code that builds the app; building :class:`Settings` writes nothing.
+    """
+    if not settings.config_file:
+        return {}
+    added = {name: value for name, value in load_config_file(settings.config_file).items() if name not in os.environ}
+    os.environ.update(added)
+    return added
 
 
 @functools.cache

@@ -28,7 +28,6 @@ the first ``times`` times (default 1) it is handed one.
 from __future__ import annotations
 
 import logging
-import os
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -75,7 +74,7 @@ _feeds: weakref.WeakKeyDictionary[Stream[Any], _Feed] = weakref.WeakKeyDictionar
 
 def _faults() -> dict[str, dict[bytes, int]]:
     out: dict[str, dict[bytes, int]] = {}
-    for spec in filter(None, os.environ.get("MANTIS_TEST_FAULT", "").split(",")):
+    for spec in filter(None, settings.test_fault or "".split(",")):
         agent, _, rest = spec.partition(":")
         text, _, times = rest.partition(":")
         out.setdefault(agent, {})[text.encode()] = int(times or 1)

@@ -30,6 +30,7 @@ from ..app import app, readings_topic, settings
 from ..codecs import dumps
 from ..kafka import bootstrap_servers
 from ..models.reading import InvalidReading, validate_reading
+from ..settings import secret
 from .sinks import SINKS
 
 STAGE = "ingestion"
@@ -58,7 +59,7 @@ def authorised(request: Any) -> bool:
     if not settings.ingest_token:
         return True
     given = request.headers.get("Authorization", "")
-    return hmac.compare_digest(given.encode(), f"Bearer {settings.ingest_token}".encode())
+    return hmac.compare_digest(given.encode(), f"Bearer {secret(settings.ingest_token)}".encode())
 
 
 def parse_body(body: bytes) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ updates a degradation model extrapolated to failure, with bounds.  The unit is
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 from .. import tracing
@@ -16,6 +15,7 @@ from ..app import app, assessments_topic, feature_batches_topic, rul_topic
 from ..models import records
 from ..models.rul import RulEstimate, RulModel, RulTracker
 from ..runtime import check_at_worker_start
+from ..settings import current_settings
 from ._batch import Item
 from ._runner import KeyedStage
 from ._state import TableBackedCache, bytes_table
@@ -30,7 +30,7 @@ def model() -> RulModel:
     Why: every command imports the agents; a missing or malformed file must
     stop the worker (or the agent) in one line, never ``--help`` or ``config``.
     """
-    path = os.environ.get("MANTIS_RUL_MODEL")
+    path = current_settings().rul_model
     if not path:
         return RulModel.default()
     try:

@@ -39,7 +39,7 @@ from .. import tracing
 from ..app import app, settings
 from ..errors import send_dead_letter
 from ..runtime import check_at_worker_start
-from ..settings import check_postgres_dsn, mask_url
+from ..settings import check_postgres_dsn, mask_url, secret
 from ..sinks.buffer import BufferedSink
 from ..sinks.influx import InfluxSink, InfluxTarget
 from ..sinks.postgres import PostgresSink
@@ -107,11 +107,11 @@ def _reject(sink_name: str):  # type: ignore[no-untyped-def]
 async def log_sinks() -> None:
     """Say at worker start which sinks are on (passwords masked)."""
     if settings.postgres_dsn:
-        log.info("storage: PostgreSQL sink on: %s", mask_url(settings.postgres_dsn))
+        log.info("storage: PostgreSQL sink on: %s", mask_url(secret(settings.postgres_dsn)))
     else:
         log.info("storage: PostgreSQL sink off (MANTIS_POSTGRES_DSN unset)")
     if settings.influxdb_url:
-        log.info("storage: InfluxDB sink on: %s", mask_url(settings.influxdb_url))
+        log.info("storage: InfluxDB sink on: %s", mask_url(secret(settings.influxdb_url)))
     else:
         log.info("storage: InfluxDB sink off (MANTIS_INFLUXDB_URL unset)")
 
@@ -119,7 +119,7 @@ async def log_sinks() -> None:
 @check_at_worker_start
 def refuse_bad_dsn() -> None:
     """Stop ``worker`` in one line on a DSN asyncpg would refuse (``config`` names it too)."""
-    if settings.postgres_dsn and (problem := check_postgres_dsn(settings.postgres_dsn)):
+    if settings.postgres_dsn and (problem := check_postgres_dsn(secret(settings.postgres_dsn) or "")):
         raise SystemExit(f"mantis-stream: MANTIS_POSTGRES_DSN: {problem}")
 
 if settings.postgres_dsn:
@@ -127,7 +127,7 @@ if settings.postgres_dsn:
 
     @app.agent(postgres_source, name="sink-postgres")
     async def sink_postgres(stream):  # type: ignore[no-untyped-def]
-        dsn = settings.postgres_dsn
+        dsn = secret(settings.postgres_dsn)
         assert dsn is not None  # the agent exists only when it is set
         sink = PostgresSink(
             dsn, tracer=tracing.stage_tracer(STAGE), on_reject=_reject("postgres"),
@@ -146,7 +146,7 @@ def refuse_bad_influx_url() -> None:
     """Stop ``worker`` in one line on an InfluxDB URL the sink cannot use (``config`` names it too)."""
     if settings.influxdb_url:
         try:
-            InfluxTarget.from_url(settings.influxdb_url)
+            InfluxTarget.from_url(secret(settings.influxdb_url) or "")
         except ValueError as exc:
             raise SystemExit(f"mantis-stream: MANTIS_INFLUXDB_URL: {exc}") from None
 
@@ -156,7 +156,7 @@ if settings.influxdb_url:
 
     @app.agent(influx_source, name="sink-influx")
     async def sink_influx(stream):  # type: ignore[no-untyped-def]
-        url = settings.influxdb_url
+        url = secret(settings.influxdb_url)
         assert url is not None  # the agent exists only when it is set
         sink = InfluxSink(url, tracer=tracing.stage_tracer(STAGE), on_reject=_reject("influx"))
         SINKS["influx"] = sink

@@ -37,7 +37,10 @@ from ..settings import (
     check_broker_url,
     check_postgres_dsn,
     current_settings,
+    environment_with_file,
+    mask_headers,
     mask_url,
+    secret,
 )
 from ._oneline import one_line_errors
 
@@ -47,17 +50,8 @@ SECRET_PARTS = ("PASSWORD", "TOKEN", "SECRET", "CREDENTIAL")
 #: OTLP header variables: ``k1=v1,k2=v2``; values are credentials (API keys, basic auth).
 HEADER_VARS = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
                "OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_LOGS_HEADERS")
-#: Environment variables shown besides the settings (not read into ``Settings``).
+#: Environment variables shown as they are set, besides the settings (the SDK reads the OTEL_* ones itself).
 EXTRA_PREFIXES = ("OTEL_", "MANTIS_KAFKA_", "MANTIS_TRACING_")
-
-
-def mask_headers(value: str) -> str:
-    """``k1=v1,k2=v2`` -> ``k1=***,k2=***`` (the header names stay readable)."""
-    parts = []
-    for item in value.split(","):
-        name, sep, _ = item.partition("=")
-        parts.append(f"{name.strip()}={MASK}" if sep else MASK)
-    return ",".join(parts)
 
 
 def mask_env(name: str, value: str) -> str:
@@ -97,9 +91,9 @@ def problems(s: Settings, env: dict[str, str] | None = None) -> list[str]:
     out = []
     if (msg := check_broker_url(s.broker)) is not None:
         out.append(f"MANTIS_BROKER: {msg}")
-    if s.postgres_dsn and (msg := check_postgres_dsn(s.postgres_dsn)) is not None:
+    if (dsn := secret(s.postgres_dsn)) and (msg := check_postgres_dsn(dsn)) is not None:
         out.append(f"MANTIS_POSTGRES_DSN: {msg}")
-    if s.influxdb_url and (msg := check_influx_url(s.influxdb_url)) is not None:
+    if (url := secret(s.influxdb_url)) and (msg := check_influx_url(url)) is not None:
         out.append(f"MANTIS_INFLUXDB_URL: {msg}")
     exporters = [n.strip().lower() for n in (env.get("OTEL_TRACES_EXPORTER") or "otlp").split(",") if n.strip()]
     for name in exporters:
@@ -126,7 +120,7 @@ def checked_settings() -> Settings:
     """The settings, stopped with one line by the checks a worker makes at start (sizes, Kafka TLS files)."""
     s = current_settings()
     limits.check(s)
-    broker_credentials()
+    broker_credentials(s)
     return s
 
 
@@ -156,13 +150,14 @@ def render_lines(data: dict[str, Any]) -> str:
 async def config(self: object, as_json: bool) -> None:
     """Print the effective configuration (settings and OTEL_* variables), secrets masked."""
     settings = checked_settings()
-    data = effective(settings)
+    env = environment_with_file(settings)  # the worker puts the settings file's OTEL_* there for the SDK
+    data = effective(settings, env)
     if as_json:
         print(json.dumps(data, indent=2, default=str))
     else:
         print(render_lines(data))
     sys.stdout.flush()
-    found = problems(settings)
+    found = problems(settings, env)
     for line in found:
         print(f"mantis-stream config: {line}", file=sys.stderr)
     if found:

@@ -57,14 +57,16 @@ def start_worker(broker_url: str, folder: Path, web_port: int, embedded: bool) -
     env = dict(os.environ)
     if embedded:  # the embedded broker speaks plaintext: Kafka security settings are for another broker
         env = {k: v for k, v in env.items() if not k.startswith("MANTIS_KAFKA_")}
+        env["MANTIS_KAFKA_SECURITY_PROTOCOL"] = "PLAINTEXT"  # over a settings file's too
+    chosen = settings.model_fields_set  # set in the environment or the settings file: the demo keeps them
     env.update(
         MANTIS_BROKER=broker_url,
-        MANTIS_APP_ID=os.environ.get("MANTIS_APP_ID", f"mantis-demo-{int(time.time())}"),
+        MANTIS_APP_ID=settings.app_id if "app_id" in chosen else f"mantis-demo-{int(time.time())}",
         MANTIS_WEB_PORT=str(web_port),
-        MANTIS_RUL_THRESHOLD_SECONDS=os.environ.get("MANTIS_RUL_THRESHOLD_SECONDS", "60"),
-        MANTIS_RUL_THRESHOLD_CYCLES=os.environ.get("MANTIS_RUL_THRESHOLD_CYCLES", "30"),
-        OTEL_TRACES_EXPORTER=os.environ.get("OTEL_TRACES_EXPORTER", "none"),
-        MANTIS_TRACE_FILE=str(Path(os.environ.get("MANTIS_TRACE_FILE") or folder / "mantis-traces.jsonl").resolve()),
+        MANTIS_RUL_THRESHOLD_SECONDS=str(settings.rul_threshold_seconds if "rul_threshold_seconds" in chosen else 60),
+        MANTIS_RUL_THRESHOLD_CYCLES=str(settings.rul_threshold_cycles if "rul_threshold_cycles" in chosen else 30),
+        OTEL_TRACES_EXPORTER=settings.otel_traces_exporter or "none",
+        MANTIS_TRACE_FILE=str(Path(settings.trace_file or folder / "mantis-traces.jsonl").resolve()),
     )
     log = open(folder / "mantis-demo-worker.log", "ab")  # the worker process owns it
     try:

@@ -39,6 +39,7 @@ from ..models.rul import (
     femto_estimate,
     run_tracker,
 )
+from ..settings import current_settings
 from ..training.rul import fit_cmapss, fit_femto
 from ._oneline import one_line_errors
 
@@ -59,7 +60,7 @@ def _print_json(obj: Mapping[str, object]) -> None:
 
 def load_model(path: str | None) -> RulModel:
     """``--model``, else ``MANTIS_RUL_MODEL``, else the shipped default (as the agent does)."""
-    path = path or os.environ.get("MANTIS_RUL_MODEL") or None
+    path = path or current_settings().rul_model
     if path is None:
         return RulModel.default()
     try:

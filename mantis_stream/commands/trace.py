@@ -35,7 +35,6 @@ Notes
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from collections import defaultdict
@@ -47,6 +46,7 @@ import click
 
 from ..cli import argument, command, option
 from ..demo import DEMO_DIR
+from ..settings import current_settings
 from ..tracing.filelog import SpanRecord, read_recent, read_spans
 from ._oneline import one_line_errors
 
@@ -56,7 +56,7 @@ ERROR_MARK = "!"
 
 
 def default_trace_file() -> str:
-    return os.environ.get("MANTIS_TRACE_FILE") or DEFAULT_FILE
+    return current_settings().trace_file or DEFAULT_FILE
 
 
 def fmt_duration(ns: int) -> str:

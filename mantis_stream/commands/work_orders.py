@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from ..cli import command, option
-from ..settings import current_settings, mask_url
+from ..settings import current_settings, mask_url, secret
 from ..sinks.postgres import list_work_orders
 from ._oneline import one_line_errors
 
@@ -90,7 +90,7 @@ async def fetch_work_orders(dsn: str | None, *, open_only: bool, asset: str | No
 async def work_orders(self: Any, open_only: bool, asset: str | None) -> None:
     """List work orders from PostgreSQL (MANTIS_POSTGRES_DSN), newest first, with trace ids."""
     try:
-        rows = await fetch_work_orders(current_settings().postgres_dsn, open_only=open_only, asset=asset)
+        rows = await fetch_work_orders(secret(current_settings().postgres_dsn), open_only=open_only, asset=asset)
     except WorkOrdersError as exc:
         print(f"mantis-stream work-orders: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None

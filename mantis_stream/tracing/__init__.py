@@ -53,7 +53,7 @@ import atexit
 import logging
 from typing import Any
 
-from .attributes import set_denylist, span_attributes
+from .attributes import DEFAULT_DENYLIST, set_denylist, span_attributes
 from .context import context_of, use_event
 from .items import carried, open_item, outgoing_carrier, use_item
 from .logs import LOG_FORMAT, install_log_correlation
@@ -95,6 +95,7 @@ def install(app: Any, settings: Any) -> None:
         default_stage="ingestion",
     ))
     install_log_correlation()
+    set_denylist(DEFAULT_DENYLIST + settings.trace_deny_attributes)
     if setup._runtime is None:
         setup.set_pending(settings)
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import fnmatch
 import numbers
-import os
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -66,7 +65,7 @@ def set_denylist(patterns: Iterable[str], *, extend: bool = False) -> None:
 
 
 _patterns: list[str] = []
-set_denylist(DEFAULT_DENYLIST + tuple((os.environ.get("MANTIS_TRACE_DENY_ATTRIBUTES") or "").split(",")))
+set_denylist(DEFAULT_DENYLIST)  # MANTIS_TRACE_DENY_ATTRIBUTES is added by tracing.install
 
 
 def is_denied(key: str) -> bool:

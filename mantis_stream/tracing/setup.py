@@ -110,10 +110,6 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 _DROP_LOG_INTERVAL = 10.0
 
 
-def _env_true(name: str) -> bool:
-    return (os.environ.get(name) or "").strip().lower() == "true"
-
-
 class _DropCounter:
     """Counts spans lost (queue full, failed export) and logs them at most every 10 s."""
 
@@ -204,15 +200,8 @@ def exporter_from_env() -> SpanExporter | None:
     return export_process.exporter_from_env()
 
 
-def _export_in_process() -> bool:
-    mode = (os.environ.get("MANTIS_TRACING_EXPORT") or "process").strip().lower()
-    if mode not in ("process", "thread"):
-        raise ValueError(f"MANTIS_TRACING_EXPORT={mode!r}: use 'process' or 'thread'")
-    return mode == "process"
-
-
-def _sampler_from_env() -> Sampler | None:
-    if not os.environ.get("OTEL_TRACES_SAMPLER"):
+def _sampler_from_env(settings: Settings) -> Sampler | None:
+    if not settings.otel_traces_sampler:
         return None
     # A provider built without a sampler takes the one OTEL_TRACES_SAMPLER(_ARG) names.
     sampler: Sampler = TracerProvider(shutdown_on_exit=False).sampler
@@ -335,7 +324,7 @@ class TracingRuntime:
             return
         self._closed = True
         if timeout is None:
-            timeout = float(os.environ.get("MANTIS_TRACING_SHUTDOWN_TIMEOUT") or 3.0)
+            timeout = self.settings.tracing_shutdown_timeout
         processor = self.processor
         if processor is None:
             return
@@ -350,7 +339,7 @@ class TracingRuntime:
             log.warning("tracing: %d span(s) were dropped in total", self.drops.total)
 
 
-_DEFAULT_STRATEGIES_PATH = Path(Settings.sampling_strategies)
+_DEFAULT_STRATEGIES_PATH = Path(Settings.model_fields["sampling_strategies"].default)
 
 
 def _strategies_for(settings: Settings) -> Strategies:
@@ -387,9 +376,9 @@ def configure(
     """
     global _runtime, _pending
     reload_propagators()
-    enabled = not _env_true("OTEL_SDK_DISABLED")
+    enabled = not settings.otel_sdk_disabled
     if sampler_override is None:
-        sampler_override = _sampler_from_env()
+        sampler_override = _sampler_from_env(settings)
     strategies = None
     if enabled and sampler_override is None:
         strategies = _strategies_for(settings)
@@ -401,7 +390,7 @@ def configure(
                 batch = True
             if not export_process.exporter_names():
                 exporter = None
-            elif _export_in_process():
+            elif settings.tracing_export == "process":
                 exporter = export_process.ProcessSpanExporter(partial(drops.add, "export_failed"))
             else:
                 exporter = exporter_from_env()
@@ -411,11 +400,12 @@ def configure(
                 processor = _BoundedBatchSpanProcessor(counted, drops, **export_process.processor_options(exporter))
             else:
                 processor = SimpleSpanProcessor(counted)
+    links, length = settings.otel_span_link_count_limit, settings.otel_attribute_value_length_limit
     limits = SpanLimits(
-        max_span_attributes=int(os.environ.get("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT") or 64),
-        max_events=int(os.environ.get("OTEL_SPAN_EVENT_COUNT_LIMIT") or 32),
-        max_links=int(os.environ.get("OTEL_SPAN_LINK_COUNT_LIMIT") or max(128, settings.batch_size)),
-        max_attribute_length=int(os.environ.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT") or 4 * MAX_STRING),
+        max_span_attributes=settings.otel_span_attribute_count_limit,
+        max_events=settings.otel_span_event_count_limit,
+        max_links=max(128, settings.batch_size) if links is None else links,
+        max_attribute_length=4 * MAX_STRING if length is None else length,
     )
     runtime = TracingRuntime(
         settings=settings,

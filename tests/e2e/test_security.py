@@ -24,7 +24,7 @@ from faust.auth import SASLCredentials, SSLCredentials
 from mantis_stream import topics as names
 from mantis_stream.demo.broker import free_port
 from mantis_stream.kafka import broker_credentials
-from mantis_stream.settings import Settings, mask_url
+from mantis_stream.settings import Settings, current_settings, mask_url
 
 from conftest import collect, produce
 from otlp_receiver import OTLPReceiver
@@ -34,9 +34,18 @@ from otlp_receiver import OTLPReceiver
 
 @pytest.fixture
 def kafka_env(monkeypatch):  # type: ignore[no-untyped-def]
+    """Sets ``MANTIS_KAFKA_*`` variables; broker_credentials() then reads them (the cached settings are dropped)."""
     for name in ("SECURITY_PROTOCOL", "SSL_CAFILE", "SSL_CERTFILE", "SSL_KEYFILE", "SASL_MECHANISM", "SASL_USERNAME", "SASL_PASSWORD"):
         monkeypatch.delenv(f"MANTIS_KAFKA_{name}", raising=False)
-    return lambda **kw: [monkeypatch.setenv(f"MANTIS_KAFKA_{k.upper()}", v) for k, v in kw.items()]
+
+    def set_env(**kw: str) -> None:
+        for k, v in kw.items():
+            monkeypatch.setenv(f"MANTIS_KAFKA_{k.upper()}", v)
+        current_settings.cache_clear()
+
+    current_settings.cache_clear()
+    yield set_env
+    current_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

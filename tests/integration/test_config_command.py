@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mantis_stream.commands.config import check_influx_url, check_postgres_dsn, environment, mask_headers, problems
-from mantis_stream.settings import Settings, load_config_file, mask_url
+from mantis_stream.settings import Settings, apply_config_file, load_config_file, mask_url
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = ("s3cret-pw", "abc123key", "tok-xyz", "sasl-pw")
@@ -135,7 +135,10 @@ def test_settings_file_formats(tmp_path, monkeypatch):
     toml.write_text('MANTIS_APP_ID = "from-toml"\nMANTIS_BATCH_SIZE = 7\nOTEL_SDK_DISABLED = true\n')
     monkeypatch.setenv("MANTIS_CONFIG_FILE", str(toml))
     s = Settings.from_env()
-    assert (s.app_id, s.batch_size, os.environ["OTEL_SDK_DISABLED"]) == ("from-toml", 7, "true")
+    assert (s.app_id, s.batch_size, s.otel_sdk_disabled) == ("from-toml", 7, True)
+    assert "OTEL_SDK_DISABLED" not in os.environ  # reading the settings writes nothing
+    assert apply_config_file(s) == {"MANTIS_APP_ID": "from-toml", "MANTIS_BATCH_SIZE": "7", "OTEL_SDK_DISABLED": "true"}
+    assert os.environ["OTEL_SDK_DISABLED"] == "true"  # for the SDK, at worker start
     monkeypatch.setenv("MANTIS_BATCH_SIZE", "9")  # the environment wins
     assert Settings.from_env().batch_size == 9
     bad = tmp_path / "bad.env"
@@ -146,3 +149,15 @@ def test_settings_file_formats(tmp_path, monkeypatch):
     other.write_text("PATH=/evil\n")
     with pytest.raises(SystemExit, match=r"PATH: only MANTIS_\* and OTEL_\* variables"):
         load_config_file(other)
+
+
+def test_building_the_app_puts_the_settings_file_into_the_environment(tmp_path):
+    """The OpenTelemetry SDK and the span export process see only the environment: the app puts the file there."""
+    settings_file = tmp_path / "mantis.env"
+    settings_file.write_text("OTEL_PROPAGATORS=b3\nMANTIS_APP_ID=from-file\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MANTIS_", "OTEL_"))}
+    env.update(MANTIS_CONFIG_FILE=str(settings_file), MANTIS_APP_ID="from-env")
+    code = "import os, mantis_stream.app; print(os.environ['OTEL_PROPAGATORS'], os.environ['MANTIS_APP_ID'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["b3", "from-env"]  # the environment still wins

@@ -18,6 +18,7 @@ from mantis_stream import topics
 from mantis_stream.errors import _record
 from mantis_stream.models import records, schema
 from mantis_stream.models.reading import InvalidReading
+from mantis_stream.settings import Settings, variable
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "interface.md").read_text(encoding="utf-8")
@@ -122,6 +123,7 @@ def test_nested_fields_are_documented() -> None:
 def test_every_environment_variable_the_code_reads_is_documented() -> None:
     source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "mantis_stream").rglob("*.py"))
     used = set(re.findall(r"\bMANTIS_[A-Z0-9_]*[A-Z0-9]\b", source))
+    used |= {name for name in map(variable, Settings.model_fields) if name.startswith("MANTIS_") and "<" not in name}
     first_column = " ".join(row[0] for row in table_rows(section("Environment")))
     documented = set(re.findall(r"`(MANTIS_[A-Z0-9_<>]+)`", first_column))
     prefixes = {name.split("<")[0] for name in documented if "<" in name}
@@ -131,6 +133,17 @@ def test_every_environment_variable_the_code_reads_is_documented() -> None:
     assert not missing, f"read by the code, missing from docs/interface.md: {sorted(missing)}"
     stale = {name for name in documented if "<" not in name and name not in used}
     assert not stale, f"documented but read nowhere: {sorted(stale)}"
+
+
+def test_every_setting_is_documented() -> None:
+    """Each Settings field's variable: a ``MANTIS_*`` one in the first column, an ``OTEL_*`` one in the section."""
+    environment = section("Environment")
+    first_column = " ".join(row[0] for row in table_rows(environment))
+    names = {variable(field) for field in Settings.model_fields} - TEST_HOOKS
+    assert "MANTIS_CONFIG_FILE" in names and "OTEL_SDK_DISABLED" in names
+    missing = {name for name in names
+               if f"`{name}`" not in (first_column if name.startswith("MANTIS_") else environment)}
+    assert not missing, f"settings missing from docs/interface.md: {sorted(missing)}"
 
 
 def test_every_documented_command_exists() -> None:

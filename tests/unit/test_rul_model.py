@@ -187,7 +187,7 @@ def test_scalar_window_features_use_drift() -> None:
 
 
 #: The work-order rule's thresholds, as the orchestrator builds them from the settings.
-THRESHOLDS = {"cycles": Settings.rul_threshold_cycles, "seconds": Settings.rul_threshold_seconds}
+THRESHOLDS = {unit: Settings.model_fields[f"rul_threshold_{unit}"].default for unit in ("cycles", "seconds")}
 T0 = 1.79e9
 
 
