@@ -16,6 +16,7 @@ from ..models import records
 from ..models.rul import RulEstimate, RulModel, RulTracker
 from ..runtime import check_at_worker_start
 from ..settings import current_settings
+from ..tracing import semconv
 from ._batch import Item
 from ._runner import KeyedStage
 from ._state import TableBackedCache, bytes_table
@@ -83,7 +84,8 @@ def estimated(item: Item, tracker: RulTracker, estimate: RulEstimate | None) -> 
     tracing.annotate(
         item.trace, asset_id=message["asset_id"], sensor_id=message["sensor_id"],
         **{"model.name": used.name, "model.version": used.version},
-        **({"prediction.result": estimate.rul, "rul.unit": estimate.unit} if estimate is not None else {}),
+        **({semconv.PREDICTION_RESULT: "degrading" if estimate.degrading else "healthy",
+            semconv.RUL_VALUE: estimate.rul, semconv.RUL_UNIT: estimate.unit} if estimate is not None else {}),
     )
     if estimate is None:
         return None

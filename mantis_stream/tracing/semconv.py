@@ -53,6 +53,9 @@ MODEL_NAME = "model.name"
 MODEL_VERSION = "model.version"
 PREDICTION_RESULT = "prediction.result"
 PREDICTION_SCORE = "prediction.score"
+#: A RUL estimate's number and unit (``prediction.result`` stays a string in every stage: "degrading"/"healthy").
+RUL_VALUE = "rul.value"
+RUL_UNIT = "rul.unit"
 BATCH_SIZE = "batch.size"
 #: Why a span was recorded although its trace was not sampled / why a link exists.
 SAMPLING_REASON = "mantis.sampling.reason"
@@ -67,6 +70,6 @@ __all__ = [
     "MESSAGING_DESTINATION_NAME", "MESSAGING_DESTINATION_PARTITION_ID", "MESSAGING_KAFKA_MESSAGE_KEY",
     "MESSAGING_KAFKA_OFFSET", "MESSAGING_MESSAGE_BODY_SIZE", "MESSAGING_OPERATION_NAME",
     "MESSAGING_OPERATION_TYPE", "MESSAGING_SYSTEM", "MODEL_NAME", "MODEL_VERSION", "OP_TYPE_PROCESS",
-    "OP_TYPE_SEND", "PREDICTION_RESULT", "PREDICTION_SCORE", "SAMPLER_PARAM", "SAMPLER_TYPE",
+    "OP_TYPE_SEND", "PREDICTION_RESULT", "PREDICTION_SCORE", "RUL_UNIT", "RUL_VALUE", "SAMPLER_PARAM", "SAMPLER_TYPE",
     "SAMPLING_REASON", "SENSOR_ID", "SERVICE_NAME", "SERVICE_NAMESPACE", "SERVICE_VERSION", "URL_PATH",
 ]
