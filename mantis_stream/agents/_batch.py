@@ -30,7 +30,7 @@ Notes:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,7 +136,7 @@ class Outbox:
     stage: str
     _pending: dict[int, list[tuple[bytes, Item | EventT[Any]]]] = field(default_factory=lambda: defaultdict(list))
 
-    def add(self, partition: int, value: dict[str, Any], origin: Item | EventT[Any]) -> None:
+    def add(self, partition: int, value: Mapping[str, Any], origin: Item | EventT[Any]) -> None:
         """Queue ``value`` for ``partition``, carrying the current record's trace context.
 
         ``origin`` (the record or the consumed message it came from) is what

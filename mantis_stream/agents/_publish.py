@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +81,7 @@ class Publisher:
     stage: str
     _pending: dict[str, list[_Record]] = field(default_factory=lambda: defaultdict(list))
 
-    def add(self, topic: TopicT, asset_id: str, value: dict[str, Any], origin: Item | EventT[Any]) -> None:
+    def add(self, topic: TopicT, asset_id: str, value: Mapping[str, Any], origin: Item | EventT[Any]) -> None:
         """Queue ``value`` for ``topic``, keyed by ``asset_id``, with the current context's trace headers.
 
         Raises (for the caller to dead-letter the record) when the value cannot

@@ -35,7 +35,7 @@ Notes:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from faust import Stream
@@ -56,6 +56,8 @@ S = TypeVar("S")
 R = TypeVar("R")
 
 Record = dict[str, Any]
+#: What a stage emits for a record: its public message (a topic's schema TypedDict), also forwarded on the next hop.
+Output = Mapping[str, Any]
 #: (record, state, result) of each record computed, in order.
 Done = list[tuple[Item, S, R]]
 #: (record, error) of each record that could not be computed.
@@ -67,7 +69,7 @@ Touched = list[tuple[str, EventT[Any]]]
 class BatchedStage(ABC, Generic[S, R]):
     """One agent's loop over its batches; subclasses say how a batch is computed."""
 
-    def __init__(self, stage: str, span: str, *, emit: Callable[[Item, S, R], Record | None],
+    def __init__(self, stage: str, span: str, *, emit: Callable[[Item, S, R], Output | None],
                  public: TopicT | None = None, next_hop: TopicT | None = None) -> None:
         self.stage = by_name(stage).name
         self.span = span
@@ -122,7 +124,7 @@ class KeyedStage(BatchedStage[S, R]):
     """
 
     def __init__(self, stage: str, span: str, *, key: Callable[[Record], str], cache: TableBackedCache[S],
-                 process: Callable[[S, Record], R], emit: Callable[[Item, S, R], Record | None],
+                 process: Callable[[S, Record], R], emit: Callable[[Item, S, R], Output | None],
                  public: TopicT | None = None, next_hop: TopicT | None = None) -> None:
         super().__init__(stage, span, emit=emit, public=public, next_hop=next_hop)
         self.key = key
@@ -146,7 +148,7 @@ class VectorStage(BatchedStage[None, R]):
     """
 
     def __init__(self, stage: str, span: str, *, process: Callable[[list[Record]], Sequence[R]],
-                 emit: Callable[[Item, None, R], Record | None],
+                 emit: Callable[[Item, None, R], Output | None],
                  public: TopicT | None = None, next_hop: TopicT | None = None) -> None:
         super().__init__(stage, span, emit=emit, public=public, next_hop=next_hop)
         self.process = process

@@ -17,6 +17,7 @@ from .. import tracing
 from ..app import anomalies_topic, app, assessments_topic, feature_batches_topic, maintenance_topic
 from ..models import records
 from ..models.anomaly import ConditionMonitor, MonitorResult
+from ..models.schema import AnomalyMessage
 from ._batch import Item
 from ._events import maintenance_events
 from ._runner import KeyedStage
@@ -37,7 +38,7 @@ def detector_key(message: dict[str, Any]) -> str:
     return f"{message['asset_id']}\x1f{message['sensor_id']}"
 
 
-def scored(item: Item, detector: ConditionMonitor, result: MonitorResult) -> dict[str, Any]:
+def scored(item: Item, detector: ConditionMonitor, result: MonitorResult) -> AnomalyMessage:
     """The score's message; its process span gets the verdict (kept even in an unsampled trace when anomalous)."""
     message = item.value
     attrs: dict[str, Any] = {

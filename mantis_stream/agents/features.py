@@ -20,6 +20,7 @@ from ..app import app, feature_batches_topic, features_topic, frames_topic
 from ..dsp.spectral import waveform_features
 from ..dsp.stats import window_features_many
 from ..models import records
+from ..models.schema import FeaturesMessage
 from ._batch import Item
 from ._runner import VectorStage
 
@@ -53,7 +54,7 @@ def compute_features(frames: list[dict[str, Any]]) -> list[dict[str, float]]:
     return out
 
 
-def featured(item: Item, _: None, feats: dict[str, float]) -> dict[str, Any]:
+def featured(item: Item, _: None, feats: dict[str, float]) -> FeaturesMessage:
     frame = item.value
     tracing.annotate(item.trace, asset_id=frame["asset_id"], sensor_id=frame["sensor_id"], **{"features.count": len(feats)})
     return records.features_message(frame, feats)

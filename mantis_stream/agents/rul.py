@@ -14,6 +14,7 @@ from .. import tracing
 from ..app import app, assessments_topic, feature_batches_topic, rul_topic
 from ..models import records
 from ..models.rul import RulEstimate, RulModel, RulTracker
+from ..models.schema import RulMessage
 from ..runtime import check_at_worker_start
 from ..settings import current_settings
 from ..tracing import semconv
@@ -77,7 +78,7 @@ def time_of(message: dict[str, Any]) -> float:
     return float(message["cycle"]) if message.get("cycle") is not None else float(message["epoch"])
 
 
-def estimated(item: Item, tracker: RulTracker, estimate: RulEstimate | None) -> dict[str, Any] | None:
+def estimated(item: Item, tracker: RulTracker, estimate: RulEstimate | None) -> RulMessage | None:
     """The estimate's message (None while the tracker has too little history: the features are the output)."""
     message = item.value
     used = model()

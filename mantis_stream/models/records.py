@@ -58,7 +58,7 @@ def row_frame(asset_id: str, sensor_id: str, ts: float, channels: dict[str, floa
     return {"kind": "row", "asset_id": asset_id, "sensor_id": sensor_id, "ts": ts, "channels": channels, "cycle": cycle}
 
 
-def features_message(frame: dict[str, Any], features: dict[str, float]) -> dict[str, Any]:
+def features_message(frame: dict[str, Any], features: dict[str, float]) -> FeaturesMessage:
     out: FeaturesMessage = {
         "asset_id": frame["asset_id"], "sensor_id": frame["sensor_id"],
         "ts": format_timestamp(frame["ts"]), "features": features,
@@ -66,42 +66,42 @@ def features_message(frame: dict[str, Any], features: dict[str, float]) -> dict[
     }
     if frame.get("cycle") is not None:
         out["cycle"] = frame["cycle"]
-    return out  # type: ignore[return-value]
+    return out
 
 
 def anomaly_message(features: dict[str, Any], score: float, threshold: float, is_anomaly: bool,
                     model: ModelRef, warm: bool, level: str = "normal",
-                    departures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                    departures: list[dict[str, Any]] | None = None) -> AnomalyMessage:
     """``level``: normal / alert / danger; ``departures``: the features furthest from the healthy reference (bounded)."""
     out: AnomalyMessage = {
         "asset_id": features["asset_id"], "sensor_id": features["sensor_id"], "ts": features["ts"],
         "score": score, "threshold": threshold, "is_anomaly": is_anomaly, "model": model, "warm": warm,
         "level": level, "departures": departures or [],  # type: ignore[typeddict-item]
     }
-    return out  # type: ignore[return-value]
+    return out
 
 
 def rul_message(features: dict[str, Any], rul: float, unit: str, lower: float, upper: float,
-                health_index: float, model: ModelRef) -> dict[str, Any]:
+                health_index: float, model: ModelRef) -> RulMessage:
     out: RulMessage = {
         "asset_id": features["asset_id"], "sensor_id": features["sensor_id"], "ts": features["ts"],
         "rul": rul, "unit": unit, "lower": lower, "upper": upper, "health_index": health_index, "model": model,
     }
     if features.get("cycle") is not None:
         out["cycle"] = features["cycle"]
-    return out  # type: ignore[return-value]
+    return out
 
 
 def work_order_message(work_order_id: str, asset_id: str, priority: str, reason: str, created_at: str,
                        rul: float | None, trace_id: str | None, evidence: dict[str, Any],
-                       action: str = "open", why: str = "") -> dict[str, Any]:
+                       action: str = "open", why: str = "") -> WorkOrderMessage:
     """``action``: open (a new order), escalate (same id, higher priority), resolve (maintenance done)."""
     out: WorkOrderMessage = {
         "work_order_id": work_order_id, "asset_id": asset_id, "priority": priority, "reason": reason,
         "created_at": created_at, "rul": rul, "trace_id": trace_id, "evidence": evidence,
         "action": action, "why": why,
     }
-    return out  # type: ignore[return-value]
+    return out
 
 
 def maintenance_asset(value: Any) -> str:
@@ -110,8 +110,8 @@ def maintenance_asset(value: Any) -> str:
 
 
 def maintenance_message(asset_id: str, ts: str, action: str = "done", note: str = "",
-                        by: str = "") -> dict[str, Any]:
+                        by: str = "") -> MaintenanceMessage:
     """``mantis.maintenance``: the asset was serviced; its references restart and its open work orders are resolved."""
     out: MaintenanceMessage = {"asset_id": asset_id, "ts": ts, "action": action, "note": note,
                                "by": by}
-    return out  # type: ignore[return-value]
+    return out
