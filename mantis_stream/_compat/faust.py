@@ -4,8 +4,9 @@ Why: the fixes in :mod:`mantis_stream.recovery`, :func:`mantis_stream.kafka.limi
 and :func:`mantis_stream.runtime.bound_stop_time` change behaviour that none of
 these libraries exposes: the table recovery's resume of the streams and its
 changelog highwaters (``faust.tables.recovery.Recovery``), the fetch wait Faust
-hard-codes when it builds the worker's consumer, and what happens on the first
-stop signal (``mode.worker.Worker``).  Each shim replaces one method once
+hard-codes when it builds the worker's consumer, what happens on the first
+stop signal (``mode.worker.Worker``), and the app's aiokafka producer, which
+bulk publishing hands whole record batches to (``agents._publish``).  Each shim replaces one method once
 (installing it again is a no-op) and says what it needs when it is missing.
 """
 
@@ -23,7 +24,8 @@ from mode.worker import Worker
 
 from .versions import Tested, UntestedVersion, installed_version
 
-__all__ = ["TESTED", "after_highwaters", "before_stream_resume", "on_first_stop_signal", "worker_fetch_max_wait"]
+__all__ = ["TESTED", "after_highwaters", "aiokafka_producer", "before_stream_resume", "on_first_stop_signal",
+           "worker_fetch_max_wait"]
 
 #: The versions these shims were tested with.
 TESTED = (
@@ -119,3 +121,15 @@ def on_first_stop_signal(callback: Callable[[], None]) -> None:
 
     _install(Worker, "_schedule_shutdown", schedule, _schedule_shutdown)
 
+
+
+def aiokafka_producer(producer: Any) -> Any:
+    """The aiokafka producer behind the app's Faust producer (started on first use), with the app's settings.
+
+    Faust's aiokafka driver keeps it as ``Producer._producer`` and offers no public accessor.
+    """
+    ensure = getattr(producer, "_ensure_producer", None)
+    if ensure is None:
+        raise UntestedVersion(f"faust-streaming {installed_version('faust-streaming')}: Producer._ensure_producer "
+                              f"is gone; tested with {_tested('faust-streaming')}")
+    return ensure()

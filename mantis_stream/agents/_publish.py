@@ -46,6 +46,7 @@ from faust.types import EventT, TopicT
 from faust.types.tuples import PendingMessage
 from opentelemetry import context as otel_context
 
+from .._compat import faust as faust_compat
 from ..app import app
 from ..codecs import dumps
 from ._batch import Item, dead_letter
@@ -62,11 +63,9 @@ class _Record:
 
 
 def _kafka_producer() -> AIOKafkaProducer:
-    """The worker's aiokafka producer: same connection and settings (security, acks, sizes) as every send.
-
-    Faust's driver keeps it as ``Producer._producer`` and offers no public accessor.
-    """
-    return app.producer._ensure_producer()  # type: ignore[attr-defined]
+    """The worker's aiokafka producer: same connection and settings (security, acks, sizes) as every send."""
+    producer: AIOKafkaProducer = faust_compat.aiokafka_producer(app.producer)
+    return producer
 
 
 def _transient(exc: BaseException) -> bool:

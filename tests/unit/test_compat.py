@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import secrets
 import signal
 import tomllib
 from collections import Counter
@@ -169,6 +170,19 @@ async def test_the_worker_consumer_asks_for_the_shorter_fetch_wait(monkeypatch: 
         await consumer.stop()
 
 
+def test_the_apps_aiokafka_producer_is_reached_through_the_shim() -> None:
+    app = faust.App(f"compat-{secrets.token_hex(3)}", broker="kafka://127.0.0.1:1")
+    assert callable(getattr(app.producer, "_ensure_producer", None))  # what the shim reaches for, on this Faust
+
+    class Started:
+        def _ensure_producer(self) -> str:
+            return "the aiokafka producer"
+
+    assert faust_compat.aiokafka_producer(Started()) == "the aiokafka producer"
+    with pytest.raises(UntestedVersion, match="_ensure_producer"):
+        faust_compat.aiokafka_producer(object())
+
+
 async def test_the_first_stop_signal_calls_back_once(monkeypatch: pytest.MonkeyPatch) -> None:
     _as_the_library_defines_it(monkeypatch, Worker, "_schedule_shutdown")
     calls: list[int] = []
@@ -184,5 +198,5 @@ async def test_the_first_stop_signal_calls_back_once(monkeypatch: pytest.MonkeyP
 def test_the_worker_runs_the_version_check_at_start() -> None:
     from mantis_stream import runtime
 
-    importlib.import_module("mantis_stream.app")  # registers the worker's start checks
+    assert importlib.import_module("mantis_stream.app").app is not None  # building the app registers its start checks
     assert check_tested_versions in runtime._start_checks
