@@ -341,6 +341,8 @@ IGNORED_FEATURES = frozenset({
     *(f"{d}_ratio" for d in DEFECT_BANDS), "std", "min", "max", "last", "slope", "range", "value", "diff",
 })
 
+#: The alert distance is never under this fraction of the alert margin (a quiet sensor's noise is not its repeatability).
+FLOOR_FRACTION = 0.1
 #: Severity (departure / alert margin) from which a departure is in the danger zone.
 DANGER_SEVERITY = 4.0
 
@@ -393,7 +395,9 @@ class HealthyReference:
     - *Alert distance* ``d``: whichever comes first of ``z_alert`` noise units
       (a statistically clear departure; on a quiet channel a few per cent) and,
       for a positive amplitude or level, ``alert_factor`` times the reference
-      (powers: its square; ISO 20816's "alert = baseline + 25 %").
+      (powers: its square; ISO 20816's "alert = baseline + 25 %"), but never
+      under ``FLOOR_FRACTION`` of that margin (2.5 %: a very quiet sensor's
+      noise is not the machine's repeatability).
     - *Sustained departure*: Page's CUSUM of the rise in alert distances,
       ``S <- min(max(0, S + (x - ref) / d - 1), 1.5 sustain)``; the feature is in
       alarm while ``S >= sustain``. A departure of twice the alert distance alarms
@@ -433,7 +437,7 @@ class HealthyReference:
     def _distance(self, ref: float, noise: float, margin: float) -> float:
         """The alert distance above ``ref``: the nearer of ``z_alert`` noise units and the alert factor."""
         d = self.z_alert * noise
-        return min(d, abs(ref) * margin) if margin else d
+        return min(max(d, abs(ref) * margin * FLOOR_FRACTION), abs(ref) * margin) if margin else d
 
     def _judge(self, name: str, v: float) -> tuple[float, float]:
         """(the CUSUM after ``v``, the alarm severity of ``v``) for one judged feature."""

@@ -326,3 +326,16 @@ def test_version_2_state_keeps_its_reference_and_gains_the_cusum():
     assert migrated.reference.reference == old.reference and migrated.reference.z_alert == 8.0
     assert set(migrated.reference.cusum) == set(old.reference) and not any(migrated.reference.cusum.values())
     assert migrated.process_one(_level(rng, 1.0, 1)[0]).level == "normal"
+
+
+def test_a_very_quiet_channel_does_not_alert_on_a_two_percent_drift():
+    """Noise 0.05 %: 8 noise units would be 0.4 %; the alert distance stays at least 2.5 % (a tenth of the margin)."""
+    from mantis_stream.datasets.ims import first_persistent
+    from mantis_stream.models.anomaly import ALERT_SCORE, detect_series
+
+    rng = np.random.default_rng(24)
+    levels = _run_in(3000)
+    levels[1000:] *= 1 + 0.02 * np.minimum(1.0, np.arange(2000) / 500)
+    assert first_persistent(detect_series(_ims_like(rng, levels, 0.0005)) >= ALERT_SCORE, 3) is None
+    levels[2500:] *= 1.04  # +6 % in all: past the floor, sustained
+    assert first_persistent(detect_series(_ims_like(rng, levels, 0.0005)) >= ALERT_SCORE, 3) is not None
