@@ -435,41 +435,46 @@ class HealthyReference:
         return bool(self.reference)
 
     def _distance(self, ref: float, noise: float, margin: float) -> float:
-        """The alert distance above ``ref``: the nearer of ``z_alert`` noise units and the alert factor."""
+        """The alert distance above ``ref``: the nearer of ``z_alert`` noise units and the alert factor, floored."""
         d = self.z_alert * noise
-        return min(max(d, abs(ref) * margin * FLOOR_FRACTION), abs(ref) * margin) if margin else d
+        if not margin:
+            return d
+        rel = abs(ref) * margin
+        return min(max(d, rel * FLOOR_FRACTION), rel)
 
-    def _judge(self, name: str, v: float) -> tuple[float, float]:
-        """(the CUSUM after ``v``, the alarm severity of ``v``) for one judged feature."""
-        ref = self.reference[name]
-        _, noise, margin = self.baseline[name]
-        s = min(max(0.0, self.cusum.get(name, 0.0) + (v - ref) / self._distance(ref, noise, margin) - 1.0),
-                1.5 * self.sustain)
-        sev = s / self.sustain
-        if margin:
-            zone = min((v - ref) / noise / self.z_alert, (v / ref - 1.0) / margin)
-            if zone >= DANGER_SEVERITY:
-                sev = max(sev, zone)
-        return s, sev
+    def assess(self, x: Mapping[str, float]) -> tuple[list[Departure], dict[str, float]]:
+        """Every judged feature's departure, most severe first, and the CUSUM after ``x`` (both empty while commissioning).
 
-    def departures(self, x: Mapping[str, float]) -> list[Departure]:
-        """Every judged feature's departure from the reference, most severe first (empty while commissioning)."""
-        out = []
+        Pure: hand the CUSUM to :meth:`learn_one` to keep it, so a point is judged once.
+        """
+        out, cusum = [], {}
+        z_alert, sustain, distance = self.z_alert, self.sustain, self._distance
         for name, ref in self.reference.items():
             v = x.get(name)
             if v is None or not math.isfinite(v):
                 continue
-            _, sev = self._judge(name, v)
+            _, noise, margin = self.baseline[name]
+            s = min(max(0.0, self.cusum.get(name, 0.0) + (v - ref) / distance(ref, noise, margin) - 1.0), 1.5 * sustain)
+            cusum[name] = s
+            sev = s / sustain
+            if margin:
+                zone = min((v - ref) / noise / z_alert, (v / ref - 1.0) / margin)
+                if zone >= DANGER_SEVERITY:
+                    sev = max(sev, zone)
             out.append(Departure(name, float(v), ref, v / ref if ref else math.inf, sev))
         out.sort(key=lambda d: d.severity, reverse=True)
-        return out
+        return out, cusum
+
+    def departures(self, x: Mapping[str, float]) -> list[Departure]:
+        """Every judged feature's departure from the reference, most severe first (empty while commissioning)."""
+        return self.assess(x)[0]
 
     def severity(self, x: Mapping[str, float]) -> float:
         d = self.departures(x)
         return d[0].severity if d else 0.0
 
-    def learn_one(self, x: Mapping[str, float], normal: bool = True) -> None:
-        """Commission with ``x``; afterwards accumulate its departures, and let it move the reference if ``normal``."""
+    def learn_one(self, x: Mapping[str, float], normal: bool = True, cusum: Mapping[str, float] | None = None) -> None:
+        """Commission with ``x``; afterwards keep its CUSUM (``assess(x)``'s, computed if not given), and let it move the reference if ``normal``."""
         self.n_seen += 1
         if not self.commissioned:
             for name, value in x.items():
@@ -478,15 +483,16 @@ class HealthyReference:
             if self.n_seen >= self.warmup:
                 self._commission()
             return
+        self.cusum.update(self.assess(x)[1] if cusum is None else cusum)
+        if not normal:
+            return
         for name, ref in self.reference.items():
             v = x.get(name)
             if v is None or not math.isfinite(v):
                 continue
-            self.cusum[name] = self._judge(name, v)[0]
-            if normal:
-                base, noise, margin = self.baseline[name]
-                half = self._distance(base, noise, margin) * self.max_drift
-                self.reference[name] = min(max(ref + (v - ref) / self.tau, base - half), base + half)
+            base, noise, margin = self.baseline[name]
+            half = self._distance(base, noise, margin) * self.max_drift
+            self.reference[name] = min(max(ref + (v - ref) / self.tau, base - half), base + half)
 
     def _commission(self) -> None:
         for name, values in self._commissioning.items():
@@ -593,7 +599,7 @@ class ConditionMonitor:
         """The published score of ``x`` (0.0 while commissioning); does not learn."""
         if not self.warm:
             return 0.0
-        condition, surprise, _ = self._parts(x, self.fast.score_one(x))
+        condition, surprise = self._parts(self.reference.departures(x), self.fast.score_one(x))
         return self._published(condition, surprise)
 
     def learn_one(self, x: Mapping[str, float]) -> None:
@@ -605,13 +611,15 @@ class ConditionMonitor:
         fast = self.fast.process_one(x).score
         departures: list[Departure] = []
         score = 0.0
+        cusum = None
         if warm:
-            condition, surprise, departures = self._parts(x, fast)
+            departures, cusum = self.reference.assess(x)
+            condition, surprise = self._parts(departures, fast)
             score = self._published(condition, surprise)
             self._recent[self._n_recent % ONSET_HOLD] = max(condition, surprise)
             self._n_recent += 1
         is_anomaly = warm and score >= ALERT_SCORE
-        self.reference.learn_one(x, normal=not is_anomaly)
+        self.reference.learn_one(x, normal=not is_anomaly, cusum=cusum)
         level = "normal"
         if is_anomaly:
             level = "danger" if departures and departures[0].severity >= DANGER_SEVERITY else "alert"
@@ -628,16 +636,15 @@ class ConditionMonitor:
             return surprise
         return condition
 
-    def _parts(self, x: Mapping[str, float], fast: float) -> tuple[float, float, list[Departure]]:
-        """(the reference's part, the fast part's surprise, the departures), both parts 0.5 at their alert level."""
-        departures = self.reference.departures(x)
+    def _parts(self, departures: list[Departure], fast: float) -> tuple[float, float]:
+        """(the reference's part, the fast part's surprise), both 0.5 at their alert level."""
         sev = departures[0].severity if departures else 0.0
         condition = min(sev / (1.0 + sev), ALERT_SCORE)
         if fast >= FAST_ALERT:
             surprise = ALERT_SCORE + (1.0 - ALERT_SCORE) * (fast - FAST_ALERT) / (1.0 - FAST_ALERT)
         else:
             surprise = ALERT_SCORE * fast / FAST_ALERT
-        return condition, surprise, departures
+        return condition, surprise
 
     # -- persistence -----------------------------------------------------------
     def to_bytes(self) -> bytes:
