@@ -404,8 +404,8 @@ class HealthyReference:
       after ``sustain`` points, one of eleven times after a tenth of that, and a
       short burst that decays (a transient) does not accumulate enough; a
       departure that lasts keeps ``S`` up, so it stays flagged.
-    - *Danger*: the factor on the reference past ``DANGER_SEVERITY`` alert margins
-      (twice the reference RMS) and as many ``z_alert`` noise units, at once.
+    - *Danger*: ``DANGER_SEVERITY`` times ``z_alert`` noise units up and, with a
+      margin, as many alert margins (twice the reference RMS), at once.
 
     A :class:`Departure`'s ``severity`` is ``S / sustain`` (1.0: alert), or the
     danger-zone factor severity when that is reached.
@@ -457,10 +457,11 @@ class HealthyReference:
             s = min(max(0.0, self.cusum.get(name, 0.0) + (v - ref) / distance(ref, noise, margin) - 1.0), 1.5 * sustain)
             cusum[name] = s
             sev = s / sustain
+            zone = (v - ref) / noise / z_alert
             if margin:
-                zone = min((v - ref) / noise / z_alert, (v / ref - 1.0) / margin)
-                if zone >= DANGER_SEVERITY:
-                    sev = max(sev, zone)
+                zone = min(zone, (v / ref - 1.0) / margin)
+            if zone >= DANGER_SEVERITY:
+                sev = max(sev, zone)
             out.append(Departure(name, float(v), ref, v / ref if ref else math.inf, sev))
         out.sort(key=lambda d: d.severity, reverse=True)
         return out, cusum

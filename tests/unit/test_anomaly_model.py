@@ -339,3 +339,17 @@ def test_a_very_quiet_channel_does_not_alert_on_a_two_percent_drift():
     assert first_persistent(detect_series(_ims_like(rng, levels, 0.0005)) >= ALERT_SCORE, 3) is None
     levels[2500:] *= 1.04  # +6 % in all: past the floor, sustained
     assert first_persistent(detect_series(_ims_like(rng, levels, 0.0005)) >= ALERT_SCORE, 3) is not None
+
+
+def test_danger_needs_no_waiting_also_in_noise_units():
+    """A feature judged in noise units only (it can be negative) is in danger at 4 x z_alert noise units at once."""
+    from mantis_stream.models.anomaly import HealthyReference
+
+    rng = np.random.default_rng(25)
+    ref = HealthyReference(warmup=300)
+    for _ in range(300):
+        ref.learn_one({"spectral_kurtosis": 0.1 * rng.standard_normal()})
+    _, noise, margin = ref.baseline["spectral_kurtosis"]
+    assert margin == 0.0
+    assert ref.severity({"spectral_kurtosis": 10 * noise}) < 1.0, "10 noise units once: not yet an alert"
+    assert ref.severity({"spectral_kurtosis": 4.2 * ref.z_alert * noise}) >= 4.0
