@@ -341,6 +341,8 @@ IGNORED_FEATURES = frozenset({
     *(f"{d}_ratio" for d in DEFECT_BANDS), "std", "min", "max", "last", "slope", "range", "value", "diff",
 })
 
+#: The alert distance is never under this fraction of the alert margin (a quiet sensor's noise is not its repeatability).
+FLOOR_FRACTION = 0.1
 #: Severity (departure / alert margin) from which a departure is in the danger zone.
 DANGER_SEVERITY = 4.0
 
@@ -379,29 +381,44 @@ class HealthyReference:
     Why: a detector that keeps learning calls a slow degradation the new normal.
     This one learns the machine's healthy level during ``warmup`` points
     (commissioning) and afterwards only lets *normal* points move it, slowly
-    (memory ``tau``) and never further than ``max_drift`` of the alert margin from
-    the commissioned baseline, so a sustained departure stays flagged for as long
-    as it lasts. Only :meth:`reset` (a maintenance event) recommissions it.
+    (memory ``tau``) and never further than ``max_drift`` of the alert distance
+    from the commissioned baseline, so a sustained departure stays flagged for as
+    long as it lasts. Only :meth:`reset` (a maintenance event) recommissions it.
 
     Run-in: the first half of commissioning is discarded; the baseline is the
     median of the second half and its noise the MAD, so a machine that settles
     to a new level during its first hours is judged against the settled level.
 
-    Alarm levels, in the spirit of ISO 20816's zones: a feature's *severity* is
-    its rise over the alert margin, 1.0 at the alert level (a fall is left to
-    the sudden-change detector: vibration and temperature faults rise). Positive
-    amplitudes (and a positive scalar level) alert at ``alert_factor`` times the
-    reference (powers at its square) *and* ``z_alert`` noise units away; other
-    features at ``z_alert`` noise units. Severity ``DANGER_SEVERITY`` (4: twice the
-    reference RMS with the default factor) is the danger zone.
+    Alarm, rises only (a fall is left to the sudden-change detector: vibration
+    and temperature faults rise):
+
+    - *Alert distance* ``d``: whichever comes first of ``z_alert`` noise units
+      (a statistically clear departure; on a quiet channel a few per cent) and,
+      for a positive amplitude or level, ``alert_factor`` times the reference
+      (powers: its square; ISO 20816's "alert = baseline + 25 %"), but never
+      under ``FLOOR_FRACTION`` of that margin (2.5 %: a very quiet sensor's
+      noise is not the machine's repeatability).
+    - *Sustained departure*: Page's CUSUM of the rise in alert distances,
+      ``S <- min(max(0, S + (x - ref) / d - 1), 1.5 sustain)``; the feature is in
+      alarm while ``S >= sustain``. A departure of twice the alert distance alarms
+      after ``sustain`` points, one of eleven times after a tenth of that, and a
+      short burst that decays (a transient) does not accumulate enough; a
+      departure that lasts keeps ``S`` up, so it stays flagged.
+    - *Danger*: ``DANGER_SEVERITY`` times ``z_alert`` noise units up and, with a
+      margin, as many alert margins (twice the reference RMS), at once.
+
+    A :class:`Departure`'s ``severity`` is ``S / sustain`` (1.0: alert), or the
+    danger-zone factor severity when that is reached.
     """
 
-    def __init__(self, warmup: int = 300, alert_factor: float = 1.25, z_alert: float = 5.0,
-                 tau: float = 3000.0, max_drift: float = 0.5) -> None:
-        if warmup < 2 or alert_factor <= 1.0 or z_alert <= 0 or tau < 1 or not 0 <= max_drift < 1:
-            raise ValueError("HealthyReference: warmup >= 2, alert_factor > 1, z_alert > 0, tau >= 1, 0 <= max_drift < 1")
+    def __init__(self, warmup: int = 300, alert_factor: float = 1.25, z_alert: float = 8.0,
+                 tau: float = 3000.0, max_drift: float = 0.5, sustain: float = 175.0) -> None:
+        if (warmup < 2 or alert_factor <= 1.0 or z_alert <= 0 or tau < 1 or not 0 <= max_drift < 1
+                or sustain <= 0):
+            raise ValueError("HealthyReference: warmup >= 2, alert_factor > 1, z_alert > 0, tau >= 1, "
+                             "0 <= max_drift < 1, sustain > 0")
         self.warmup, self.alert_factor, self.z_alert = int(warmup), float(alert_factor), float(z_alert)
-        self.tau, self.max_drift = float(tau), float(max_drift)
+        self.tau, self.max_drift, self.sustain = float(tau), float(max_drift), float(sustain)
         self.reset()
 
     def reset(self) -> None:
@@ -411,32 +428,54 @@ class HealthyReference:
         # feature -> (median, noise, relative alert margin: 0 when judged in noise units only)
         self.baseline: dict[str, tuple[float, float, float]] = {}
         self.reference: dict[str, float] = {}
+        self.cusum: dict[str, float] = {}
 
     @property
     def commissioned(self) -> bool:
         return bool(self.reference)
 
-    def departures(self, x: Mapping[str, float]) -> list[Departure]:
-        """Every judged feature's departure from the reference, most severe first (empty while commissioning)."""
-        out = []
+    def _distance(self, ref: float, noise: float, margin: float) -> float:
+        """The alert distance above ``ref``: the nearer of ``z_alert`` noise units and the alert factor, floored."""
+        d = self.z_alert * noise
+        if not margin:
+            return d
+        rel = abs(ref) * margin
+        return min(max(d, rel * FLOOR_FRACTION), rel)
+
+    def assess(self, x: Mapping[str, float]) -> tuple[list[Departure], dict[str, float]]:
+        """Every judged feature's departure, most severe first, and the CUSUM after ``x`` (both empty while commissioning).
+
+        Pure: hand the CUSUM to :meth:`learn_one` to keep it, so a point is judged once.
+        """
+        out, cusum = [], {}
+        z_alert, sustain, distance = self.z_alert, self.sustain, self._distance
         for name, ref in self.reference.items():
             v = x.get(name)
             if v is None or not math.isfinite(v):
                 continue
             _, noise, margin = self.baseline[name]
-            sev = (v - ref) / noise / self.z_alert
+            s = min(max(0.0, self.cusum.get(name, 0.0) + (v - ref) / distance(ref, noise, margin) - 1.0), 1.5 * sustain)
+            cusum[name] = s
+            sev = s / sustain
+            zone = (v - ref) / noise / z_alert
             if margin:
-                sev = min(sev, (v / ref - 1.0) / margin)
-            out.append(Departure(name, float(v), ref, v / ref if ref else math.inf, max(0.0, sev)))
+                zone = min(zone, (v / ref - 1.0) / margin)
+            if zone >= DANGER_SEVERITY:
+                sev = max(sev, zone)
+            out.append(Departure(name, float(v), ref, v / ref if ref else math.inf, sev))
         out.sort(key=lambda d: d.severity, reverse=True)
-        return out
+        return out, cusum
+
+    def departures(self, x: Mapping[str, float]) -> list[Departure]:
+        """Every judged feature's departure from the reference, most severe first (empty while commissioning)."""
+        return self.assess(x)[0]
 
     def severity(self, x: Mapping[str, float]) -> float:
         d = self.departures(x)
         return d[0].severity if d else 0.0
 
-    def learn_one(self, x: Mapping[str, float], normal: bool = True) -> None:
-        """Commission with ``x``, or afterwards let it move the reference if ``normal``."""
+    def learn_one(self, x: Mapping[str, float], normal: bool = True, cusum: Mapping[str, float] | None = None) -> None:
+        """Commission with ``x``; afterwards keep its CUSUM (``assess(x)``'s, computed if not given), and let it move the reference if ``normal``."""
         self.n_seen += 1
         if not self.commissioned:
             for name, value in x.items():
@@ -445,6 +484,7 @@ class HealthyReference:
             if self.n_seen >= self.warmup:
                 self._commission()
             return
+        self.cusum.update(self.assess(x)[1] if cusum is None else cusum)
         if not normal:
             return
         for name, ref in self.reference.items():
@@ -452,7 +492,7 @@ class HealthyReference:
             if v is None or not math.isfinite(v):
                 continue
             base, noise, margin = self.baseline[name]
-            half = (abs(base) * margin if margin else noise * self.z_alert) * self.max_drift
+            half = self._distance(base, noise, margin) * self.max_drift
             self.reference[name] = min(max(ref + (v - ref) / self.tau, base - half), base + half)
 
     def _commission(self) -> None:
@@ -469,6 +509,7 @@ class HealthyReference:
                 margin = self.alert_factor ** 2 - 1.0 if kind == "power" else self.alert_factor - 1.0
             self.baseline[name] = (med, noise, margin)
             self.reference[name] = med
+            self.cusum[name] = 0.0
         self._commissioning = {}
 
 
@@ -482,9 +523,12 @@ class ReferenceParams(TypedDict):
     z_alert: float
     tau: float
     max_drift: float
+    sustain: float
 
 
-REFERENCE_DEFAULTS: ReferenceParams = {"warmup": 300, "alert_factor": 1.25, "z_alert": 5.0, "tau": 3000.0, "max_drift": 0.5}
+REFERENCE_DEFAULTS: ReferenceParams = {
+    "warmup": 300, "alert_factor": 1.25, "z_alert": 8.0, "tau": 3000.0, "max_drift": 0.5, "sustain": 175.0,
+}
 #: The fast part's calibrated score that counts as an alert: 0.8 = one point in ~600 on data like the recent past.
 FAST_ALERT = 0.8
 ALERT_SCORE = 0.5
@@ -529,9 +573,9 @@ class ConditionMonitor:
     """
 
     name: str = "guarded-reference"
-    version: str = "2"
+    version: str = "3"
     #: Layout of :meth:`to_bytes`; older layouts are migrated in :meth:`from_bytes`.
-    STATE_VERSION = 2
+    STATE_VERSION = 3
 
     def __init__(self, seed: int = 42) -> None:
         self.state_version = self.STATE_VERSION
@@ -556,7 +600,7 @@ class ConditionMonitor:
         """The published score of ``x`` (0.0 while commissioning); does not learn."""
         if not self.warm:
             return 0.0
-        condition, surprise, _ = self._parts(x, self.fast.score_one(x))
+        condition, surprise = self._parts(self.reference.departures(x), self.fast.score_one(x))
         return self._published(condition, surprise)
 
     def learn_one(self, x: Mapping[str, float]) -> None:
@@ -568,13 +612,15 @@ class ConditionMonitor:
         fast = self.fast.process_one(x).score
         departures: list[Departure] = []
         score = 0.0
+        cusum = None
         if warm:
-            condition, surprise, departures = self._parts(x, fast)
+            departures, cusum = self.reference.assess(x)
+            condition, surprise = self._parts(departures, fast)
             score = self._published(condition, surprise)
             self._recent[self._n_recent % ONSET_HOLD] = max(condition, surprise)
             self._n_recent += 1
         is_anomaly = warm and score >= ALERT_SCORE
-        self.reference.learn_one(x, normal=not is_anomaly)
+        self.reference.learn_one(x, normal=not is_anomaly, cusum=cusum)
         level = "normal"
         if is_anomaly:
             level = "danger" if departures and departures[0].severity >= DANGER_SEVERITY else "alert"
@@ -587,20 +633,19 @@ class ConditionMonitor:
     def _published(self, condition: float, surprise: float) -> float:
         """The surprise if it is an alert and beats the last ``ONSET_HOLD`` points, else the reference's part."""
         n = min(self._n_recent, ONSET_HOLD)
-        if surprise >= ALERT_SCORE and (not n or surprise > float(self._recent[:n].max())):
+        if surprise >= ALERT_SCORE and (not n or np.float32(surprise) > self._recent[:n].max()):
             return surprise
         return condition
 
-    def _parts(self, x: Mapping[str, float], fast: float) -> tuple[float, float, list[Departure]]:
-        """(the reference's part, the fast part's surprise, the departures), both parts 0.5 at their alert level."""
-        departures = self.reference.departures(x)
+    def _parts(self, departures: list[Departure], fast: float) -> tuple[float, float]:
+        """(the reference's part, the fast part's surprise), both 0.5 at their alert level."""
         sev = departures[0].severity if departures else 0.0
         condition = min(sev / (1.0 + sev), ALERT_SCORE)
         if fast >= FAST_ALERT:
             surprise = ALERT_SCORE + (1.0 - ALERT_SCORE) * (fast - FAST_ALERT) / (1.0 - FAST_ALERT)
         else:
             surprise = ALERT_SCORE * fast / FAST_ALERT
-        return condition, surprise, departures
+        return condition, surprise
 
     # -- persistence -----------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -608,10 +653,13 @@ class ConditionMonitor:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ConditionMonitor:
-        """Inverse of :meth:`to_bytes`; a state of version 1 (an :class:`AnomalyDetector` alone) recommissions.
+        """Inverse of :meth:`to_bytes`; older states are migrated.
 
-        A version-1 detector forgot its healthy reference on purpose, so none can
-        be recovered from it: the monitor starts commissioning again.
+        Version 1 (an :class:`AnomalyDetector` alone) forgot its healthy reference
+        on purpose, so none can be recovered from it: the monitor starts
+        commissioning again. Version 2 (a reference without the CUSUM) keeps its
+        commissioned baseline and takes this release's alarm settings, the CUSUM
+        starting at zero.
         """
         obj = pickle.loads(data)
         if isinstance(obj, AnomalyDetector):
@@ -620,6 +668,12 @@ class ConditionMonitor:
             raise TypeError(f"not a {cls.__name__} state: {type(obj).__name__}")
         if getattr(obj, "state_version", 0) > cls.STATE_VERSION:
             raise ValueError(f"monitor state version {obj.state_version} is newer than this release's {cls.STATE_VERSION}")
+        if obj.state_version < 3:
+            ref, d = obj.reference, REFERENCE_DEFAULTS
+            ref.alert_factor, ref.z_alert, ref.tau = d["alert_factor"], d["z_alert"], d["tau"]
+            ref.max_drift, ref.sustain = d["max_drift"], d["sustain"]
+            ref.cusum = dict.fromkeys(ref.reference, 0.0)
+            obj.state_version = cls.STATE_VERSION
         return obj
 
 
