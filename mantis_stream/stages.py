@@ -1,8 +1,8 @@
 """The pipeline's stages, declared once: name, Jaeger service, agents, topics, default sampling.
 
-Why: a stage's identity used to be spelt in several places (agent modules, the
+Why: a stage's identity is needed in several places (agent modules, the
 sensors' agent -> stage map, the default service names, the shipped sampling
-strategies) that had to agree by hand.  Everything else derives from
+strategies) that must agree; spelt once here, everything else derives from
 :data:`STAGES`: :data:`AGENT_STAGES` (which service a consumed message is
 reported under), ``settings.DEFAULT_SERVICES`` and
 ``tracing.sampling.SHIPPED_STRATEGIES`` (``config/sampling-strategy.json``).
