@@ -8,7 +8,8 @@ units through a fresh tracker and scores the estimates at the protocol's cuts
 with the published formulas (:mod:`.scoring`, re-exported here).
 
 Usage: ``mantis-stream evaluate cmapss|femto PATH...`` (tables and pictures), or
-``python -m mantis_stream.evaluation.rul cmapss-cv|femto-loo PATH...`` (JSON).
+``python -m mantis_stream.evaluation.rul cmapss-cv|femto-loo PATH...`` (JSON);
+``femto-ceiling PATH...``: the oracle's upper bound on the FEMTO cuts (:mod:`.ceiling`).
 
 Pure numpy; no Kafka, Faust or asyncio.
 """
@@ -35,6 +36,7 @@ from ..models.rul import (
     run_tracker,
 )
 from ..training.rul import fit_cmapss, fit_femto
+from .ceiling import femto_ceiling
 from .scoring import (
     CUT_FRACTIONS,
     best_constant,
@@ -228,9 +230,9 @@ def femto_leave_one_out(folders: Sequence[str], *, fractions: Sequence[float] | 
 
 
 def _main(argv: list[str] | None = None) -> None:
-    """``python -m mantis_stream.evaluation.rul cmapss-cv|femto-loo PATH...`` (docs/models-rul.md)."""
+    """``python -m mantis_stream.evaluation.rul cmapss-cv|femto-loo|femto-ceiling PATH...`` (docs/models-rul.md)."""
     ap = argparse.ArgumentParser(prog="python -m mantis_stream.evaluation.rul")
-    ap.add_argument("what", choices=["cmapss-cv", "femto-loo"])
+    ap.add_argument("what", choices=["cmapss-cv", "femto-loo", "femto-ceiling"])
     ap.add_argument("paths", nargs="+")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--cuts", type=int, default=5)
@@ -246,6 +248,8 @@ def _main(argv: list[str] | None = None) -> None:
         hist = [list(u.rows()) for p in args.paths for u in cmapss.load_units(p)]
         kw = {k: v for k, v in (("members", args.members), ("epochs", args.epochs)) if v is not None}
         out = cross_validate_cmapss(hist, k=args.folds, cuts_per_unit=args.cuts, seed=args.seed, progress=say, bound_folds=0, **kw)
+    elif args.what == "femto-ceiling":
+        out = femto_ceiling(args.paths, progress=say)
     else:
         out = femto_leave_one_out(args.paths, progress=say)
     print(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY, default=float).decode())
