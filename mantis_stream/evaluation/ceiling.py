@@ -23,6 +23,9 @@ it from above, with hindsight everywhere:
    onset, condition): a constant or a countdown ``c - time since onset``;
    before onset as in 2 (the best family). A step that then stays flat says
    "changed", not "how long": this bound shows what knowing that is worth.
+4. The same guesses fitted **leave one bearing out** (the protocol's fitting;
+   onsets still from hindsight): what a predictor of these families that
+   knew every onset would score.
 
 The families are exact maxima, not grid searches: for a guess ``theta * x_i``
 each cut's accuracy is an exponential in ``theta`` on either side of
@@ -200,7 +203,9 @@ def _series(rows: History, key: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array([t for t, _ in pairs]), np.array([x for _, x in pairs])
 
 
-def feature_curves(bearing: Bearing, keys: Sequence[str] = ONSET_FEATURES, bins: int = 100) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+def feature_curves(
+    bearing: Bearing, keys: Sequence[str] = ONSET_FEATURES, bins: int = 100
+) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
     """{(sensor, feature): (life fraction, values)} of one bearing."""
     channels, end = bearing
     start = min(rows[0][0] for rows in channels.values() if rows)
@@ -244,35 +249,65 @@ def best_scaled(actual: ArrayLike, x: ArrayLike, offset: ArrayLike | None = None
     return float(kinks[i]), float(scores[i])
 
 
-def _family_score(cuts: Sequence[Cut], family: str, onsets: Mapping[str, float | None]) -> tuple[float, dict[str, float]]:
+def _design(cs: Sequence[Cut], family: str, onsets: Mapping[str, float | None]) -> tuple[list[float], list[float]]:
+    """(x, offset) of the family's guess ``theta * x + offset`` at each cut."""
+    if family.startswith("k x age"):
+        return [c.age for c in cs], [0.0] * len(cs)
+    if family.startswith("c - time since onset"):
+        return [1.0] * len(cs), [-c.age * (1.0 - (onsets.get(c.bearing) or 0.0) / c.fraction) for c in cs]
+    return [1.0] * len(cs), [0.0] * len(cs)
+
+
+def _groups(cs: Sequence[Cut], family: str) -> dict[str, list[Cut]]:
+    out: dict[str, list[Cut]] = {}
+    for c in cs:
+        out.setdefault(f"condition {c.condition}" if family.endswith("per condition") else "all", []).append(c)
+    return out
+
+
+def _family_score(
+    cuts: Sequence[Cut], family: str, onsets: Mapping[str, float | None]
+) -> tuple[float, dict[str, float]]:
     """(sum of A_i over ``cuts``, fitted parameters) of the family's best guess, in-sample."""
-    if not cuts:
-        return 0.0, {}
-    groups: dict[str, list[Cut]] = {}
-    per_condition = family.endswith("per condition")
-    for c in cuts:
-        groups.setdefault(f"condition {c.condition}" if per_condition else "all", []).append(c)
     total = 0.0
     params = {}
-    for label, cs in groups.items():
-        a = [c.actual for c in cs]
-        ones = [1.0] * len(cs)
-        if family.startswith("k x age"):
-            theta, acc = best_scaled(a, [c.age for c in cs])
-        elif family.startswith("c - time since onset"):
-            since = [c.age * (1.0 - (onsets.get(c.bearing) or 0.0) / c.fraction) for c in cs]
-            theta, acc = best_scaled(a, ones, [-s for s in since])
-        else:
-            theta, acc = best_scaled(a, ones)
+    for label, cs in _groups(cuts, family).items():
+        x, off = _design(cs, family, onsets)
+        theta, acc = best_scaled([c.actual for c in cs], x, off)
         total += acc * len(cs)
         params[label] = round(theta, 5)
     return total, params
 
 
+def _loo_score(cuts: Sequence[Cut], family: str, onsets: Mapping[str, float | None]) -> float:
+    """Sum of A_i over ``cuts``, each bearing's guess fitted on the other bearings' cuts
+    (its condition's group; all of them when that group is empty; none: 0)."""
+    total = 0.0
+    for name in {c.bearing for c in cuts}:
+        train = [c for c in cuts if c.bearing != name]
+        held = [c for c in cuts if c.bearing == name]
+        if not train:
+            continue
+        groups = _groups(train, family)
+        for label, hs in _groups(held, family).items():
+            fit = groups.get(label, train)
+            x, off = _design(fit, family, onsets)
+            theta, _ = best_scaled([c.actual for c in fit], x, off)
+            hx, hoff = _design(hs, family, onsets)
+            with np.errstate(over="ignore"):
+                total += phm2012_accuracy([c.actual for c in hs], theta * np.array(hx) + np.array(hoff)) * len(hs)
+    return total
+
+
 #: Information-free guesses before onset: a constant, k x age, and each per operating condition.
 FAMILIES: tuple[str, ...] = ("constant", "k x age", "constant per condition", "k x age per condition")
 #: Guesses after onset for an oracle that knows the onset but not the RUL: a constant, a countdown.
-AFTER_FAMILIES: tuple[str, ...] = ("constant", "c - time since onset", "constant per condition", "c - time since onset per condition")
+AFTER_FAMILIES: tuple[str, ...] = (
+    "constant",
+    "c - time since onset",
+    "constant per condition",
+    "c - time since onset per condition",
+)
 
 
 def needed_before_onset(n_cuts: int, n_after: int, target: float) -> float | None:
@@ -314,6 +349,12 @@ def oracle_ceiling(cuts: Sequence[Cut], onsets: Mapping[str, float | None], targ
             "after_onset_accuracy": round(s / len(post), 4) if post else None,
             "guess": params,
         }
+    loo_before = {fam: _loo_score(before, fam, onsets) if before else 0.0 for fam in FAMILIES}
+    best_loo_before = max(loo_before.values())
+    loo = {f"before onset: {fam}, exact after": round((n_after + s) / len(cuts), 4) for fam, s in loo_before.items()}
+    for fam in AFTER_FAMILIES:
+        s = _loo_score(post, fam, onsets) if post else 0.0
+        loo[f"best before onset, after onset: {fam}"] = round((best_loo_before + s) / len(cuts), 4)
     need = needed_before_onset(len(cuts), n_after, target)
     return {
         "cuts": len(cuts),
@@ -321,10 +362,13 @@ def oracle_ceiling(cuts: Sequence[Cut], onsets: Mapping[str, float | None], targ
         "needed_before_onset_for_target": None if need is None else round(need, 4),
         "families": fams,
         "onset_informed": informed,
+        "leave_one_out": loo,
     }
 
 
-def _bearing_onset(curves: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]], rule: OnsetRule) -> tuple[float | None, list[dict[str, Any]]]:
+def _bearing_onset(
+    curves: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]], rule: OnsetRule
+) -> tuple[float | None, list[dict[str, Any]]]:
     """(the bearing's onset under ``rule``, the features that reach it, earliest first)."""
     found: list[dict[str, Any]] = []
     for (sensor, key), (f, v) in curves.items():
@@ -352,11 +396,15 @@ def femto_ceiling_data(
     data: Mapping[str, Bearing],
     *,
     rules: Sequence[OnsetRule] = RULES,
+    given: Mapping[str, float | None] | None = None,
     fractions: Sequence[float] = CUT_FRACTIONS,
     target: float = 0.40,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """:func:`femto_ceiling` on computed features ``{name: (channels, failure ts)}``."""
+    """:func:`femto_ceiling` on computed features ``{name: (channels, failure ts)}``.
+
+    ``given``: onsets to try instead of the first rule's, by bearing (None: no onset);
+    scored as one more row, the first rule's onsets for bearings it does not name."""
     say = progress or (lambda m: None)
     keys = tuple(sorted({k for r in rules for k in r.keys}))
     curves = {}
@@ -364,7 +412,12 @@ def femto_ceiling_data(
         say(f"{name}: feature curves")
         curves[name] = feature_curves(bearing, keys)
     cuts = [c for name, b in data.items() for c in bearing_cuts(name, b, fractions)]
+
+    def after(name: str, on: float | None) -> int:
+        return sum(1 for c in cuts if c.bearing == name and on is not None and c.fraction >= on)
+
     out_rules = []
+    first_onsets: dict[str, float | None] = {}
     for rule in rules:
         onsets: dict[str, float | None] = {}
         per: dict[str, Any] = {}
@@ -375,21 +428,38 @@ def femto_ceiling_data(
             per[name] = {
                 "onset": on,
                 "by": None if first is None else f"{first['sensor']} {first['feature']} ({first['direction']})",
-                "curve": None if first is None else _curve_numbers(*curves[name][(first["sensor"], first["feature"])], rule),
+                "curve": None
+                if first is None
+                else _curve_numbers(*curves[name][(first["sensor"], first["feature"])], rule),
                 "earliest": [f"{d['sensor']} {d['feature']} {d['onset']:g}" for d in found[:4]],
                 "features_departed": len(found),
-                "cuts_after_onset": sum(1 for c in cuts if c.bearing == name and on is not None and c.fraction >= on),
+                "cuts_after_onset": after(name, on),
             }
+        first_onsets = first_onsets or onsets
         out_rules.append({"rule": rule.name, "bearings": per, **oracle_ceiling(cuts, onsets, target)})
+    if given is not None:
+        unknown = set(given) - set(data)
+        if unknown:
+            raise ValueError(f"given onsets for unknown bearings: {sorted(unknown)}")
+        onsets = {name: given.get(name, first_onsets.get(name)) for name in data}
+        per = {name: {"onset": on, "cuts_after_onset": after(name, on)} for name, on in onsets.items()}
+        out_rules.append({"rule": "given onsets", "bearings": per, **oracle_ceiling(cuts, onsets, target)})
     return {"target": target, "fractions": list(fractions), "rules": out_rules}
 
 
-def femto_ceiling(folders: Sequence[str], *, fractions: Sequence[float] = CUT_FRACTIONS, target: float = 0.40, progress: Progress | None = None) -> dict[str, Any]:
+def femto_ceiling(
+    folders: Sequence[str],
+    *,
+    given: Mapping[str, float | None] | None = None,
+    fractions: Sequence[float] = CUT_FRACTIONS,
+    target: float = 0.40,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """The oracle's ceiling on the FEMTO cuts of ``folders`` (bearing folders or ``.npz``
-    files), under each onset rule of :data:`RULES` from strict to generous."""
+    files), under each onset rule of :data:`RULES` from strict to generous (and ``given``)."""
     say = progress or (lambda m: None)
     data: dict[str, Bearing] = {}
     for f in folders:
         say(f"{f}: computing frame features")
         data[femto.bearing_name(f)] = (femto.bearing_features(f), femto.life_end_ts(f))
-    return femto_ceiling_data(data, fractions=fractions, target=target, progress=say)
+    return femto_ceiling_data(data, given=given, fractions=fractions, target=target, progress=say)

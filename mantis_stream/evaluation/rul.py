@@ -229,6 +229,18 @@ def femto_leave_one_out(folders: Sequence[str], *, fractions: Sequence[float] | 
     return femto_leave_one_out_data(data, fractions=fractions, progress=say)
 
 
+def _onsets(ap: argparse.ArgumentParser, items: Sequence[str]) -> dict[str, float | None]:
+    """``--onset Bearing2_1=0.97`` (or ``=none``) as {bearing: life fraction or None}."""
+    out: dict[str, float | None] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            out[name] = None if value.lower() == "none" else float(value)
+        except ValueError:
+            ap.error(f"--onset: expected BEARING=FRACTION or BEARING=none, got {item!r}")
+    return out
+
+
 def _main(argv: list[str] | None = None) -> None:
     """``python -m mantis_stream.evaluation.rul cmapss-cv|femto-loo|femto-ceiling PATH...`` (docs/models-rul.md)."""
     ap = argparse.ArgumentParser(prog="python -m mantis_stream.evaluation.rul")
@@ -239,6 +251,8 @@ def _main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--members", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--onset", action="append", default=[], metavar="BEARING=FRACTION",
+                    help="femto-ceiling: also score these onsets (FRACTION 'none': no onset)")
     args = ap.parse_args(argv)
 
     def say(m: str) -> None:
@@ -249,7 +263,7 @@ def _main(argv: list[str] | None = None) -> None:
         kw = {k: v for k, v in (("members", args.members), ("epochs", args.epochs)) if v is not None}
         out = cross_validate_cmapss(hist, k=args.folds, cuts_per_unit=args.cuts, seed=args.seed, progress=say, bound_folds=0, **kw)
     elif args.what == "femto-ceiling":
-        out = femto_ceiling(args.paths, progress=say)
+        out = femto_ceiling(args.paths, given=_onsets(ap, args.onset) if args.onset else None, progress=say)
     else:
         out = femto_leave_one_out(args.paths, progress=say)
     print(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY, default=float).decode())

@@ -95,6 +95,14 @@ def test_oracle_is_exact_after_onset_and_best_in_sample_before() -> None:
     # bearing A's countdown from its onset (600 s): c = 400 is exact at both of its cuts
     informed = out["onset_informed"]["c - time since onset"]
     assert informed["after_onset_accuracy"] == pytest.approx(1.0)
+    # A and B have the same life: fitted on the other bearing, a guess is the in-sample one
+    # for B's cuts; A's two pre-onset cuts get B's best constant over four cuts
+    loo = out["leave_one_out"]["before onset: constant, exact after"]
+    assert loo <= out["families"]["constant"]["ceiling"] + 1e-9
+    g_b, _ = best_scaled(before[2:], [1.0] * 4)
+    g_a, _ = best_scaled(before[:2], [1.0] * 2)
+    expect = (2 + 4 * phm2012_accuracy(before[2:], [g_a] * 4) + 2 * phm2012_accuracy(before[:2], [g_b] * 2)) / 8
+    assert loo == pytest.approx(expect, abs=1e-4)
 
 
 def _bearing(life: float, step_at: float | None, seed: int) -> Bearing:
@@ -126,3 +134,15 @@ def test_femto_ceiling_on_generated_bearings() -> None:
         assert (4 + grid * 8) / 12 - 1e-4 <= ceiling <= (4 + grid * 8) / 12 + 2e-3
         assert rule["needed_before_onset_for_target"] == pytest.approx((0.4 * 12 - 4) / 8, abs=1e-4)
         assert not math.isnan(rule["onset_informed"]["constant"]["ceiling"])
+
+
+def test_given_onsets_are_scored_as_one_more_row() -> None:
+    data = {"Bearing1_1": _bearing(10_000.0, 0.6, 3), "Bearing2_1": _bearing(6_000.0, None, 4)}
+    out = femto_ceiling_data(data, given={"Bearing2_1": 0.5})
+    row = out["rules"][-1]
+    assert row["rule"] == "given onsets"
+    assert row["bearings"]["Bearing2_1"] == {"onset": 0.5, "cuts_after_onset": 5}
+    assert row["bearings"]["Bearing1_1"]["cuts_after_onset"] == 4  # the first rule's onset
+    assert row["cuts_after_onset"] == 9
+    with pytest.raises(ValueError, match="Bearing9_9"):
+        femto_ceiling_data(data, given={"Bearing9_9": 0.5})
