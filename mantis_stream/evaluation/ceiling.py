@@ -369,10 +369,15 @@ def oracle_ceiling(cuts: Sequence[Cut], onsets: Mapping[str, float | None], targ
 def _bearing_onset(
     curves: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]], rule: OnsetRule
 ) -> tuple[float | None, list[dict[str, Any]]]:
-    """(the bearing's onset under ``rule``, the features that reach it, earliest first)."""
+    """(the bearing's onset under ``rule``, the features that reach it, earliest first).
+
+    Features with fewer than 3 non-empty reference bins (the health indicator starts
+    after its baseline frames: on a short record, after the reference) are left out."""
     found: list[dict[str, Any]] = []
+    lo, hi = rule.reference
     for (sensor, key), (f, v) in curves.items():
-        if key not in rule.keys:
+        in_ref = f[(f >= lo) & (f < hi)]
+        if key not in rule.keys or np.unique((in_ref * rule.bins).astype(int)).size < 3:
             continue
         hit = series_onset(f, v, rule)
         if hit is not None:
