@@ -204,7 +204,7 @@ def _series(rows: History, key: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def feature_curves(
-    bearing: Bearing, keys: Sequence[str] = ONSET_FEATURES, bins: int = 100
+    bearing: Bearing, keys: Sequence[str] = ONSET_FEATURES
 ) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
     """{(sensor, feature): (life fraction, values)} of one bearing."""
     channels, end = bearing
