@@ -139,10 +139,14 @@ def open_item(
     partition: int,
     offset: int,
     group: str | None,
+    own_span: bool = True,
 ) -> EventTrace | None:
     """Start the process span of one record of a batched message (end it with ``record.end()``).
 
-    None when tracing is off: the record then needs no tracing state.
+    None when tracing is off: the record then needs no tracing state.  With
+    ``own_span`` False the record continues the upstream span its headers name
+    (a second step of the same service): no span of its own, its headers go on
+    as they came, and an error or a kept outcome still gets a span (a stand-in).
     """
     if not _enabled():
         return None
@@ -150,8 +154,8 @@ def open_item(
     parent = w3c_context(carrier)
     if parent is None:
         parent = carriers.extract(carrier)
-    upstream = unsampled_parent(parent)
-    if upstream is not None:  # the decision is made: no span, the headers go on as they came
+    upstream = unsampled_parent(parent) if own_span else _decided_parent(parent)
+    if upstream is not None:  # no span: the headers go on as they came
         record = EventTrace(stage=stage, name=name, span=upstream, ctx=parent, parent=parent, batched=True,
                             lazy_attributes=partial(process_attributes, topic, partition, offset, group),
                             carrier=carrier or {})
@@ -166,6 +170,13 @@ def open_item(
     ctx = trace.set_span_in_context(span, parent) if span.get_span_context().is_valid else parent
     record.ctx = Context({**ctx, STAGE_KEY: stage, EVENT_KEY: record})
     return record
+
+
+def _decided_parent(parent: Context) -> trace.Span | None:
+    """The span current in ``parent`` when it is valid and its sampling decision made (not deferred), else None."""
+    current = trace.get_current_span(parent)
+    sc = current.get_span_context()
+    return current if sc.is_valid and not carriers.is_deferred(parent, sc) else None
 
 
 @contextlib.contextmanager

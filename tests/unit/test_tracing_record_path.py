@@ -105,3 +105,21 @@ def test_an_unsampled_record_keeps_its_upstream_context_and_headers(spans: InMem
     record.end()
     assert spans.get_finished_spans() == ()
     assert record.lazy_attributes()["messaging.kafka.offset"] == 1  # for a stand-in, built only when asked
+
+
+def test_a_record_continuing_the_upstream_span_makes_none_but_an_error_gets_one(spans: InMemorySpanExporter) -> None:
+    carrier = {"traceparent": f"00-{UPSTREAM}-{PARENT}-01"}
+    open_ = lambda i: tracing.open_item(  # noqa: E731
+        "preprocessing", carrier, topic="t.keyed", partition=0, offset=i, group="g", own_span=False)
+    plain, failing = open_(1), open_(2)
+    assert plain is not None and failing is not None
+    assert format(plain.span.get_span_context().span_id, "016x") == PARENT and not plain.span.is_recording()
+    with tracing.use_item(plain, carrier):
+        assert tracing.outgoing_carrier() == carrier  # the next stage's span is the upstream span's child
+    with tracing.use_item(failing, carrier):
+        tracing.mark_failed(failing, ValueError("bad frame"))
+    plain.end()
+    failing.end()
+    (error,) = spans.get_finished_spans()
+    assert error.name == "process t.keyed" and format(error.parent.span_id, "016x") == PARENT
+    assert error.attributes["error.type"] == "ValueError" and error.attributes["messaging.kafka.offset"] == 2
