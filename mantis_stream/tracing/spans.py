@@ -83,7 +83,8 @@ def _stand_in(record: EventTrace, attributes: Mapping[str, Any], link_reason: st
         context=ctx,
         kind=SpanKind.CONSUMER,
         attributes=attrs,
-        links=[Link(sc, {semconv.LINK_REASON: link_reason})],
+        # in a sampled trace (a record continuing its upstream span) the stand-in is that span's child already
+        links=[] if sc.trace_flags.sampled else [Link(sc, {semconv.LINK_REASON: link_reason})],
     )
     record.also_end += (span,)
     record.span = stand_in

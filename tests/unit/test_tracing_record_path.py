@@ -123,3 +123,4 @@ def test_a_record_continuing_the_upstream_span_makes_none_but_an_error_gets_one(
     (error,) = spans.get_finished_spans()
     assert error.name == "process t.keyed" and format(error.parent.span_id, "016x") == PARENT
     assert error.attributes["error.type"] == "ValueError" and error.attributes["messaging.kafka.offset"] == 2
+    assert not error.links  # its parent is the sampled upstream span: no "unsampled trace" link
