@@ -90,10 +90,11 @@ def items_of(event: EventT[Any]) -> list[Item]:
         raise InvalidBatch(f"items: not a batch of records ({type(exc).__name__})") from None
 
 
-async def open_items(stage: str, events: Sequence[EventT[Any]]) -> list[Item]:
+async def open_items(stage: str, events: Sequence[EventT[Any]], *, own_span: bool = True) -> list[Item]:
     """Every record of ``events``, each with its ``process <topic>`` span started and counted in the metrics.
 
     A message that is not a batch (not written by this pipeline) is a dead letter.
+    ``own_span`` False: the records continue the upstream span instead (``tracing.open_item``).
     """
     group = app.conf.id
     sensor = metrics.installed(app)
@@ -110,6 +111,7 @@ async def open_items(stage: str, events: Sequence[EventT[Any]]) -> list[Item]:
         for item in items:
             item.trace = tracing.open_item(
                 stage, item.carrier, topic=message.topic, partition=message.partition, offset=message.offset, group=group,
+                own_span=own_span,
             )
             out.append(item)
     return out

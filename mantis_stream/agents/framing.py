@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .. import tracing
 from ..app import app, frames_topic, readings_keyed_topic, settings
 from ..dsp.framing import FrameAssembler, remove_dc
 from ..errors import send_item_dead_letter
@@ -112,7 +111,9 @@ def frame_one(reading: dict[str, Any], state: bytes | None) -> tuple[list[dict[s
 @app.agent(readings_keyed_topic, name="frame")
 async def frame(stream):  # type: ignore[no-untyped-def]
     async for events in batches(stream, STAGE):
-        items = await open_items(STAGE, events)
+        # Framing is preprocessing's second step: a record continues preprocessing's process span
+        # (no second ``process`` span of the same service per reading; an error still gets one).
+        items = await open_items(STAGE, events, own_span=False)
         out = Outbox(frames_topic, STAGE)
         touched: dict[str, tuple[bytes, Any]] = {}  # sensor -> (state, its event), written once per batch
         for item in items:
@@ -124,9 +125,6 @@ async def frame(stream):  # type: ignore[no-untyped-def]
                     frames, state = frame_one(reading, state)
                     if state is not None:
                         touched[key] = (state, item.event)
-                    tracing.annotate(
-                        item.trace, asset_id=reading["asset_id"], sensor_id=reading["sensor_id"], **{"frames.count": len(frames)},
-                    )
                 except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stage
                     await send_item_dead_letter(item, STAGE, exc)
                     continue

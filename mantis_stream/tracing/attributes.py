@@ -62,23 +62,42 @@ def set_denylist(patterns: Iterable[str], *, extend: bool = False) -> None:
     base.extend(p.strip().lower() for p in patterns if p and p.strip())
     _patterns[:] = base
     _denied = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in base) or r"(?!x)x")
+    _decisions.clear()
 
 
 _patterns: list[str] = []
+#: The deny-list's answer per key already asked (the pattern match costs microseconds; the keys are few).
+_decisions: dict[str, bool] = {}
+_MAX_DECISIONS = 4096
 set_denylist(DEFAULT_DENYLIST)  # MANTIS_TRACE_DENY_ATTRIBUTES is added by tracing.install
 
 
 def is_denied(key: str) -> bool:
-    return _denied.match(key.lower()) is not None
+    decision = _decisions.get(key)
+    if decision is None:
+        decision = _denied.match(key.lower()) is not None
+        if len(_decisions) >= _MAX_DECISIONS:
+            _decisions.clear()
+        _decisions[key] = decision
+    return decision
+
+
+def _string(value: str) -> str:
+    if "://" in value or "=" in value:  # a URL or DSN (userinfo, ?password=, key=value)
+        value = mask_url(value) or value
+    return value if len(value) <= MAX_STRING else value[: MAX_STRING - 1] + "…"
 
 
 def _scalar(value: Any) -> Any:
+    kind = type(value)
+    if kind is str:
+        return _string(value)
+    if kind is int or kind is float or kind is bool:
+        return value
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
-        if "://" in value or "=" in value:  # a URL or DSN (userinfo, ?password=, key=value)
-            value = mask_url(value) or value
-        return value if len(value) <= MAX_STRING else value[: MAX_STRING - 1] + "…"
+        return _string(value)
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
@@ -86,10 +105,15 @@ def _scalar(value: Any) -> Any:
     return None
 
 
+_PLAIN = frozenset((str, int, float, bool))
+
+
 def clean_value(value: Any) -> Any:
     """A bounded, exportable version of ``value``, or None to drop it."""
     if value is None:
         return None
+    if type(value) in _PLAIN:
+        return _scalar(value)
     if isinstance(value, (list, tuple)):
         if len(value) > MAX_SEQUENCE:
             return None  # a long list is data, not an attribute
@@ -110,13 +134,9 @@ def span_attributes(*, asset_id: Any = None, sensor_id: Any = None, **extra: Any
     """
     out: dict[str, Any] = {}
     if asset_id is not None:
-        v = clean_value(str(asset_id))
-        if v is not None:
-            out[semconv.ASSET_ID] = v
+        out[semconv.ASSET_ID] = _string(asset_id if type(asset_id) is str else str(asset_id))
     if sensor_id is not None:
-        v = clean_value(str(sensor_id))
-        if v is not None:
-            out[semconv.SENSOR_ID] = v
+        out[semconv.SENSOR_ID] = _string(sensor_id if type(sensor_id) is str else str(sensor_id))
     for key, value in extra.items():
         if is_denied(key):
             continue

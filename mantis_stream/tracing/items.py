@@ -51,7 +51,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from . import carriers, setup
 from .attributes import process_attributes
 from .context import CARRIED, EVENT_KEY, STAGE_KEY, EventTrace
-from .spans import continue_span
+from .spans import start_span, unsampled_parent
 
 __all__ = [
     "open_item", "outgoing_carrier", "use_item", "carried", "carrier_of", "unsampled_headers", "w3c_context",
@@ -84,20 +84,21 @@ def w3c_context(carrier: Mapping[str, str] | None) -> Context | None:
     if not carrier:
         return None
     tp = carrier.get("traceparent")
-    if tp is None or not _TRACEPARENT.fullmatch(tp):
-        return None
-    if len(carrier) > 1 and any(k not in ("traceparent", "tracestate") for k in carrier):
-        return None
-    if not carriers.w3c_configured():
+    if tp is None:
         return None
     state = carrier.get("tracestate")
+    if len(carrier) > (1 if state is None else 2) or not carriers.w3c_configured():
+        return None  # another header (baggage, B3, ...) or other propagators: they read it
     key = (tp, state)
     ctx = _UNSAMPLED_CONTEXTS.get(key)
     if ctx is not None:
         return ctx
-    trace_id, span_id, flags = int(tp[3:35], 16), int(tp[36:52], 16), TraceFlags(int(tp[53:55], 16))
+    if not _TRACEPARENT.fullmatch(tp):
+        return None
+    trace_id, span_id = int(tp[3:35], 16), int(tp[36:52], 16)
     if not (trace_id and span_id):
         return None
+    flags = _FLAGS[tp[53:55]] if tp[53:55] in _FLAGS else TraceFlags(int(tp[53:55], 16))
     sc = SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags,
                      trace_state=TraceState.from_header([state]) if state else None)
     ctx = trace.set_span_in_context(NonRecordingSpan(sc))
@@ -108,6 +109,8 @@ def w3c_context(carrier: Mapping[str, str] | None) -> Context | None:
     return ctx
 
 
+#: The flags the pipeline's own headers carry (sampled or not, random trace id or not).
+_FLAGS = {f"{v:02x}": TraceFlags(v) for v in (0, 1, 2, 3)}
 #: Contexts of unsampled ``traceparent`` headers already read (immutable, so shared), at most ``_MAX_CACHED``.
 _UNSAMPLED_CONTEXTS: dict[tuple[str, str | None], Context] = {}
 _MAX_CACHED = 8192
@@ -136,30 +139,44 @@ def open_item(
     partition: int,
     offset: int,
     group: str | None,
+    own_span: bool = True,
 ) -> EventTrace | None:
     """Start the process span of one record of a batched message (end it with ``record.end()``).
 
-    None when tracing is off: the record then needs no tracing state.
+    None when tracing is off: the record then needs no tracing state.  With
+    ``own_span`` False the record continues the upstream span its headers name
+    (a second step of the same service): no span of its own, its headers go on
+    as they came, and an error or a kept outcome still gets a span (a stand-in).
     """
     if not _enabled():
         return None
     name = "process " + topic
-    describe = partial(process_attributes, topic, partition, offset, group)
     parent = w3c_context(carrier)
     if parent is None:
         parent = carriers.extract(carrier)
-    span = continue_span(stage, name, parent, kind=SpanKind.CONSUMER)
+    upstream = unsampled_parent(parent) if own_span else _decided_parent(parent)
+    if upstream is not None:  # no span: the headers go on as they came
+        record = EventTrace(stage=stage, name=name, span=upstream, ctx=parent, parent=parent, batched=True,
+                            lazy_attributes=partial(process_attributes, topic, partition, offset, group),
+                            carrier=carrier or {})
+        record.ctx = Context({**parent, STAGE_KEY: stage, EVENT_KEY: record})
+        return record
+    attributes = process_attributes(topic, partition, offset, group)
+    span = start_span(stage, name, parent, kind=SpanKind.CONSUMER, attributes=attributes)
+    record = EventTrace(stage=stage, name=name, span=span, ctx=parent, parent=parent, batched=True,
+                        attributes=attributes)
+    if not span.is_recording():  # a root decision that dropped it
+        record.carrier = carrier or {}
     ctx = trace.set_span_in_context(span, parent) if span.get_span_context().is_valid else parent
-    ctx = otel_context.set_value(STAGE_KEY, stage, ctx)
-    record = EventTrace(stage=stage, name=name, span=span, ctx=ctx, parent=parent, batched=True)
-    if span.is_recording():  # built only for spans that record (an error stand-in asks for them later)
-        record.attributes = describe()
-        span.set_attributes(record.attributes)
-    else:
-        record.lazy_attributes = describe
-        record.carrier = carrier or {}  # not recording: the record's headers go on as they came
-    record.ctx = otel_context.set_value(EVENT_KEY, record, ctx)
+    record.ctx = Context({**ctx, STAGE_KEY: stage, EVENT_KEY: record})
     return record
+
+
+def _decided_parent(parent: Context) -> trace.Span | None:
+    """The span current in ``parent`` when it is valid and its sampling decision made (not deferred), else None."""
+    current = trace.get_current_span(parent)
+    sc = current.get_span_context()
+    return current if sc.is_valid and not carriers.is_deferred(parent, sc) else None
 
 
 @contextlib.contextmanager

@@ -62,6 +62,7 @@ from typing import Any
 from faust.sensors.base import Sensor
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import carriers, semconv, setup
@@ -156,14 +157,14 @@ class TracingSensor(Sensor):
             if span.is_recording():
                 attrs = self._process_attributes(tp, offset, stream, event)
                 span.set_attributes(attrs)
-            ctx = trace.set_span_in_context(span, parent) if span.get_span_context().is_valid else parent
-            ctx = otel_context.set_value(STAGE_KEY, stage, ctx)
+            ctx = parent if span is trace.get_current_span(parent) or not span.get_span_context().is_valid \
+                else trace.set_span_in_context(span, parent)
             record = EventTrace(stage=stage, name=name, span=span, ctx=ctx, parent=parent, attributes=attrs)
             if decided:
                 record.carrier = carrier  # its trace headers go on as they came
             if not attrs:
                 record.lazy_attributes = partial(self._process_attributes, tp, offset, stream, event)
-            record.ctx = otel_context.set_value(EVENT_KEY, record, ctx)
+            record.ctx = Context({**ctx, STAGE_KEY: stage, EVENT_KEY: record})  # one copy for both keys
             record.token = otel_context.attach(record.ctx)
             record.task = _current_task()
             register(event, record)

@@ -44,6 +44,7 @@ from .context import STAGE_KEY, EventTrace, record_of
 
 __all__ = [
     "annotate", "batch_span", "continue_span", "fail_event", "http_server_span", "keep", "mark_failed", "set_http_status",
+    "start_span", "unsampled_parent",
 ]
 
 _MAX_DESCRIPTION = 256
@@ -82,7 +83,8 @@ def _stand_in(record: EventTrace, attributes: Mapping[str, Any], link_reason: st
         context=ctx,
         kind=SpanKind.CONSUMER,
         attributes=attrs,
-        links=[Link(sc, {semconv.LINK_REASON: link_reason})],
+        # in a sampled trace (a record continuing its upstream span) the stand-in is that span's child already
+        links=[] if sc.trace_flags.sampled else [Link(sc, {semconv.LINK_REASON: link_reason})],
     )
     record.also_end += (span,)
     record.span = stand_in
@@ -141,6 +143,15 @@ def fail_event(event: Any, exc: BaseException) -> None:
         mark_failed(record, exc)
 
 
+def unsampled_parent(parent: Context) -> trace.Span | None:
+    """The span current in ``parent`` when its flags already say "not sampled" (not deferred), else None."""
+    current = trace.get_current_span(parent)
+    sc = current.get_span_context()
+    if sc.is_valid and not sc.trace_flags.sampled and not carriers.is_deferred(parent, sc):
+        return current
+    return None
+
+
 def continue_span(
     stage: str,
     name: str,
@@ -155,10 +166,16 @@ def continue_span(
     no SDK call: its own non-recording span is returned, and its context goes on
     unchanged.
     """
-    current = trace.get_current_span(parent)
-    sc = current.get_span_context()
-    if sc.is_valid and not sc.trace_flags.sampled and not carriers.is_deferred(parent, sc):
+    current = unsampled_parent(parent)
+    if current is not None:
         return current
+    return start_span(stage, name, parent, kind=kind, attributes=attributes)
+
+
+def start_span(
+    stage: str, name: str, parent: Context, *, kind: SpanKind, attributes: Mapping[str, Any] | None = None,
+) -> trace.Span:
+    """Start ``name`` under ``parent`` with ``stage``'s tracer: the sampler decides (see :func:`continue_span`)."""
     rt = setup._runtime or setup.current_runtime()
     tracer = rt.tracer(stage) if rt is not None else setup.stage_tracer(stage)
     return tracer.start_span(name, context=parent, kind=kind, attributes=attributes)

@@ -139,6 +139,11 @@ async def test_one_reading_one_trace_across_every_stage(broker, receiver: OTLPRe
     compute = [s for s in spans if s.kind == "INTERNAL"]
     assert len(per_record) + len(compute) == len(spans), names_seen
     ids = {s.span_id: s for s in spans}
+    # framing continues preprocessing's process span: one process span per service, and the
+    # feature stage's record is its child
+    assert sorted(s.service for s in per_record) == sorted(set(s.service for s in per_record)), names_seen
+    (features,) = [s for s in per_record if s.service == "mantis-feature-extraction"]
+    assert ids[features.parent_span_id].name == "process mantis.readings"
     for c in compute:  # a compute span is the child of its stage's process span of this reading
         assert ids[c.parent_span_id].kind == "CONSUMER" and ids[c.parent_span_id].service == c.service, c.name
     anomaly = next(s for s in per_record if s.service == "mantis-anomaly-detection")
