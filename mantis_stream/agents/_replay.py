@@ -74,7 +74,7 @@ _feeds: weakref.WeakKeyDictionary[Stream[Any], _Feed] = weakref.WeakKeyDictionar
 
 def _faults() -> dict[str, dict[bytes, int]]:
     out: dict[str, dict[bytes, int]] = {}
-    for spec in filter(None, settings.test_fault or "".split(",")):
+    for spec in filter(None, (settings.test_fault or "").split(",")):
         agent, _, rest = spec.partition(":")
         text, _, times = rest.partition(":")
         out.setdefault(agent, {})[text.encode()] = int(times or 1)
