@@ -15,12 +15,12 @@ message that crashes the agent on its own becomes a dead letter
 (:class:`StageCrashed`), so a poison message cannot make the agent restart for
 ever.
 
-While a stage falls behind (the oldest message of a take was written more
-than ``BEHIND_SECONDS`` ago), it joins consecutive takes until its batch
-holds ``batch_size`` events or ``MANTIS_BATCH_BUSY_WITHIN`` has passed: each
-batch costs produce requests, commits and the stage's fixed work, so at a
-steady rate near capacity fewer, larger batches catch up where small ones
-fall further behind; a stage that keeps up waits only ``MANTIS_BATCH_WITHIN``.
+While the worker is busy (at least ``BUSY_CORES`` of CPU over the last
+second), a stage joins consecutive takes until its batch holds
+``batch_size`` events or ``MANTIS_BATCH_BUSY_WITHIN`` has passed: each batch
+costs produce requests, commits and the stage's fixed work, so at a steady
+rate near capacity fewer, larger batches keep up where small ones fall
+behind; when the worker is not busy a batch waits only ``MANTIS_BATCH_WITHIN``.
 A joined batch holds fewer than twice ``batch_size`` events.
 
 Usage::
@@ -40,7 +40,7 @@ import logging
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +54,9 @@ log = logging.getLogger(__name__)
 
 #: Crashes on one message, alone, before it becomes a dead letter.
 MAX_CRASHES = 2
-#: Age (s) of a take's oldest message from which its stage counts as falling behind.
-BEHIND_SECONDS = 0.5
+#: CPU use (cores, this process) from which the worker counts as busy, and the window it is measured over (s).
+BUSY_CORES = 0.5
+LOAD_WINDOW = 1.0
 
 
 class StageCrashed(RuntimeError):
@@ -99,10 +100,24 @@ class _Feed:
         return events
 
 
-def behind(events: Sequence[EventT[Any]], now: float | None = None) -> bool:
-    """Whether the stage is falling behind: the take's oldest message was written over ``BEHIND_SECONDS`` ago."""
-    oldest = min((e.message.timestamp for e in events), default=None)
-    return oldest is not None and (time.time() if now is None else now) - oldest > BEHIND_SECONDS
+class Load:
+    """How busy this process is: its CPU time per second of wall time over the last ``window`` seconds."""
+
+    def __init__(self, window: float = LOAD_WINDOW, clock: Callable[[], float] = time.monotonic,
+                 cpu: Callable[[], float] = time.process_time) -> None:
+        self.window, self.clock, self.cpu = window, clock, cpu
+        self.since, self.cpu_since, self.cores = clock(), cpu(), 0.0
+
+    def busy(self) -> bool:
+        now = self.clock()
+        if now - self.since >= self.window:
+            used = self.cpu()
+            self.cores = (used - self.cpu_since) / (now - self.since)
+            self.since, self.cpu_since = now, used
+        return self.cores >= BUSY_CORES
+
+
+load = Load()
 
 
 async def _join(feed: _Feed, batch: _Batch) -> None:
@@ -186,7 +201,7 @@ async def batches(stream: Stream[Any], stage: str) -> AsyncIterator[list[EventT[
     while (events := await feed.take()) is not None:
         batch = _Batch(events)
         feed.in_flight = batch
-        if behind(batch.events):
+        if load.busy():
             await _join(feed, batch)
         _inject_fault(agent, batch.events)
         yield batch.events
