@@ -296,8 +296,6 @@ class Settings(BaseSettings):
     #: Events taken per batch by the batched agents, and the longest wait for a batch.
     batch_size: int = Field(default=500, ge=1)
     batch_within: float = Field(default=0.05, ge=0)
-    #: Longest wait for a batch while the worker is busy (``agents._replay``): fewer, larger batches near capacity.
-    batch_busy_within: float = Field(default=0.2, ge=0)
     #: Longest time (s) a model's changes stay unwritten to its changelog (0: after every batch).
     checkpoint_seconds: float = Field(default=1.0, ge=0)
     #: Largest accepted raw message (bytes) and waveform chunk (samples); :mod:`.limits` checks the pair.

@@ -15,14 +15,6 @@ message that crashes the agent on its own becomes a dead letter
 (:class:`StageCrashed`), so a poison message cannot make the agent restart for
 ever.
 
-While the worker is busy (at least ``BUSY_CORES`` of CPU over the last
-second), a stage joins consecutive takes until its batch holds
-``batch_size`` events or ``MANTIS_BATCH_BUSY_WITHIN`` has passed: each batch
-costs produce requests, commits and the stage's fixed work, so at a steady
-rate near capacity fewer, larger batches keep up where small ones fall
-behind; when the worker is not busy a batch waits only ``MANTIS_BATCH_WITHIN``.
-A joined batch holds fewer than twice ``batch_size`` events.
-
 Usage::
 
     async for events in batches(stream, STAGE):
@@ -35,12 +27,10 @@ the first ``times`` times (default 1) it is handed one.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,9 +44,6 @@ log = logging.getLogger(__name__)
 
 #: Crashes on one message, alone, before it becomes a dead letter.
 MAX_CRASHES = 2
-#: CPU use (cores, this process) from which the worker counts as busy, and the window it is measured over (s).
-BUSY_CORES = 0.5
-LOAD_WINDOW = 1.0
 
 
 class StageCrashed(RuntimeError):
@@ -80,54 +67,6 @@ class _Feed:
         self.taken: AsyncIterator[Sequence[EventT[Any]]] = stream.take_events(settings.batch_size, within=settings.batch_within)
         self.in_flight: _Batch | None = None
         self.retry: deque[_Batch] = deque()
-        #: The take asked for and not received yet: never cancelled (that would close ``take_events``), kept instead.
-        self.pending: asyncio.Future[Sequence[EventT[Any]]] | None = None
-
-    async def take(self, timeout: float | None = None) -> list[EventT[Any]] | None:
-        """The stream's next take, held (:func:`_hold`); None when the stream ended or none came within ``timeout``."""
-        if self.pending is None:
-            self.pending = asyncio.ensure_future(anext(self.taken))
-        pull = self.pending
-        done, _ = await asyncio.wait({pull}, timeout=timeout)
-        if not done:
-            return None
-        self.pending = None
-        try:
-            events = list(pull.result())
-        except StopAsyncIteration:
-            return None
-        _hold(events)  # before the next pull: ``take_events`` acks a take when it is asked for the next one
-        return events
-
-
-class Load:
-    """How busy this process is: its CPU time per second of wall time over the last ``window`` seconds."""
-
-    def __init__(self, window: float = LOAD_WINDOW, clock: Callable[[], float] = time.monotonic,
-                 cpu: Callable[[], float] = time.process_time) -> None:
-        self.window, self.clock, self.cpu = window, clock, cpu
-        self.since, self.cpu_since, self.cores = clock(), cpu(), 0.0
-
-    def busy(self) -> bool:
-        now = self.clock()
-        if now - self.since >= self.window:
-            used = self.cpu()
-            self.cores = (used - self.cpu_since) / (now - self.since)
-            self.since, self.cpu_since = now, used
-        return self.cores >= BUSY_CORES
-
-
-load = Load()
-
-
-async def _join(feed: _Feed, batch: _Batch) -> None:
-    """Add the next takes to ``batch`` until it holds ``batch_size`` events or ``batch_busy_within`` has passed."""
-    deadline = time.monotonic() + settings.batch_busy_within - settings.batch_within
-    while len(batch.events) < settings.batch_size and (left := deadline - time.monotonic()) > 0:
-        more = await feed.take(timeout=left)
-        if more is None:
-            return
-        batch.events.extend(more)
 
 
 _feeds: weakref.WeakKeyDictionary[Stream[Any], _Feed] = weakref.WeakKeyDictionary()
@@ -198,11 +137,10 @@ async def batches(stream: Stream[Any], stage: str) -> AsyncIterator[list[EventT[
             yield batch.events
             feed.in_flight = None
         _release(batch.events)
-    while (events := await feed.take()) is not None:
-        batch = _Batch(events)
+    async for events in feed.taken:
+        batch = _Batch(list(events))
+        _hold(batch.events)
         feed.in_flight = batch
-        if load.busy():
-            await _join(feed, batch)
         _inject_fault(agent, batch.events)
         yield batch.events
         feed.in_flight = None
