@@ -193,8 +193,8 @@ async def collect(bootstrap: str, topics: tuple[str, ...], until: Callable[[dict
 class CapturingProducer:
     """Stands in for the worker's aiokafka producer behind ``agents._publish`` (bulk public records).
 
-    Each record of a batch is captured as ``(topic, {"key", "value", "headers", "partition", "raw"})``
-    (``value`` decoded, ``raw`` as produced), like a captured ``Topic.send``; a batch holding a record for which
+    Each record of a batch is captured as ``(topic, {"key", "value", "headers"})``,
+    like a captured ``Topic.send``; a batch holding a record for which
     ``refuses(topic, value)`` is true fails as the broker fails a batch it refuses.
     """
 
@@ -217,17 +217,16 @@ class CapturingProducer:
             future.set_exception(MessageSizeTooLargeError())
             return future
         for key, value, headers in batch.records:
-            self.captured.append((topic, {"key": key, "value": orjson.loads(value), "headers": headers,
-                                          "partition": partition, "raw": value}))
+            self.captured.append((topic, {"key": key, "value": orjson.loads(value), "headers": headers}))
         future.set_result(RecordMetadata(topic, partition, TopicPartition(topic, partition), 0, -1, 0, 0))
         return future
 
 
 class _Builder:
     def __init__(self) -> None:
-        self.records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        self.records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
 
-    def append(self, *, timestamp: Any, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> object:
+    def append(self, *, timestamp: Any, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> object:
         self.records.append((key, value, list(headers)))
         return object()
 
@@ -237,7 +236,7 @@ class _Builder:
 
 @pytest.fixture
 def sent() -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    """The project's app with every ``Topic.send``, bulk public record and batched-hop message captured as (topic, kwargs) instead of produced."""
+    """The project's app with every ``Topic.send`` and bulk public record captured as (topic, kwargs) instead of produced."""
     from unittest import mock
 
     import faust
@@ -253,5 +252,5 @@ def sent() -> Iterator[list[tuple[str, dict[str, Any]]]]:
 
     producer = CapturingProducer(captured)
     with mock.patch.object(faust.Topic, "send", fake_send), \
-            mock.patch("mantis_stream.agents._produce.kafka_producer", lambda: producer):
+            mock.patch("mantis_stream.agents._publish._kafka_producer", lambda: producer):
         yield captured

@@ -25,14 +25,10 @@ Notes:
 - A message is at most ``limits.WORKER_RECORD_BYTES`` (a larger single record goes alone),
   whatever the input limit.  A record whose message the producer refuses becomes
   the dead letter of the record (or reading) it came from; the rest go on.
-- ``flush`` hands each message to the producer as a closed batch of its own and
-  waits for the broker's acknowledgement (as :mod:`._publish` does), so the
-  input events are acknowledged only after their outputs are stored.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -40,13 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import murmur2
-from aiokafka.structs import RecordMetadata
-from faust.exceptions import ProducerSendError
 from faust.types import EventT, TopicT
-from faust.types.tuples import PendingMessage
 from opentelemetry import context as otel_context
 
 from .. import metrics, tracing
@@ -55,7 +46,6 @@ from ..codecs import dumps
 from ..errors import message_source, send_dead_letter, send_item_dead_letter
 from ..limits import WORKER_RECORD_BYTES
 from ..tracing.context import EventTrace
-from . import _produce
 
 ITEMS = b'{"items":['
 
@@ -161,78 +151,32 @@ class Outbox:
             self._pending[partition] = [(entry, origin) for entry, origin in entries if id(origin) not in origins]
 
     async def flush(self) -> None:
-        """Send what is queued, one produce batch per message, and wait until the broker has stored it.
-
-        Outside any trace (a batch belongs to none).  A message the producer
-        refuses is sent again record by record; a record refused alone is the
-        dead letter of its origin.  A transient failure (timeout, retriable
-        broker error) propagates: the input batch is processed again.
-        """
-        if not self._pending:
-            return
-        producer = _produce.kafka_producer()
-        name = self.topic.get_topic_name()
+        """Send what is queued, outside any trace (a batch belongs to none)."""
+        failed: set[int] = set()
         token = otel_context.attach(otel_context.Context())
         try:
-            sent: list[tuple[int, list[tuple[bytes, Item | EventT[Any]]], _Sent]] = []
             for partition, entries in self._pending.items():
                 for chunk in _chunks(entries, WORKER_RECORD_BYTES):
-                    sent.append((partition, chunk, await self._send(producer, name, partition, [e for e, _ in chunk])))
-            results = await asyncio.gather(*(delivery.future for _, _, delivery in sent), return_exceptions=True)
-            failed: set[int] = set()
-            for (partition, chunk, delivery), result in zip(sent, results, strict=True):
-                if not isinstance(result, BaseException):
-                    delivery.completed(result)
-                    continue
-                delivery.failed(result)
-                if _produce.transient(result):
-                    raise result
-                for entry, origin in chunk:
-                    error = result
-                    if len(chunk) > 1:
-                        alone = await self._send(producer, name, partition, [entry])
-                        try:
-                            alone.completed(await alone.future)
-                            continue
-                        except Exception as exc:  # refused alone: its dead letter, unless transient
-                            alone.failed(exc)
-                            if _produce.transient(exc):
-                                raise
+                    try:
+                        await self._send(partition, [entry for entry, _ in chunk])
+                    except Exception as exc:  # noqa: BLE001 - find the record(s) the producer refuses
+                        for entry, origin in chunk:
                             error = exc
-                    if id(origin) not in failed:
-                        failed.add(id(origin))
-                        await dead_letter(origin, self.stage, ProducerSendError(f"Error while sending: {error!r}"))
+                            if len(chunk) > 1:
+                                try:
+                                    await self._send(partition, [entry])
+                                    continue
+                                except Exception as alone:  # noqa: BLE001
+                                    error = alone
+                            if id(origin) not in failed:
+                                failed.add(id(origin))
+                                await dead_letter(origin, self.stage, error)
         finally:
             otel_context.detach(token)
-            self._pending.clear()
+        self._pending.clear()
 
-    async def _send(self, producer: AIOKafkaProducer, name: str, partition: int, entries: list[bytes]) -> _Sent:
-        """One message of ``entries`` handed to the producer as a closed batch, seen by the sensors as a send."""
-        value = ITEMS + b",".join(entries) + b"]}"
-        message = PendingMessage(self.topic, None, value, partition, None, [], None, None, None, topic=name)
-        state = app.sensors.on_send_initiated(app.producer, name, message, 0, len(value))
-        if len(value) > app.conf.producer_max_request_size:
-            refused: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
-            refused.set_exception(MessageSizeTooLargeError(f"{len(value)} bytes"))
-            return _Sent(state, refused)
-        builder = producer.create_batch()
-        builder.append(timestamp=None, key=None, value=value, headers=message.headers)
-        builder.close()  # complete: sent at once, not lingering for more
-        return _Sent(state, await producer.send_batch(builder, name, partition=partition))
-
-
-@dataclass(slots=True, eq=False)
-class _Sent:
-    """A message handed to the producer: its delivery, and the sensors' state for it."""
-
-    state: Any
-    future: asyncio.Future[RecordMetadata]
-
-    def completed(self, metadata: RecordMetadata) -> None:
-        app.sensors.on_send_completed(app.producer, self.state, metadata)
-
-    def failed(self, exc: BaseException) -> None:
-        app.sensors.on_send_error(app.producer, exc, self.state)
+    async def _send(self, partition: int, entries: list[bytes]) -> None:
+        await self.topic.send(partition=partition, value=ITEMS + b",".join(entries) + b"]}")
 
 
 async def dead_letter(origin: Item | EventT[Any], stage: str, exc: BaseException) -> None:

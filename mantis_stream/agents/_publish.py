@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -46,9 +46,9 @@ from faust.types import EventT, TopicT
 from faust.types.tuples import PendingMessage
 from opentelemetry import context as otel_context
 
+from .._compat import faust as faust_compat
 from ..app import app
 from ..codecs import dumps
-from . import _produce
 from ._batch import Item, dead_letter
 from ._events import asset_key
 
@@ -60,6 +60,17 @@ class _Record:
     headers: list[tuple[str, bytes]]
     origin: Item | EventT[Any]
     state: Any
+
+
+def _kafka_producer() -> AIOKafkaProducer:
+    """The worker's aiokafka producer: same connection and settings (security, acks, sizes) as every send."""
+    producer: AIOKafkaProducer = faust_compat.aiokafka_producer(app.producer)
+    return producer
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure of the broker or the connection, not of the record: the batch is processed again, not dead-lettered."""
+    return isinstance(exc, KafkaTimeoutError) or (isinstance(exc, KafkaError) and exc.retriable)
 
 
 @dataclass(eq=False)
@@ -90,7 +101,7 @@ class Publisher:
         """Send and await everything queued; return the ``id`` of each origin that became a dead letter."""
         if not self._pending:
             return set()
-        producer = _produce.kafka_producer()
+        producer = _kafka_producer()
         sent: list[tuple[TopicPartition, list[_Record], asyncio.Future[RecordMetadata]]] = []
         for name, records in self._pending.items():
             for tp, run, builder in _batches(producer, name, await _partitioned(producer, name, records)):
@@ -109,7 +120,7 @@ class Publisher:
     async def _one_by_one(self, producer: AIOKafkaProducer, tp: TopicPartition, records: list[_Record],
                           error: BaseException, refused: set[int]) -> None:
         """A refused batch: each record again alone; the ones refused alone become dead letters."""
-        if _produce.transient(error):
+        if _transient(error):
             raise error
         for record in records:
             exc = error
@@ -120,7 +131,7 @@ class Publisher:
                     self._completed(record, metadata, metadata.offset)
                     continue
                 except Exception as alone:
-                    if _produce.transient(alone):
+                    if _transient(alone):
                         raise
                     exc = alone
             app.sensors.on_send_error(app.producer, exc, record.state)

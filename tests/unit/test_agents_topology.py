@@ -26,7 +26,7 @@ def on(captured: list[tuple[str, dict[str, Any]]], topic: str) -> list[dict[str,
     """Values sent to ``topic``; the records of batched messages one by one."""
     if topic not in names.BATCHED:
         return [kw["value"] for t, kw in captured if t == topic]
-    return [item["value"] for t, kw in captured if t == topic for item in kw["value"]["items"]]
+    return [item["value"] for t, kw in captured if t == topic for item in orjson.loads(kw["value"])["items"]]
 
 
 def batch(*values: dict[str, Any]) -> bytes:
