@@ -157,7 +157,8 @@ def test_building_the_app_puts_the_settings_file_into_the_environment(tmp_path):
     settings_file.write_text("OTEL_PROPAGATORS=b3\nMANTIS_APP_ID=from-file\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MANTIS_", "OTEL_"))}
     env.update(MANTIS_CONFIG_FILE=str(settings_file), MANTIS_APP_ID="from-env")
-    code = "import os, mantis_stream.app; print(os.environ['OTEL_PROPAGATORS'], os.environ['MANTIS_APP_ID'])"
+    code = ("import os, mantis_stream.app as m; m.app  # building the app applies the settings file\n"
+            "print(os.environ['OTEL_PROPAGATORS'], os.environ['MANTIS_APP_ID'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["b3", "from-env"]  # the environment still wins
