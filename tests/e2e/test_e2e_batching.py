@@ -21,7 +21,8 @@ from mantis_stream import topics as names
 from conftest import collect, produce
 
 CHUNK = 1024
-#: Per pump: the monitor commissions over 300 scores; the last 20 step 30 % up, past the 1.25 alert factor.
+#: Per pump: the monitor commissions over 300 scores; the last 60 step 30 % up: a sustained departure, alarmed by
+#: the healthy reference's CUSUM within a few tens of scores.
 SCALARS = 600
 FEATURES = 2 * SCALARS + 12 + 60  # windows, frames of 2048 samples, engine rows
 OUTPUTS = (names.FEATURES, names.ANOMALIES, names.RUL)
@@ -34,7 +35,7 @@ def readings(prefix: str) -> list[dict]:
     out: list[dict] = []
     for asset in ("PUMP-1", "PUMP-2"):
         for i in range(SCALARS):
-            value = 60.0 + rng.normal(0, 0.3) + (18.0 if i >= SCALARS - 20 else 0.0)
+            value = 60.0 + rng.normal(0, 0.3) + (18.0 if i >= SCALARS - 60 else 0.0)
             out.append({"asset_id": f"{prefix}-{asset}", "sensor_id": "TMP-1", "ts": t0 + i, "value": round(value, 3)})
     for i in range(24):
         wave = [0.3 * math.sin(2 * math.pi * 120.0 * (i * CHUNK + n) / 10240.0) + rng.normal(0, 0.05) for n in range(CHUNK)]
