@@ -14,7 +14,7 @@ from mantis_stream import tracing
 from mantis_stream.settings import Settings
 from mantis_stream.tracing import carriers, setup
 
-from test_tracing_sensor import PARENT, SAMPLED, TRACE, make_app, ready, tp_of
+from test_tracing_sensor import PARENT, SAMPLED, TRACE, make_app, passing_agent, ready, tp_of
 
 
 @pytest.fixture
@@ -63,15 +63,7 @@ def test_w3c_and_baggage_default() -> None:
 
 async def test_b3_multi_header_in_and_out_through_the_sensor(with_propagators) -> None:
     spans = with_propagators("tracecontext,baggage,b3multi")
-    app, producer = make_app()
-    src, out = app.topic("src"), app.topic("out")
-
-    @app.agent(src, name="single")
-    async def single(stream):
-        async for event in stream.events():
-            await event.forward(out)
-
-    ready(app)
+    single, producer = passing_agent()
     async with single.test_context() as agent:
         await agent.put(
             b"x",
@@ -91,15 +83,7 @@ async def test_b3_multi_header_in_and_out_through_the_sensor(with_propagators) -
 
 async def test_b3_single_header(with_propagators) -> None:
     spans = with_propagators("b3")
-    app, producer = make_app()
-    src, out = app.topic("src"), app.topic("out")
-
-    @app.agent(src, name="single")
-    async def single(stream):
-        async for event in stream.events():
-            await out.send(value=event.value)
-
-    ready(app)
+    single, producer = passing_agent(forward=False)
     async with single.test_context() as agent:
         await agent.put(b"x", headers={"b3": f"{TRACE}-{PARENT}-1".encode()})
     send = next(s for s in spans.get_finished_spans() if s.kind is SpanKind.PRODUCER)
@@ -111,15 +95,7 @@ async def test_b3_single_header(with_propagators) -> None:
 
 async def test_jaeger_uber_trace_id(with_propagators) -> None:
     spans = with_propagators("jaeger")
-    app, producer = make_app()
-    src, out = app.topic("src"), app.topic("out")
-
-    @app.agent(src, name="single")
-    async def single(stream):
-        async for event in stream.events():
-            await event.forward(out)
-
-    ready(app)
+    single, producer = passing_agent()
     async with single.test_context() as agent:
         await agent.put(b"x", headers=[("uber-trace-id", f"{TRACE}:{PARENT}:0:1".encode()), ("uberctx-plant", b"north")])
     process = next(s for s in spans.get_finished_spans() if s.kind is SpanKind.CONSUMER)

@@ -72,6 +72,28 @@ def ready(app: faust.App) -> None:
     app.flow_control.resume()
 
 
+
+def passing_agent(name: str = "single", *, forward: bool = True) -> tuple[Any, FakeProducer]:
+    """A ready app whose one agent passes each event of ``src`` on to ``out``.
+
+    ``forward``: ``Event.forward`` (copies the incoming headers, stale trace
+    context included); else ``Topic.send`` of the value alone.
+    """
+    app, producer = make_app()
+    src, out = app.topic("src"), app.topic("out")
+
+    @app.agent(src, name=name)
+    async def passing(stream):
+        async for event in stream.events():
+            if forward:
+                await event.forward(out)
+            else:
+                await out.send(value=event.value)
+
+    ready(app)
+    return passing, producer
+
+
 @pytest.fixture
 def spans() -> Any:
     exporter = InMemorySpanExporter()
@@ -155,15 +177,7 @@ async def test_process_span_parent_child_chain_and_injection(spans: InMemorySpan
 
 
 async def test_forward_replaces_stale_traceparent_and_tracestate(spans: InMemorySpanExporter) -> None:
-    app, producer = make_app()
-    src, out = app.topic("src"), app.topic("out")
-
-    @app.agent(src, name="single")
-    async def single(stream):
-        async for event in stream.events():
-            await event.forward(out)  # copies the raw incoming headers, stale traceparent included
-
-    ready(app)
+    single, producer = passing_agent()  # Event.forward copies the raw incoming headers, stale traceparent included
     async with single.test_context() as agent:
         await agent.put(b"raw", headers=[("traceparent", SAMPLED.encode()), ("tracestate", b"vendor=1"), ("k", b"v")])
     (send,) = by_name(spans)["send out"]
@@ -285,15 +299,7 @@ async def test_unsampled_parent_no_span_even_in_a_100_percent_stage(tmp_path: Pa
         },
     )
     try:
-        app, producer = make_app()
-        src, out = app.topic("src"), app.topic("out")
-
-        @app.agent(src, name="scorer")
-        async def scorer(stream):
-            async for event in stream.events():
-                await out.send(value=event.value)
-
-        ready(app)
+        scorer, producer = passing_agent("scorer", forward=False)
         async with scorer.test_context() as agent:
             await agent.put(b"x", headers=[("traceparent", UNSAMPLED.encode())])
             await agent.put(b"y")  # no context: this stage is the root and decides (100 %)

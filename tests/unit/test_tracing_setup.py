@@ -24,7 +24,7 @@ from mantis_stream.tracing import logs, setup
 from mantis_stream.tracing.sensor import TracingSensor
 
 from otlp_receiver import OTLPReceiver
-from test_tracing_sensor import SAMPLED, make_app, ready, tp_of
+from test_tracing_sensor import SAMPLED, passing_agent, tp_of
 
 
 @pytest.fixture(autouse=True)
@@ -127,15 +127,7 @@ def test_sdk_disabled_no_spans_but_context_still_flows(monkeypatch: pytest.Monke
 async def test_sdk_disabled_sensor_still_forwards_upstream_context(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     tracing.configure(Settings())
-    app, producer = make_app()
-    src, out = app.topic("src"), app.topic("out")
-
-    @app.agent(src, name="single")
-    async def single(stream):
-        async for event in stream.events():
-            await out.send(value=event.value)
-
-    ready(app)
+    single, producer = passing_agent(forward=False)
     async with single.test_context() as agent:
         await agent.put(b"x", headers=[("traceparent", SAMPLED.encode())])
     (headers,) = producer.headers_of("out")
