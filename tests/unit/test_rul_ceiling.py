@@ -18,6 +18,7 @@ from mantis_stream.evaluation.ceiling import (
     needed_before_onset,
     oracle_ceiling,
     series_onset,
+    staged_ceiling,
 )
 from mantis_stream.evaluation.rul import _main
 from mantis_stream.evaluation.scoring import phm2012_accuracy
@@ -180,3 +181,35 @@ def test_femto_ceiling_command_on_generated_npz(tmp_path: Path, capsys: pytest.C
     assert given["cuts_after_onset"] == first["Bearing1_1"]["cuts_after_onset"] == 4
     with pytest.raises(SystemExit):
         _main(["femto-ceiling", str(one), "--onset", "Bearing1_1=soon"])
+
+
+def test_staged_oracle_is_exact_only_after_the_final_rise() -> None:
+    life = 1000.0
+    cuts = [Cut(b, 1, f, f * life, (1 - f) * life) for b in ("A", "B") for f in (0.3, 0.5, 0.7, 0.9)]
+    # A changes at 20 % (a step that stays flat), rises finally at 85 %; B never changes
+    out = staged_ceiling(cuts, {"A": 0.2, "B": None}, {"A": 0.85, "B": None})
+    assert (out["cuts_exact"], out["cuts_changed"], out["cuts_before"]) == (1, 3, 4)
+    before = [c.actual for c in cuts if c.bearing == "B"]
+    changed = [c.actual for c in cuts if c.bearing == "A" and c.fraction < 0.85]
+    pre = max(best_scaled(before, x)[1] for x in ([1.0] * 4, [c.age for c in cuts if c.bearing == "B"]))
+    # A's countdown from its change at 200 s: c = 800 is exact at 30, 50, 70 %
+    assert out["in_sample"]["c - time since onset"] == pytest.approx((1 + 4 * pre + 3) / 8, abs=1e-4)
+    _, const = best_scaled(changed, [1.0] * 3)
+    assert out["in_sample"]["constant"] == pytest.approx((1 + 4 * pre + 3 * const) / 8, abs=1e-4)
+    # fitted leave one bearing out, no other bearing is in A's stage: it borrows B's cuts
+    assert out["leave_one_out"]["constant"] < out["in_sample"]["constant"]
+    # with the final rise taken as the first change, the staged oracle is the plain one
+    same = staged_ceiling(cuts, {"A": 0.85, "B": None}, {"A": 0.85, "B": None})
+    plain = oracle_ceiling(cuts, {"A": 0.85, "B": None})
+    assert same["cuts_changed"] == 0
+    assert same["in_sample"]["constant"] == pytest.approx(max(f["ceiling"] for f in plain["families"].values()), abs=1e-4)
+
+
+def test_given_onsets_add_a_staged_reading_to_each_rule() -> None:
+    data = {"Bearing1_1": _bearing(10_000.0, 0.6, 3), "Bearing2_1": _bearing(6_000.0, None, 4)}
+    out = femto_ceiling_data(data, given={"Bearing1_1": 0.9})
+    for row in out["rules"][:-1]:
+        st = row["staged"]
+        # Bearing1_1: changed at 60 %, exact from 90 % (two cuts), 70/80 % in between
+        assert (st["cuts_exact"], st["cuts_changed"], st["cuts_before"]) == (2, 2, 8)
+    assert "staged" not in out["rules"][-1]
