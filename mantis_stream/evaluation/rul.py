@@ -9,7 +9,8 @@ with the published formulas (:mod:`.scoring`, re-exported here).
 
 Usage: ``mantis-stream evaluate cmapss|femto PATH...`` (tables and pictures), or
 ``python -m mantis_stream.evaluation.rul cmapss-cv|femto-loo PATH...`` (JSON);
-``femto-ceiling PATH...``: the oracle's upper bound on the FEMTO cuts (:mod:`.ceiling`).
+``femto-ceiling PATH...``: the oracle's upper bound on the FEMTO cuts (:mod:`.ceiling`);
+``femto-variants PATH...``: the other predictors tried, on the same cuts (:mod:`.femto_variants`).
 
 Pure numpy; no Kafka, Faust or asyncio.
 """
@@ -37,6 +38,7 @@ from ..models.rul import (
 )
 from ..training.rul import fit_cmapss, fit_femto
 from .ceiling import femto_ceiling
+from .femto_variants import variants
 from .scoring import (
     CUT_FRACTIONS,
     best_constant,
@@ -222,11 +224,16 @@ def femto_leave_one_out(folders: Sequence[str], *, fractions: Sequence[float] | 
     ``fractions`` of its life with the PHM 2012 accuracy (mean over all cuts),
     next to the best constant guess on the same cuts. Folders or ``.npz`` files."""
     say = progress or (lambda m: None)
+    return femto_leave_one_out_data(_femto_data(folders, say), fractions=fractions, progress=say)
+
+
+def _femto_data(folders: Sequence[str], say: Progress) -> dict[str, Bearing]:
+    """{bearing name: (frame features per sensor, failure ts)} of folders or ``.npz`` files."""
     data: dict[str, Bearing] = {}
     for f in folders:
         say(f"{f}: computing frame features")
         data[femto.bearing_name(f)] = (femto.bearing_features(f), femto.life_end_ts(f))
-    return femto_leave_one_out_data(data, fractions=fractions, progress=say)
+    return data
 
 
 def _onsets(ap: argparse.ArgumentParser, items: Sequence[str]) -> dict[str, float | None]:
@@ -242,9 +249,9 @@ def _onsets(ap: argparse.ArgumentParser, items: Sequence[str]) -> dict[str, floa
 
 
 def _main(argv: list[str] | None = None) -> None:
-    """``python -m mantis_stream.evaluation.rul cmapss-cv|femto-loo|femto-ceiling PATH...`` (docs/models-rul.md)."""
+    """``python -m mantis_stream.evaluation.rul cmapss-cv|femto-loo|femto-ceiling|femto-variants PATH...`` (docs/models-rul.md)."""
     ap = argparse.ArgumentParser(prog="python -m mantis_stream.evaluation.rul")
-    ap.add_argument("what", choices=["cmapss-cv", "femto-loo", "femto-ceiling"])
+    ap.add_argument("what", choices=["cmapss-cv", "femto-loo", "femto-ceiling", "femto-variants"])
     ap.add_argument("paths", nargs="+")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--cuts", type=int, default=5)
@@ -264,6 +271,12 @@ def _main(argv: list[str] | None = None) -> None:
         out = cross_validate_cmapss(hist, k=args.folds, cuts_per_unit=args.cuts, seed=args.seed, progress=say, bound_folds=0, **kw)
     elif args.what == "femto-ceiling":
         out = femto_ceiling(args.paths, given=_onsets(ap, args.onset) if args.onset else None, progress=say)
+    elif args.what == "femto-variants":
+        out = variants(
+            _femto_data(args.paths, say),
+            shipped=lambda data, fr: femto_leave_one_out_data(data, fractions=fr),
+            progress=say,
+        )
     else:
         out = femto_leave_one_out(args.paths, progress=say)
     print(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY, default=float).decode())
