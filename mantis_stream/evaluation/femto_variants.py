@@ -20,7 +20,11 @@ its age), never from its life:
   ``exp(-distance / median distance)``, and the answer is the PHM 2012-optimal
   guess over those weighted candidates;
 - ``indicator``: the shipped tracker and training with another health
-  indicator in place of the RMS (a geometric mean of positive features).
+  indicator in place of the RMS (a geometric mean of positive features);
+- ``countdown after onset``: the shipped model until it flags the bearing as
+  degrading, then ``c - time since that onset``, ``c`` the PHM 2012-optimal
+  countdown over the training bearings' cuts after their own onsets (flagged by
+  the same model), in place of the exponential model's extrapolation.
 
 Usage: ``python -m mantis_stream.evaluation.rul femto-variants PATH...`` (JSON).
 
@@ -38,7 +42,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike
 from scipy.stats import norm
 
-from ..models.rul import Bearing
+from ..models.rul import Bearing, RulEstimate, bearing_trajectory
+from ..training.rul import fit_femto
+from .ceiling import best_scaled
 from .scoring import CUT_FRACTIONS, phm2012_accuracy
 
 __all__ = [
@@ -147,9 +153,48 @@ def _similarity(data: Mapping[str, Bearing], window: int, age_span: tuple[float,
     return predict
 
 
+def _countdown_after_onset(data: Mapping[str, Bearing], fractions: Sequence[float]) -> Predictor:
+    fits: dict[str, tuple[list[tuple[float, RulEstimate]], float | None, float]] = {}
+
+    def onset_age(traj: list[tuple[float, RulEstimate]], start: float) -> float | None:
+        return next((t - start for t, e in traj if e.degrading), None)
+
+    def fit(name: str, train: Sequence[str]) -> tuple[list[tuple[float, RulEstimate]], float | None, float]:
+        if name not in fits:
+            model = fit_femto([data[m] for m in train], fractions=fractions)
+            actual, offset = [], []
+            for m in train:
+                channels, _ = data[m]
+                on = onset_age(bearing_trajectory(model, channels), _start(data[m]))
+                life = _life(data[m])
+                for f in fractions:
+                    if on is not None and f * life >= on:
+                        actual.append((1.0 - f) * life)
+                        offset.append(on - f * life)
+            c = best_scaled(actual, [1.0] * len(actual), offset)[0] if actual else 0.0
+            traj = bearing_trajectory(model, data[name][0])
+            fits[name] = (traj, onset_age(traj, _start(data[name])), c)
+        return fits[name]
+
+    def predict(name: str, train: Sequence[str], age: float) -> float:
+        traj, on, c = fit(name, train)
+        start = _start(data[name])
+        times = np.array([t for t, _ in traj])
+        i = int(np.searchsorted(times, start + age, side="right")) - 1
+        est = traj[max(i, 0)][1]
+        if on is None or age < on or c <= 0:
+            return est.rul
+        return max(c - (age - on), 1.0)
+
+    return predict
+
+
+def _start(bearing: Bearing) -> float:
+    return min(rows[0][0] for rows in bearing[0].values() if rows)
+
+
 def _life(bearing: Bearing) -> float:
-    channels, end = bearing
-    return end - min(rows[0][0] for rows in channels.values() if rows)
+    return bearing[1] - _start(bearing)
 
 
 def leave_one_out(data: Mapping[str, Bearing], predict: Predictor, fractions: Sequence[float] = CUT_FRACTIONS) -> dict[str, Any]:
@@ -216,6 +261,7 @@ def variants(
         for span in (None, (0.5, 2.0)):
             label = f"similarity, {window * 10} s window" + (", match ending at 0.5-2 x age" if span else "")
             preds[label] = _similarity(data, window, span)
+    preds["shipped model, countdown after onset"] = _countdown_after_onset(data, fractions)
     out: dict[str, Any] = {}
     for label, p in preds.items():
         out[label] = leave_one_out(data, p, fractions)

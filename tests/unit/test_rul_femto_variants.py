@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mantis_stream.evaluation.femto_variants import (
+    _countdown_after_onset,
     growth_curve,
     leave_one_out,
     survival_guess,
@@ -86,10 +87,9 @@ def test_similarity_is_exact_when_the_bearings_age_alike() -> None:
     assert len(sim) == 6
     # every training bearing's curve is the held-out one's: the best match ends at the same age
     assert max(v["accuracy"] for v in sim) > 0.9
-    # all lives equal: the constant over the others' cuts is exact at each cut too (same fractions)
     assert out["variants"]["constant"]["accuracy"] < 0.5  # one guess for six different remaining lives
     assert out["cuts"] == 18
-    assert not any(k.startswith("shipped") for k in out["variants"])
+    assert not any(k.startswith("shipped model, indicator") for k in out["variants"])
 
 
 def test_indicators_go_through_the_shipped_model() -> None:
@@ -129,3 +129,14 @@ def test_femto_variants_command_on_generated_npz(tmp_path: Path, capsys: pytest.
     assert out["cuts"] == 12
     assert {"constant", "survival, lognormal", "shipped model, indicator rms x kurtosis"} <= set(out["variants"])
     assert all(0.0 <= v["accuracy"] <= 1.0 for v in out["variants"].values())
+
+
+def test_countdown_after_onset_is_exact_on_bearings_that_age_alike() -> None:
+    data = {f"Bearing1_{i}": _ramp(3000.0, i) for i in range(1, 4)}
+    predict = _countdown_after_onset(data, (0.5, 0.7, 0.9))
+    for name in data:
+        train = [m for m in data if m != name]
+        # the same model flags every bearing at the same age: the countdown fitted on
+        # the others' cuts after their onsets is their remaining life
+        for f in (0.5, 0.7, 0.9):
+            assert predict(name, train, f * 3000.0) == pytest.approx((1 - f) * 3000.0, rel=0.03)
