@@ -248,6 +248,17 @@ def _onsets(ap: argparse.ArgumentParser, items: Sequence[str]) -> dict[str, floa
     return out
 
 
+def _fractions(ap: argparse.ArgumentParser, text: str) -> tuple[float, ...]:
+    """``--fractions 0.3,0.5`` as increasing life fractions in (0, 1)."""
+    try:
+        out = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        ap.error(f"--fractions: expected comma-separated numbers, got {text!r}")
+    if not out or any(not 0.0 < f < 1.0 for f in out) or list(out) != sorted(set(out)):
+        ap.error(f"--fractions: expected increasing fractions of life in (0, 1), got {text!r}")
+    return out
+
+
 def _main(argv: list[str] | None = None) -> None:
     """``python -m mantis_stream.evaluation.rul cmapss-cv|femto-loo|femto-ceiling|femto-variants PATH...`` (docs/models-rul.md)."""
     ap = argparse.ArgumentParser(prog="python -m mantis_stream.evaluation.rul")
@@ -258,6 +269,8 @@ def _main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--members", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--fractions", default=None, metavar="F,F,...",
+                    help=f"femto-*: cut at these fractions of life (default {','.join(map(str, CUT_FRACTIONS))})")
     ap.add_argument("--onset", action="append", default=[], metavar="BEARING=FRACTION",
                     help="femto-ceiling: also score these onsets (FRACTION 'none': no onset)")
     args = ap.parse_args(argv)
@@ -265,20 +278,23 @@ def _main(argv: list[str] | None = None) -> None:
     def say(m: str) -> None:
         print(m, file=sys.stderr, flush=True)
 
+    fr = _fractions(ap, args.fractions) if args.fractions else CUT_FRACTIONS
+
     if args.what == "cmapss-cv":
         hist = [list(u.rows()) for p in args.paths for u in cmapss.load_units(p)]
         kw = {k: v for k, v in (("members", args.members), ("epochs", args.epochs)) if v is not None}
         out = cross_validate_cmapss(hist, k=args.folds, cuts_per_unit=args.cuts, seed=args.seed, progress=say, bound_folds=0, **kw)
     elif args.what == "femto-ceiling":
-        out = femto_ceiling(args.paths, given=_onsets(ap, args.onset) if args.onset else None, progress=say)
+        out = femto_ceiling(args.paths, given=_onsets(ap, args.onset) if args.onset else None, fractions=fr, progress=say)
     elif args.what == "femto-variants":
         out = variants(
             _femto_data(args.paths, say),
-            shipped=lambda data, fr: femto_leave_one_out_data(data, fractions=fr),
+            fractions=fr,
+            shipped=lambda data, f: femto_leave_one_out_data(data, fractions=f),
             progress=say,
         )
     else:
-        out = femto_leave_one_out(args.paths, progress=say)
+        out = femto_leave_one_out(args.paths, fractions=fr, progress=say)
     print(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY, default=float).decode())
 
 

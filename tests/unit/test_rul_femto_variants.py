@@ -140,3 +140,16 @@ def test_countdown_after_onset_is_exact_on_bearings_that_age_alike() -> None:
         # the others' cuts after their onsets is their remaining life
         for f in (0.5, 0.7, 0.9):
             assert predict(name, train, f * 3000.0) == pytest.approx((1 - f) * 3000.0, rel=0.03)
+
+
+def test_fractions_option_cuts_where_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = [tmp_path / f"Bearing{i}_1.npz" for i in (1, 2)]
+    for i, p in enumerate(paths):
+        _write_npz(p, 150 + 50 * i, i)
+    _main(["femto-loo", *map(str, paths), "--fractions", "0.5,0.9"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["fractions"] == [0.5, 0.9] and out["cuts"] == 4
+    assert [c["fraction"] for c in out["bearings"]["Bearing1_1"]["cuts"]] == [0.5, 0.9]
+    for bad in ("0.9,0.5", "0.5,1.2", "half"):
+        with pytest.raises(SystemExit):
+            _main(["femto-loo", *map(str, paths), "--fractions", bad])
