@@ -24,7 +24,8 @@ its age), never from its life:
 - ``countdown after onset``: the shipped model until it flags the bearing as
   degrading, then ``c - time since that onset``, ``c`` the PHM 2012-optimal
   countdown over the training bearings' cuts after their own onsets (flagged by
-  the same model), in place of the exponential model's extrapolation.
+  the same model), in place of the exponential model's extrapolation; or that
+  extrapolation without the cap at the horizon.
 
 Usage: ``python -m mantis_stream.evaluation.rul femto-variants PATH...`` (JSON).
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -42,7 +44,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike
 from scipy.stats import norm
 
-from ..models.rul import Bearing, RulEstimate, bearing_trajectory
+from ..models.rul import Bearing, RulEstimate, RulModel, bearing_trajectory
 from ..training.rul import fit_femto
 from .ceiling import best_scaled
 from .scoring import CUT_FRACTIONS, phm2012_accuracy
@@ -153,19 +155,22 @@ def _similarity(data: Mapping[str, Bearing], window: int, age_span: tuple[float,
     return predict
 
 
-def _countdown_after_onset(data: Mapping[str, Bearing], fractions: Sequence[float]) -> Predictor:
-    fits: dict[str, tuple[list[tuple[float, RulEstimate]], float | None, float]] = {}
+def _after_onset(data: Mapping[str, Bearing], fractions: Sequence[float], mode: str) -> Predictor:
+    """The shipped model until it flags the bearing as degrading; then (``mode``) a
+    countdown from that onset, or the exponential model's RUL without the horizon cap."""
+    if mode not in ("countdown", "not capped"):
+        raise ValueError(f"mode must be 'countdown' or 'not capped', got {mode!r}")
+    fits: dict[str, tuple[list[tuple[float, RulEstimate]], list[tuple[float, RulEstimate]], float | None, float]] = {}
 
     def onset_age(traj: list[tuple[float, RulEstimate]], start: float) -> float | None:
         return next((t - start for t, e in traj if e.degrading), None)
 
-    def fit(name: str, train: Sequence[str]) -> tuple[list[tuple[float, RulEstimate]], float | None, float]:
+    def fit(name: str, train: Sequence[str]) -> tuple[list[tuple[float, RulEstimate]], list[tuple[float, RulEstimate]], float | None, float]:
         if name not in fits:
             model = fit_femto([data[m] for m in train], fractions=fractions)
             actual, offset = [], []
-            for m in train:
-                channels, _ = data[m]
-                on = onset_age(bearing_trajectory(model, channels), _start(data[m]))
+            for m in train if mode == "countdown" else ():
+                on = onset_age(bearing_trajectory(model, data[m][0]), _start(data[m]))
                 life = _life(data[m])
                 for f in fractions:
                     if on is not None and f * life >= on:
@@ -173,18 +178,23 @@ def _countdown_after_onset(data: Mapping[str, Bearing], fractions: Sequence[floa
                         offset.append(on - f * life)
             c = best_scaled(actual, [1.0] * len(actual), offset)[0] if actual else 0.0
             traj = bearing_trajectory(model, data[name][0])
-            fits[name] = (traj, onset_age(traj, _start(data[name])), c)
+            uncapped = RulModel(generic={"seconds": replace(model.generic_params("seconds"), horizon=None)})
+            free = bearing_trajectory(uncapped, data[name][0]) if mode == "not capped" else traj
+            fits[name] = (traj, free, onset_age(traj, _start(data[name])), c)
         return fits[name]
 
+    def at(traj: list[tuple[float, RulEstimate]], ts: float) -> RulEstimate:
+        i = int(np.searchsorted(np.array([t for t, _ in traj]), ts, side="right")) - 1
+        return traj[max(i, 0)][1]
+
     def predict(name: str, train: Sequence[str], age: float) -> float:
-        traj, on, c = fit(name, train)
-        start = _start(data[name])
-        times = np.array([t for t, _ in traj])
-        i = int(np.searchsorted(times, start + age, side="right")) - 1
-        est = traj[max(i, 0)][1]
-        if on is None or age < on or c <= 0:
-            return est.rul
-        return max(c - (age - on), 1.0)
+        traj, free, on, c = fit(name, train)
+        ts = _start(data[name]) + age
+        if on is None or age < on:
+            return at(traj, ts).rul
+        if mode == "countdown":
+            return max(c - (age - on), 1.0) if c > 0 else at(traj, ts).rul
+        return at(free, ts).rul
 
     return predict
 
@@ -261,7 +271,8 @@ def variants(
         for span in (None, (0.5, 2.0)):
             label = f"similarity, {window * 10} s window" + (", match ending at 0.5-2 x age" if span else "")
             preds[label] = _similarity(data, window, span)
-    preds["shipped model, countdown after onset"] = _countdown_after_onset(data, fractions)
+    preds["shipped model, countdown after onset"] = _after_onset(data, fractions, "countdown")
+    preds["shipped model, exponential RUL not capped at the horizon"] = _after_onset(data, fractions, "not capped")
     out: dict[str, Any] = {}
     for label, p in preds.items():
         out[label] = leave_one_out(data, p, fractions)

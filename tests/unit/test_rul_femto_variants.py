@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mantis_stream.evaluation.femto_variants import (
-    _countdown_after_onset,
+    _after_onset,
     growth_curve,
     leave_one_out,
     survival_guess,
@@ -133,7 +133,7 @@ def test_femto_variants_command_on_generated_npz(tmp_path: Path, capsys: pytest.
 
 def test_countdown_after_onset_is_exact_on_bearings_that_age_alike() -> None:
     data = {f"Bearing1_{i}": _ramp(3000.0, i) for i in range(1, 4)}
-    predict = _countdown_after_onset(data, (0.5, 0.7, 0.9))
+    predict = _after_onset(data, (0.5, 0.7, 0.9), "countdown")
     for name in data:
         train = [m for m in data if m != name]
         # the same model flags every bearing at the same age: the countdown fitted on
@@ -153,3 +153,13 @@ def test_fractions_option_cuts_where_asked(tmp_path: Path, capsys: pytest.Captur
     for bad in ("0.9,0.5", "0.5,1.2", "half"):
         with pytest.raises(SystemExit):
             _main(["femto-loo", *map(str, paths), "--fractions", bad])
+
+
+def test_uncapped_exponential_follows_a_log_linear_growth() -> None:
+    data = {f"Bearing1_{i}": _ramp(3000.0, i) for i in range(1, 4)}
+    predict = _after_onset(data, (0.5, 0.7, 0.9), "not capped")
+    # log RMS grows linearly to the threshold: the exponential model's extrapolation is the remaining life
+    for f in (0.3, 0.5, 0.7):
+        assert predict("Bearing1_1", ["Bearing1_2", "Bearing1_3"], f * 3000.0) == pytest.approx((1 - f) * 3000.0, rel=0.1)
+    with pytest.raises(ValueError, match="mode"):
+        _after_onset(data, (0.5,), "linear")
