@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -152,25 +153,18 @@ def test_given_onsets_are_scored_as_one_more_row() -> None:
         femto_ceiling_data(data, given={"Bearing9_9": 0.5})
 
 
-def _write_npz(path: Path, snapshots: int, step_at: float, seed: int) -> None:
-    """A generated bearing in the npz layout (datasets/femto.py): white noise of 0.5 g,
-    x3 from ``step_at`` of life, one snapshot of 2560 rows every 10 s."""
+def _stepped_bearing(snapshots: int, step_at: float, seed: int) -> np.ndarray:
+    """White noise of 0.5 g, x3 from ``step_at`` of life."""
     rng = np.random.default_rng(seed)
     acc = rng.normal(0.0, 0.5, (snapshots, 2560, 2))
     acc[int(step_at * snapshots) :] *= 3.0
-    secs = np.arange(snapshots) * 10
-    hmsu = np.zeros((snapshots, 2560, 4), dtype=np.int32)
-    hmsu[:, :, 0] = (9 + secs // 3600)[:, None]
-    hmsu[:, :, 1] = (secs // 60 % 60)[:, None]
-    hmsu[:, :, 2] = (secs % 60)[:, None]
-    files = np.array([f"acc_{i + 1:05d}.csv" for i in range(snapshots)])
-    np.savez(path, acc_milli_g=np.round(acc * 1000).astype(np.int32), time_hmsu=hmsu, files=files)
+    return acc
 
 
-def test_femto_ceiling_command_on_generated_npz(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_femto_ceiling_command_on_generated_npz(write_femto_npz: Callable[[Path, np.ndarray], None], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     one, two = tmp_path / "Bearing1_1.npz", tmp_path / "Bearing3_1.npz"
-    _write_npz(one, 400, 0.6, 5)
-    _write_npz(two, 300, 0.75, 6)
+    write_femto_npz(one, _stepped_bearing(400, 0.6, 5))
+    write_femto_npz(two, _stepped_bearing(300, 0.75, 6))
     _main(["femto-ceiling", str(one), str(two), "--onset", "Bearing3_1=none"])
     out = json.loads(capsys.readouterr().out)
     first = out["rules"][0]["bearings"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -106,24 +107,17 @@ def test_indicators_go_through_the_shipped_model() -> None:
     assert 0.0 < row["accuracy"] <= 1.0 and set(row["bearings"]) == set(data)
 
 
-def _write_npz(path: Path, snapshots: int, seed: int) -> None:
-    """A generated bearing in the npz layout (datasets/femto.py) whose amplitude grows x4 over its life."""
+def _growing_bearing(snapshots: int, seed: int) -> np.ndarray:
+    """Accelerations whose amplitude grows x4 over the bearing's life."""
     rng = np.random.default_rng(seed)
     grow = np.exp(np.linspace(0.0, math.log(4.0), snapshots))[:, None, None]
-    acc = rng.normal(0.0, 0.5, (snapshots, 2560, 2)) * grow
-    secs = np.arange(snapshots) * 10
-    hmsu = np.zeros((snapshots, 2560, 4), dtype=np.int32)
-    hmsu[:, :, 0] = (9 + secs // 3600)[:, None]
-    hmsu[:, :, 1] = (secs // 60 % 60)[:, None]
-    hmsu[:, :, 2] = (secs % 60)[:, None]
-    files = np.array([f"acc_{i + 1:05d}.csv" for i in range(snapshots)])
-    np.savez(path, acc_milli_g=np.round(acc * 1000).astype(np.int32), time_hmsu=hmsu, files=files)
+    return rng.normal(0.0, 0.5, (snapshots, 2560, 2)) * grow
 
 
-def test_femto_variants_command_on_generated_npz(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_femto_variants_command_on_generated_npz(write_femto_npz: Callable[[Path, np.ndarray], None], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     paths = [tmp_path / f"Bearing{i}_1.npz" for i in (1, 2)]
     for i, p in enumerate(paths):
-        _write_npz(p, 150 + 50 * i, i)
+        write_femto_npz(p, _growing_bearing(150 + 50 * i, i))
     _main(["femto-variants", *map(str, paths)])
     out = json.loads(capsys.readouterr().out)
     assert out["cuts"] == 12
@@ -142,10 +136,10 @@ def test_countdown_after_onset_is_exact_on_bearings_that_age_alike() -> None:
             assert predict(name, train, f * 3000.0) == pytest.approx((1 - f) * 3000.0, rel=0.03)
 
 
-def test_fractions_option_cuts_where_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fractions_option_cuts_where_asked(write_femto_npz: Callable[[Path, np.ndarray], None], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     paths = [tmp_path / f"Bearing{i}_1.npz" for i in (1, 2)]
     for i, p in enumerate(paths):
-        _write_npz(p, 150 + 50 * i, i)
+        write_femto_npz(p, _growing_bearing(150 + 50 * i, i))
     _main(["femto-loo", *map(str, paths), "--fractions", "0.5,0.9"])
     out = json.loads(capsys.readouterr().out)
     assert out["fractions"] == [0.5, 0.9] and out["cuts"] == 4
