@@ -2,7 +2,7 @@
 
     python bench/bench_pipeline.py [--n 20000] [--kinds scalar,waveform,mixed] [--chunk 1024] [--soak 600]
         [--contenders "relay,naive,mantis/off,mantis/off x2,quix/river"] [--baseline-rev REV]
-        [--assets 50] [--no-latency]
+        [--assets 50] [--no-latency] [--pace R] [--hops] [--worker-env NAME=VALUE]
 
 For each kind of input (scalar readings, waveform chunks, a mix) and each
 contender, a fresh embedded broker is started, N readings are produced with no
