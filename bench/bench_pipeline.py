@@ -2,7 +2,7 @@
 
     python bench/bench_pipeline.py [--n 20000] [--kinds scalar,waveform,mixed] [--chunk 1024] [--soak 600]
         [--contenders "relay,naive,mantis/off,mantis/off x2,quix/river"] [--baseline-rev REV]
-        [--assets 50] [--no-latency]
+        [--assets 50] [--no-latency] [--pace R] [--hops] [--worker-env NAME=VALUE]
 
 For each kind of input (scalar readings, waveform chunks, a mix) and each
 contender, a fresh embedded broker is started, N readings are produced with no
@@ -57,7 +57,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +69,8 @@ from mantis_stream.demo.broker import EmbeddedBroker, free_port  # noqa: E402
 ASSETS = 50
 CHUNK = 1024
 FRAME = 2048
+#: Partitions of every topic the bench creates.
+PARTITIONS = 4
 RELAY_HOPS = (names.READINGS, names.READINGS_KEYED, names.FRAMES, names.FEATURES, names.ANOMALIES)
 
 
@@ -160,6 +162,38 @@ async def drain(bootstrap: str, expected: int, timeout: float) -> tuple[float, l
     return last, latencies
 
 
+#: Where a reading's time goes, topic by topic up to its anomaly (each batched message's records, ``items``).
+HOPS = (names.READINGS, names.READINGS_KEYED, names.FRAMES, names.FEATURE_BATCHES, names.FEATURES, names.ANOMALIES)
+
+
+async def hop_latencies(bootstrap: str) -> dict[str, list[float]]:
+    """Per topic of :data:`HOPS`: each record's write time (its Kafka timestamp) minus its ``ts``.
+
+    From the frames on, ``ts`` is a frame's last sample (a waveform frame's second chunk's ``ts`` plus the
+    samples after its first): a cumulative time since the reading was produced, slightly understated there.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                max_partition_fetch_bytes=8 << 20)
+    await consumer.start()
+    out: dict[str, list[float]] = {}
+    try:
+        for topic in HOPS:
+            tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            lat = out[topic] = []
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                for records in (await consumer.getmany(timeout_ms=500, max_records=10000)).values():
+                    for rec in records:
+                        body = orjson.loads(rec.value)
+                        values = [i["value"] for i in body["items"]] if "items" in body else [body]
+                        lat += [rec.timestamp / 1000.0 - _ts(v) for v in values]
+    finally:
+        await consumer.stop()
+    return out
+
+
 # --- contenders ------------------------------------------------------------
 
 class DiscardCollector(trace_service_pb2_grpc.TraceServiceServicer):
@@ -175,6 +209,9 @@ class DiscardCollector(trace_service_pb2_grpc.TraceServiceServicer):
         self.spans += sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
         return trace_service_pb2.ExportTraceServiceResponse()
 
+
+#: ``--hops``: the paced runs also say how long after its produce each hop wrote a reading's records.
+HOP_TIMES = False
 
 #: ``--worker-env``: settings every mantis-stream worker of the run gets (the caller's MANTIS_* are not passed on).
 WORKER_ENV: dict[str, str] = {}
@@ -273,7 +310,7 @@ def rss_mib(pid: int) -> float:
 
 RELAY_SCRIPT = """
 import asyncio, sys, orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 hops = sys.argv[2].split(",")
 async def hop(src, dst, producer):
     c = AIOKafkaConsumer(src, bootstrap_servers=sys.argv[1], group_id="relay-" + src, auto_offset_reset="earliest",
@@ -310,7 +347,7 @@ async def run_one(contender: str, readings: list[dict], collector: DiscardCollec
     }
     spans_before = collector.spans
     with EmbeddedBroker() as broker:
-        broker.create_topics(list(names.ALL_TOPICS), 4)
+        broker.create_topics(list(names.ALL_TOPICS), PARTITIONS)
         if contender == "relay":
             proc = subprocess.Popen([sys.executable, "-c", RELAY_SCRIPT, broker.bootstrap, ",".join(RELAY_HOPS)],
                                     stdout=open(log, "wb"), stderr=subprocess.STDOUT)
@@ -362,6 +399,7 @@ async def run_one(contender: str, readings: list[dict], collector: DiscardCollec
             start = await produce(broker.bootstrap, readings, rate)
             last, latencies = await drain_task
             cpu_used = cpu_seconds([p.pid for p in procs]) - cpu_before
+            hops = await hop_latencies(broker.bootstrap) if HOP_TIMES and rate and contender != "relay" else {}
             if soak:
                 sampler.cancel()
             done = len(latencies)
@@ -369,7 +407,7 @@ async def run_one(contender: str, readings: list[dict], collector: DiscardCollec
             row = {"contender": contender, "readings": len(readings), "outputs": done, "expected": expected,
                    "readings_per_s": len(readings) / (last - start) if done >= expected else float("nan"),
                    "p50": lat[0], "p95": lat[1], "p99": lat[2], "rss_mib": rss_mib(proc.pid), "rss_series": rss,
-                   "cpu_ms_per_reading": cpu_used / len(readings) * 1e3}
+                   "cpu_ms_per_reading": cpu_used / len(readings) * 1e3, "hops": hops}
         finally:
             for p in procs:
                 stop(p)
@@ -423,7 +461,11 @@ async def main() -> None:
                         help="run the paced latency runs at R readings/s instead of half each contender's peak")
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
                         help="set NAME=VALUE in every mantis-stream worker (repeatable), e.g. MANTIS_BATCH_WITHIN=0.2")
+    parser.add_argument("--hops", action="store_true",
+                        help="paced runs: also the time from produce to each hop's write (p50/p99 per topic)")
     args = parser.parse_args()
+    global HOP_TIMES
+    HOP_TIMES = args.hops
     WORKER_ENV.update(pair.split("=", 1) for pair in args.worker_env)
     contenders = args.contenders.split(",")
     if args.baseline_rev and not any(c.startswith("baseline/") for c in contenders):
@@ -452,6 +494,10 @@ async def main() -> None:
                         paced = await run_one(contender, [dict(r) for r in readings], collector, rate=rate, baseline=baseline)
                         print(table([paced], f"{kind}: {contender}, latency at {rate:.0f} readings/s"
                                              f"{'' if args.pace else ' (half its peak)'}"))
+                        for topic, lat in paced["hops"].items():
+                            if lat:
+                                p50, p99 = np.percentile(lat, [50, 99]) * 1e3
+                                print(f"  written to {topic:<32} p50 {p50:6.0f} ms  p99 {p99:6.0f} ms  ({len(lat)} records)")
         if args.soak:
             readings = make_readings("mixed", args.n, rng, args.chunk)
             peak = (await run_one("mantis/shipped", [dict(r) for r in readings], collector))["readings_per_s"]

@@ -23,7 +23,7 @@ from . import (
 )
 from . import topics as names
 from ._compat.check import check_tested_versions
-from .kafka import LOCAL_FETCH_MAX_WAIT_MS, broker_credentials, broker_urls, limit_fetch_wait, profile_options
+from .kafka import broker_credentials, broker_urls, limit_fetch_wait, profile_options
 from .recovery import hold_deliveries_until_seek, read_highwaters_from_fetch
 from .runtime import bound_stop_time, check_at_worker_start, run_start_checks, tune_garbage_collector
 from .settings import Settings, apply_config_file, current_settings
@@ -103,7 +103,7 @@ def create_app(settings: Settings) -> faust.App:
     check_at_worker_start(check_tested_versions)  # the libraries whose internals _compat reaches into
     hold_deliveries_until_seek()  # before any agent runs: see recovery.py
     if settings.broker_profile == "local":
-        limit_fetch_wait(LOCAL_FETCH_MAX_WAIT_MS)  # Tansu holds every fetch for its whole wait
+        limit_fetch_wait(settings.fetch_max_wait_ms)  # Tansu holds every fetch for its whole wait
         read_highwaters_from_fetch()  # Tansu's ListOffsets can be one record short: see recovery.py
     tracing.install(app, settings)
     metrics.install(app, settings)  # Prometheus: sensor + GET /metrics

@@ -102,17 +102,13 @@ def profile_options(profile: str) -> dict[str, Any]:
     return {}
 
 
-#: Longest wait of a consumer's fetch on the local profile (Faust hard-codes 1500 ms).
-LOCAL_FETCH_MAX_WAIT_MS = 100
-
-
 def limit_fetch_wait(max_wait_ms: int) -> None:
     """Cap how long the worker's consumer lets the broker hold a fetch.
 
     Why: Kafka answers a fetch as soon as data arrives, but Tansu holds it for
     the whole ``fetch_max_wait_ms`` (a message waits out the rest of the
     1500 ms Faust hard-codes), which adds up to a second of latency per hop.
-    The local profile asks for ``LOCAL_FETCH_MAX_WAIT_MS`` instead; the
+    The local profile asks for ``MANTIS_FETCH_MAX_WAIT_MS`` instead; the
     consumer is patched after Faust builds it and before it starts.
     """
     faust_compat.worker_fetch_max_wait(max_wait_ms)

@@ -31,3 +31,19 @@ def test_create_app_builds_the_app_of_the_settings_it_is_given() -> None:
     proc = run(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["composed", "mantis.rul", "3", "True", "0"]
+
+
+def test_the_fetch_wait_setting_reaches_the_workers_consumer_on_the_local_profile_only() -> None:
+    code = ("import asyncio; from mantis_stream.app import create_app; from mantis_stream.settings import Settings\n"
+            "async def main():\n"
+            "    a = create_app(Settings(fetch_max_wait_ms=45, broker_profile='{profile}', broker='kafka://127.0.0.1:9'))\n"
+            "    c = a.consumer._thread._create_worker_consumer(a.transport)\n"
+            "    print(c._fetch_max_wait_ms)\n"
+            "    await c.stop()\n"
+            "asyncio.run(main())")
+    waits = {}
+    for profile in ("local", "production"):
+        proc = run(code.format(profile=profile))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        waits[profile] = proc.stdout.split()[-1]
+    assert waits == {"local": "45", "production": "1500"}  # Kafka answers a fetch when data comes: Faust's wait stays
