@@ -254,3 +254,21 @@ def sent() -> Iterator[list[tuple[str, dict[str, Any]]]]:
     with mock.patch.object(faust.Topic, "send", fake_send), \
             mock.patch("mantis_stream.agents._publish._kafka_producer", lambda: producer):
         yield captured
+
+
+@pytest.fixture
+def write_femto_npz() -> Callable[[Path, Any], None]:
+    """Write generated accelerations ``(snapshots, 2560, 2)`` in g as a bearing in the
+    npz layout of datasets/femto.py, one snapshot every 10 s."""
+    import numpy as np
+
+    def write(path: Path, acc: np.ndarray) -> None:
+        secs = np.arange(len(acc)) * 10
+        hmsu = np.zeros((len(acc), acc.shape[1], 4), dtype=np.int32)
+        hmsu[:, :, 0] = (9 + secs // 3600)[:, None]
+        hmsu[:, :, 1] = (secs // 60 % 60)[:, None]
+        hmsu[:, :, 2] = (secs % 60)[:, None]
+        files = np.array([f"acc_{i + 1:05d}.csv" for i in range(len(acc))])
+        np.savez(path, acc_milli_g=np.round(acc * 1000).astype(np.int32), time_hmsu=hmsu, files=files)
+
+    return write
