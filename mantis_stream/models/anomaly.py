@@ -548,7 +548,7 @@ class NoveltyParams(TypedDict):
     margin: float
 
 
-NOVELTY_DEFAULTS: NoveltyParams = {"warmup": 300, "levels": 3, "order": 3, "alert": 0.75, "rest": 150, "margin": 0.25}
+NOVELTY_DEFAULTS: NoveltyParams = {"warmup": 300, "levels": 3, "order": 4, "alert": 0.75, "rest": 150, "margin": 0.25}
 #: The feature whose level transitions the novelty part watches: the raw reading (``ScalarFeaturizer`` carries it).
 NOVELTY_FEATURE = "value"
 

@@ -48,7 +48,7 @@ __all__ = ["TransitionNovelty"]
 class TransitionNovelty:
     """Onset score in [0, 1] of level transitions never (or rarely) seen; river's protocol on a scalar."""
 
-    def __init__(self, warmup: int = 300, levels: int = 3, order: int = 3, alert: float = 0.75, rest: int = 150,
+    def __init__(self, warmup: int = 300, levels: int = 3, order: int = 4, alert: float = 0.75, rest: int = 150,
                  margin: float = 0.25) -> None:
         if warmup < 2 or levels < 2 or order < 1 or not 0.0 < alert <= 1.0 or rest < 0 or margin < 0:
             raise ValueError("TransitionNovelty: warmup >= 2, levels >= 2, order >= 1, 0 < alert <= 1, rest >= 0, margin >= 0")
