@@ -549,8 +549,9 @@ class NoveltyParams(TypedDict):
 
 
 NOVELTY_DEFAULTS: NoveltyParams = {"warmup": 300, "levels": 3, "order": 4, "alert": 0.75, "rest": 150, "margin": 0.25}
-#: The feature whose level transitions the novelty part watches: the raw reading (``ScalarFeaturizer`` carries it).
-NOVELTY_FEATURE = "value"
+#: The feature whose level transitions the novelty part watches: a scalar window's last value, i.e. the raw
+#: reading (the feature stage's sliding windows and ``detect``'s ``ScalarFeaturizer`` both carry it).
+NOVELTY_FEATURE = "last"
 
 
 @dataclass(slots=True)
@@ -586,7 +587,7 @@ class ConditionMonitor:
       sustained departures from the reference and growing surprises, and an
       event-level scorer (NAB) sees onsets;
     - or by the novelty part's onset if that is higher: when the features carry
-      the raw reading (``NOVELTY_FEATURE``), a :class:`TransitionNovelty`
+      the raw reading (``NOVELTY_FEATURE``, scalar sensors), a :class:`TransitionNovelty`
       watches its level transitions; an onset at or above its alert level is
       mapped linearly from 0.5 to 1.0 and reported once per ``rest`` points.
 
