@@ -1,9 +1,10 @@
-"""Condition monitoring for one (asset, sensor): a protected healthy reference and a calibrated sudden-change detector.
+"""Condition monitoring for one (asset, sensor): a protected healthy reference, a calibrated sudden-change detector and a pattern-novelty part.
 
 :class:`ConditionMonitor` (at the end of this module) is what the anomaly
 agent, ``detect`` and the evaluations run, built from the one configuration
 below it: a :class:`HealthyReference` (commissioned, guarded, ISO-style alarm
-levels) and an :class:`AnomalyDetector`, described first.
+levels), an :class:`AnomalyDetector`, described first, and a
+:class:`~mantis_stream.models.novelty.TransitionNovelty` on a scalar sensor's reading.
 
 Why the sudden-change detector exists
     The anomaly stage keeps one detector per (asset, sensor) and must raise an

@@ -104,3 +104,11 @@ def test_a_version_3_monitor_state_gains_a_novelty_part():
     assert migrated.state_version == ConditionMonitor.STATE_VERSION and migrated.warm
     assert not migrated.novelty.warm
     migrated.process_one({"last": 1.0, "mean": 1.0})
+
+
+def test_doctests():
+    import doctest
+
+    from mantis_stream.models import novelty
+
+    assert doctest.testmod(novelty).failed == 0
