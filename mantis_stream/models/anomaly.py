@@ -1,9 +1,10 @@
-"""Condition monitoring for one (asset, sensor): a protected healthy reference and a calibrated sudden-change detector.
+"""Condition monitoring for one (asset, sensor): a protected healthy reference, a calibrated sudden-change detector and a pattern-novelty part.
 
 :class:`ConditionMonitor` (at the end of this module) is what the anomaly
 agent, ``detect`` and the evaluations run, built from the one configuration
 below it: a :class:`HealthyReference` (commissioned, guarded, ISO-style alarm
-levels) and an :class:`AnomalyDetector`, described first.
+levels), an :class:`AnomalyDetector`, described first, and a
+:class:`~mantis_stream.models.novelty.TransitionNovelty` on a scalar sensor's reading.
 
 Why the sudden-change detector exists
     The anomaly stage keeps one detector per (asset, sensor) and must raise an
@@ -75,6 +76,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from .._compat import river as river_compat
+from .novelty import TransitionNovelty
 
 __all__ = ["AnomalyDetector", "AnomalyScore", "ConditionMonitor", "Departure", "HealthyReference", "MonitorResult", "detect_series"]
 
@@ -536,6 +538,23 @@ ALERT_SCORE = 0.5
 ONSET_HOLD = 200
 
 
+class NoveltyParams(TypedDict):
+    """The keyword arguments of :class:`~mantis_stream.models.novelty.TransitionNovelty`."""
+
+    warmup: int
+    levels: int
+    order: int
+    alert: float
+    rest: int
+    margin: float
+
+
+NOVELTY_DEFAULTS: NoveltyParams = {"warmup": 300, "levels": 3, "order": 4, "alert": 0.75, "rest": 150, "margin": 0.25}
+#: The feature whose level transitions the novelty part watches: a scalar window's last value, i.e. the raw
+#: reading (the feature stage's sliding windows and ``detect``'s ``ScalarFeaturizer`` both carry it).
+NOVELTY_FEATURE = "last"
+
+
 @dataclass(slots=True)
 class MonitorResult:
     """One scored point. ``score`` in [0, 1]: 0.5 is the alert level, 0.8 the danger zone; ``level`` names it."""
@@ -567,21 +586,26 @@ class ConditionMonitor:
       recent point"). A sudden change is an event, reported once (and again
       if it worsens): persistence rules (work orders, ``detect``'s runs) count
       sustained departures from the reference and growing surprises, and an
-      event-level scorer (NAB) sees onsets.
+      event-level scorer (NAB) sees onsets;
+    - or by the novelty part's onset if that is higher: when the features carry
+      the raw reading (``NOVELTY_FEATURE``, scalar sensors), a :class:`TransitionNovelty`
+      watches its level transitions; an onset at or above its alert level is
+      mapped linearly from 0.5 to 1.0 and reported once per ``rest`` points.
 
     Points at or above the alert level do not move the reference.
     """
 
     name: str = "guarded-reference"
-    version: str = "3"
+    version: str = "4"
     #: Layout of :meth:`to_bytes`; older layouts are migrated in :meth:`from_bytes`.
-    STATE_VERSION = 3
+    STATE_VERSION = 4
 
     def __init__(self, seed: int = 42) -> None:
         self.state_version = self.STATE_VERSION
         self.seed = int(seed)
         self.reference = HealthyReference(**REFERENCE_DEFAULTS)
         self.fast = AnomalyDetector(threshold=FAST_ALERT, seed=self.seed, **FAST_DEFAULTS)
+        self.novelty = TransitionNovelty(**NOVELTY_DEFAULTS)
         self._recent = np.zeros(ONSET_HOLD, dtype=np.float32)  # the last ONSET_HOLD condition scores (ring)
         self._n_recent = 0
 
@@ -593,6 +617,7 @@ class ConditionMonitor:
         """A maintenance event: commission afresh (both parts)."""
         self.reference.reset()
         self.fast = AnomalyDetector(threshold=FAST_ALERT, seed=self.seed, **FAST_DEFAULTS)
+        self.novelty.reset()
         self._recent[:] = 0.0
         self._n_recent = 0
 
@@ -601,7 +626,9 @@ class ConditionMonitor:
         if not self.warm:
             return 0.0
         condition, surprise = self._parts(self.reference.departures(x), self.fast.score_one(x))
-        return self._published(condition, surprise)
+        value = x.get(NOVELTY_FEATURE)
+        novel = self.novelty.score_one(value) if value is not None else 0.0
+        return max(self._published(condition, surprise), self._novelty_part(novel))
 
     def learn_one(self, x: Mapping[str, float]) -> None:
         self.process_one(x)
@@ -610,13 +637,15 @@ class ConditionMonitor:
         """Score ``x`` against the state before it, then learn it (the reference only if it is normal)."""
         warm = self.warm
         fast = self.fast.process_one(x).score
+        value = x.get(NOVELTY_FEATURE)
+        novel = self.novelty.process_one(value) if value is not None else 0.0
         departures: list[Departure] = []
         score = 0.0
         cusum = None
         if warm:
             departures, cusum = self.reference.assess(x)
             condition, surprise = self._parts(departures, fast)
-            score = self._published(condition, surprise)
+            score = max(self._published(condition, surprise), self._novelty_part(novel))
             self._recent[self._n_recent % ONSET_HOLD] = max(condition, surprise)
             self._n_recent += 1
         is_anomaly = warm and score >= ALERT_SCORE
@@ -636,6 +665,12 @@ class ConditionMonitor:
         if surprise >= ALERT_SCORE and (not n or np.float32(surprise) > self._recent[:n].max()):
             return surprise
         return condition
+
+    @staticmethod
+    def _novelty_part(novel: float) -> float:
+        """A novelty onset at or above its alert level, mapped from 0.5 to 1.0; 0 otherwise."""
+        alert = NOVELTY_DEFAULTS["alert"]
+        return ALERT_SCORE + (1.0 - ALERT_SCORE) * (novel - alert) / (1.0 - alert) if novel >= alert else 0.0
 
     def _parts(self, departures: list[Departure], fast: float) -> tuple[float, float]:
         """(the reference's part, the fast part's surprise), both 0.5 at their alert level."""
@@ -659,7 +694,8 @@ class ConditionMonitor:
         on purpose, so none can be recovered from it: the monitor starts
         commissioning again. Version 2 (a reference without the CUSUM) keeps its
         commissioned baseline and takes this release's alarm settings, the CUSUM
-        starting at zero.
+        starting at zero. Versions 2 and 3 gain a novelty part that commissions
+        over the next points.
         """
         obj = pickle.loads(data)
         if isinstance(obj, AnomalyDetector):
@@ -673,6 +709,8 @@ class ConditionMonitor:
             ref.alert_factor, ref.z_alert, ref.tau = d["alert_factor"], d["z_alert"], d["tau"]
             ref.max_drift, ref.sustain = d["max_drift"], d["sustain"]
             ref.cusum = dict.fromkeys(ref.reference, 0.0)
+        if obj.state_version < 4:
+            obj.novelty = TransitionNovelty(**NOVELTY_DEFAULTS)
             obj.state_version = cls.STATE_VERSION
         return obj
 
