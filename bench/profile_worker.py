@@ -1,8 +1,11 @@
-"""Where a worker's CPU goes per Faust layer, on a burst of readings (tracing off).
+"""Where a worker's CPU goes per Faust layer, on a burst of readings.
 
     python bench/profile_worker.py [--n 20000] [--rate 200] [--kind scalar|waveform|mixed] [--chunk 1024] [--pace 0]
+        [--tracing off|shipped|100%]
 
-Starts an embedded broker and one worker (tracing off), attaches ``py-spy
+Starts an embedded broker and one worker (tracing off, or exporting OTLP/gRPC
+to a collector that only counts spans, as ``bench_pipeline``'s ``mantis/shipped``
+and ``mantis/100%``; then its span export process is sampled too), attaches ``py-spy
 record`` to it, produces ``--n`` unkeyed readings (``bench_pipeline``'s, waveform
 chunks of ``--chunk`` samples) over 50 assets as fast as possible, or at
 ``--pace`` readings/s (a steady rate makes small batches, whose per-batch costs
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import shutil
 import signal
 import subprocess
@@ -28,7 +32,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import ASSETS, drain, expected_outputs, make_readings, produce, start_worker, wait_ready
+from bench_pipeline import (
+    ASSETS,
+    DiscardCollector,
+    drain,
+    expected_outputs,
+    make_readings,
+    produce,
+    start_worker,
+    wait_ready,
+)
 
 from mantis_stream import topics as names
 from mantis_stream.demo.broker import EmbeddedBroker
@@ -49,6 +62,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "Topic.send (", "Channel._send_now (", "Topic.publish_message (", "Channel.as_future_message (",
         "faust/transport/producer.py", "Producer.send (faust", "aiokafka/producer/"),
     "  of which aiokafka's produce requests on the socket (Sender._send_produce_req)": ("Sender._send_produce_req (",),
+    "tracing (mantis_stream/tracing, opentelemetry; the export process included)": (
+        "mantis_stream/tracing/", "opentelemetry/"),
+    "  of which the span export process": ("export_process.py", "process ", "multiprocessing/"),
     "pipeline code (mantis_stream.agents, dsp, models)": (
         "mantis_stream/agents/", "mantis_stream/dsp/", "mantis_stream/models/"),
     "  of which JSON decoding of input records (codecs, orjson.loads)": ("mantis_stream/codecs.py", "loads ("),
@@ -83,18 +99,33 @@ def breakdown(stacks: list[tuple[list[str], int]]) -> tuple[int, dict[str, int],
     return total, per_layer, self_time
 
 
+def tracing_env(mode: str, collector_port: int, out_dir: Path) -> dict[str, str]:
+    """The worker's tracing settings for ``mode`` (``bench_pipeline``'s contenders)."""
+    if mode == "off":
+        return {"OTEL_TRACES_EXPORTER": "none", "OTEL_SDK_DISABLED": "true"}
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+           "OTEL_TRACES_EXPORTER": "otlp"}
+    if mode == "100%":
+        all_on = out_dir / "all.json"
+        all_on.write_text(json.dumps({"default_strategy": {"type": "probabilistic", "param": 1.0}}))
+        env["MANTIS_SAMPLING_STRATEGIES"] = str(all_on)
+    return env
+
+
 async def run(spy_bin: str, n: int, rate: int, out_dir: Path, kind: str = "scalar", chunk: int = 1024,
-              pace: float = 0.0) -> Path:
+              pace: float = 0.0, mode: str = "off", gil: bool = False) -> Path:
     readings = make_readings(kind, n, np.random.default_rng(1), chunk)
     raw = out_dir / "worker.collapsed"
+    collector = DiscardCollector()
+    collector.server.start()
     with EmbeddedBroker() as broker:
         broker.create_topics(list(names.ALL_TOPICS), 4)
         log = out_dir / "worker.log"
-        worker = start_worker("mantis_stream", broker, {"OTEL_TRACES_EXPORTER": "none", "OTEL_SDK_DISABLED": "true"}, log)
+        worker = start_worker("mantis_stream", broker, tracing_env(mode, collector.port, out_dir), log)
         try:
             await wait_ready(worker, log)
             spy = subprocess.Popen([spy_bin, "record", "--pid", str(worker.pid), "--rate", str(rate), "--format", "raw",
-                                    "--output", str(raw), "--nonblocking"],
+                                    "--output", str(raw), "--nonblocking", *(["--subprocesses"] if mode != "off" else []), *(["--gil"] if gil else [])],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             await asyncio.sleep(1.0)
             drain_task = asyncio.create_task(drain(broker.bootstrap, expected_outputs(readings), timeout=600))
@@ -103,10 +134,13 @@ async def run(spy_bin: str, n: int, rate: int, out_dir: Path, kind: str = "scala
             spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             spy.wait(timeout=60)
             print(f"{len(latencies)}/{n} outputs, {n / (last - start):.0f} readings/s under the profiler "
-                  f"({ASSETS} assets, {kind})")
+                  f"({ASSETS} assets, {kind}, tracing {mode})")
         finally:
             worker.terminate()
             worker.wait(timeout=30)
+            collector.server.stop(0)
+    if mode != "off":
+        print(f"{collector.spans / n:.2f} spans per reading")
     return raw
 
 
@@ -117,6 +151,10 @@ def main() -> None:
     parser.add_argument("--kind", choices=("scalar", "waveform", "mixed"), default="scalar")
     parser.add_argument("--chunk", type=int, default=1024, help="samples per waveform chunk")
     parser.add_argument("--pace", type=float, default=0.0, help="readings/s to produce at (0: as fast as possible)")
+    parser.add_argument("--tracing", choices=("off", "shipped", "100%"), default="off",
+                        help="tracing off, the shipped strategies, or every reading sampled")
+    parser.add_argument("--gil", action="store_true",
+                        help="only samples holding the interpreter lock (a thread waiting for it is no cost of its own)")
     parser.add_argument("--stacks", type=Path, default=None, help="analyse this collapsed-stack file instead of running")
     args = parser.parse_args()
     if args.stacks:
@@ -126,7 +164,8 @@ def main() -> None:
     if spy is None:
         raise SystemExit("profile_worker: py-spy is not installed (pip install -e .[bench])")
     out_dir = Path(tempfile.mkdtemp(prefix="mantis-profile-"))
-    report(asyncio.run(run(spy, args.n, args.rate, out_dir, args.kind, args.chunk, args.pace)))
+    report(asyncio.run(run(spy, args.n, args.rate, out_dir, args.kind, args.chunk, args.pace,
+                               args.tracing, args.gil)))
 
 
 def report(raw: Path) -> None:

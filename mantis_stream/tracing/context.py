@@ -80,12 +80,15 @@ class EventTrace:
     ended: bool = False
 
     def end(self) -> None:
+        """End the span(s); the record's context (which holds the record) is let go, so the pair is
+        freed when the batch is, not left to the garbage collector."""
         if self.ended:
             return
         self.ended = True
         for span in self.also_end:
             span.end()
         self.span.end()
+        self.ctx = self.parent
 
 
 _open: dict[Any, EventTrace] = {}

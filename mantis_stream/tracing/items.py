@@ -81,6 +81,12 @@ def w3c_context(carrier: Mapping[str, str] | None) -> Context | None:
     Read from the header text, as the W3C propagator would, without the
     propagators' cost; anything else goes through them.
     """
+    found = _w3c_parent(carrier)
+    return None if found is None else found[0]
+
+
+def _w3c_parent(carrier: Mapping[str, str] | None) -> tuple[Context, trace.Span, bool] | None:
+    """:func:`w3c_context`, with the upstream span it holds and whether that span is sampled."""
     if not carrier:
         return None
     tp = carrier.get("traceparent")
@@ -90,29 +96,29 @@ def w3c_context(carrier: Mapping[str, str] | None) -> Context | None:
     if len(carrier) > (1 if state is None else 2) or not carriers.w3c_configured():
         return None  # another header (baggage, B3, ...) or other propagators: they read it
     key = (tp, state)
-    ctx = _UNSAMPLED_CONTEXTS.get(key)
-    if ctx is not None:
-        return ctx
+    found = _UNSAMPLED_CONTEXTS.get(key)
+    if found is not None:
+        return found
     if not _TRACEPARENT.fullmatch(tp):
         return None
     trace_id, span_id = int(tp[3:35], 16), int(tp[36:52], 16)
     if not (trace_id and span_id):
         return None
     flags = _FLAGS[tp[53:55]] if tp[53:55] in _FLAGS else TraceFlags(int(tp[53:55], 16))
-    sc = SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags,
-                     trace_state=TraceState.from_header([state]) if state else None)
-    ctx = trace.set_span_in_context(NonRecordingSpan(sc))
+    span = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags,
+                                        trace_state=TraceState.from_header([state]) if state else None))
+    found = (trace.set_span_in_context(span), span, flags.sampled)
     if not flags.sampled:  # the same header comes back at every later stage of this worker: read it once
         if len(_UNSAMPLED_CONTEXTS) >= _MAX_CACHED:
             _UNSAMPLED_CONTEXTS.clear()
-        _UNSAMPLED_CONTEXTS[key] = ctx
-    return ctx
+        _UNSAMPLED_CONTEXTS[key] = found
+    return found
 
 
 #: The flags the pipeline's own headers carry (sampled or not, random trace id or not).
 _FLAGS = {f"{v:02x}": TraceFlags(v) for v in (0, 1, 2, 3)}
-#: Contexts of unsampled ``traceparent`` headers already read (immutable, so shared), at most ``_MAX_CACHED``.
-_UNSAMPLED_CONTEXTS: dict[tuple[str, str | None], Context] = {}
+#: Unsampled ``traceparent`` headers already read (:func:`_w3c_parent`; immutable, so shared), at most ``_MAX_CACHED``.
+_UNSAMPLED_CONTEXTS: dict[tuple[str, str | None], tuple[Context, trace.Span, bool]] = {}
 _MAX_CACHED = 8192
 
 
@@ -151,10 +157,13 @@ def open_item(
     if not _enabled():
         return None
     name = "process " + topic
-    parent = w3c_context(carrier)
-    if parent is None:
+    found = _w3c_parent(carrier)
+    if found is not None:  # a W3C parent has its decision made (only B3 defers)
+        parent, current, sampled = found
+        upstream = None if own_span and sampled else current
+    else:
         parent = carriers.extract(carrier)
-    upstream = unsampled_parent(parent) if own_span else _decided_parent(parent)
+        upstream = unsampled_parent(parent) if own_span else _decided_parent(parent)
     if upstream is not None:  # no span: the headers go on as they came
         record = EventTrace(stage=stage, name=name, span=upstream, ctx=parent, parent=parent, batched=True,
                             lazy_attributes=partial(process_attributes, topic, partition, offset, group),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import gc
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -124,3 +126,22 @@ def test_a_record_continuing_the_upstream_span_makes_none_but_an_error_gets_one(
     assert error.name == "process t.keyed" and format(error.parent.span_id, "016x") == PARENT
     assert error.attributes["error.type"] == "ValueError" and error.attributes["messaging.kafka.offset"] == 2
     assert not error.links  # its parent is the sampled upstream span: no "unsampled trace" link
+
+
+@pytest.mark.parametrize("flags", ["00", "01"])
+def test_an_ended_record_is_freed_without_the_garbage_collector(spans: InMemorySpanExporter, flags: str) -> None:
+    # Why: a record's context holds the record; left as a cycle, every record of every hop waits for
+    # the collector, whose runs grow with the heap (the models) and cost more than the record itself.
+    carrier = {"traceparent": f"00-{UPSTREAM}-{PARENT}-{flags}"}
+    gc.disable()
+    try:
+        record = tracing.open_item("anomaly-detection", carrier, topic="t.batches", partition=0, offset=3, group="g")
+        assert record is not None
+        with tracing.use_item(record, carrier):
+            tracing.outgoing_carrier()
+        context = weakref.ref(record.ctx)
+        record.end()
+        del record
+        assert context() is None
+    finally:
+        gc.enable()
