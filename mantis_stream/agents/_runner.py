@@ -86,34 +86,39 @@ class BatchedStage(ABC, Generic[S, R]):
 
     async def run(self, stream: Stream[Any]) -> None:
         """The agent's body: every batch of ``stream``, for ever."""
+        async for events in batches(stream, self.stage):
+            await self.run_batch(events)
+
+    async def run_batch(self, events: Sequence[EventT[Any]]) -> None:
+        """One batch, start to checkpoint. A method of its own so that its records and their tracing
+        state are freed when it returns, not kept alive while the stage waits for the next batch."""
         stage, emit, public_topic = self.stage, self.emit, self.public
-        async for events in batches(stream, stage):
-            items = await open_items(stage, events)
-            done, failed, touched = await self.compute(items)
-            for item, exc in failed:
-                with item_scope(item):
-                    await send_item_dead_letter(item, stage, exc)
-            public = Publisher(stage)
-            out = Outbox(self.next_hop, stage) if self.next_hop is not None else None
-            for item, state, result in done:
-                with item_scope(item):
-                    try:
-                        message = emit(item, state, result)
-                        if message is None:
-                            continue
-                        if public_topic is not None:
-                            public.add(public_topic, item.value["asset_id"], message, item)
-                    except Exception as exc:  # noqa: BLE001 - a record whose output cannot be made or sent
-                        await send_item_dead_letter(item, stage, exc)
+        items = await open_items(stage, events)
+        done, failed, touched = await self.compute(items)
+        for item, exc in failed:
+            with item_scope(item):
+                await send_item_dead_letter(item, stage, exc)
+        public = Publisher(stage)
+        out = Outbox(self.next_hop, stage) if self.next_hop is not None else None
+        for item, state, result in done:
+            with item_scope(item):
+                try:
+                    message = emit(item, state, result)
+                    if message is None:
                         continue
-                    if out is not None:
-                        out.add(item.partition, message, item)
-            refused = await public.flush()
-            if out is not None:
-                out.discard(refused)
-                await out.flush()
-            close_items(items)
-            self.checkpoint(touched)
+                    if public_topic is not None:
+                        public.add(public_topic, item.value["asset_id"], message, item)
+                except Exception as exc:  # noqa: BLE001 - a record whose output cannot be made or sent
+                    await send_item_dead_letter(item, stage, exc)
+                    continue
+                if out is not None:
+                    out.add(item.partition, message, item)
+        refused = await public.flush()
+        if out is not None:
+            out.discard(refused)
+            await out.flush()
+        close_items(items)
+        self.checkpoint(touched)
 
 
 class KeyedStage(BatchedStage[S, R]):
