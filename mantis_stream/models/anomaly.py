@@ -547,9 +547,11 @@ class NoveltyParams(TypedDict):
     alert: float
     rest: int
     margin: float
+    keep: int
 
 
-NOVELTY_DEFAULTS: NoveltyParams = {"warmup": 300, "levels": 3, "order": 4, "alert": 0.75, "rest": 150, "margin": 0.25}
+NOVELTY_DEFAULTS: NoveltyParams = {"warmup": 300, "levels": 3, "order": 4, "alert": 0.75, "rest": 150, "margin": 0.25,
+                                   "keep": 300}
 #: The feature whose level transitions the novelty part watches: a scalar window's last value, i.e. the raw
 #: reading (the feature stage's sliding windows and ``detect``'s ``ScalarFeaturizer`` both carry it).
 NOVELTY_FEATURE = "last"

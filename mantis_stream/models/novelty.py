@@ -16,9 +16,14 @@ Method
     - *Levels.* The range seen during ``warmup`` (commissioning), widened by
       ``margin`` of its width on each side (a short commissioning rarely sees
       the extremes of the noise), is cut into ``levels`` equal parts; values
-      outside it get levels outside ``0 .. levels - 1`` (clipped at one range's
-      width beyond it). The commissioning points are kept until then and are
-      the first transitions learned.
+      outside it get levels outside ``0 .. levels - 1``. The commissioning
+      points are kept until then and are the first transitions learned.
+    - *A range that grows.* A value more than one range's width beyond the
+      cut range (where its level would have no name) is scored as it is, then
+      the range is re-cut over everything seen (widened by ``margin`` again)
+      and the transitions are learned afresh from the last ``keep`` values:
+      a live series is not handed its extremes in advance, as CAD OSE's NAB
+      run is.
     - *Contexts.* For each order ``k = 1 .. order`` the last ``k`` levels are a
       context; the estimator counts which levels followed each context.
     - *Score.* ``confirmed``: of the continuations known for the current
@@ -41,19 +46,25 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections import deque
+from collections.abc import Iterable
 
 __all__ = ["TransitionNovelty"]
+
+#: Values kept to re-learn from when the range grows (a warm-up's worth).
+DEFAULT_KEEP = 300
 
 
 class TransitionNovelty:
     """Onset score in [0, 1] of level transitions never (or rarely) seen; river's protocol on a scalar."""
 
     def __init__(self, warmup: int = 300, levels: int = 3, order: int = 4, alert: float = 0.75, rest: int = 150,
-                 margin: float = 0.25) -> None:
-        if warmup < 2 or levels < 2 or order < 1 or not 0.0 < alert <= 1.0 or rest < 0 or margin < 0:
-            raise ValueError("TransitionNovelty: warmup >= 2, levels >= 2, order >= 1, 0 < alert <= 1, rest >= 0, margin >= 0")
+                 margin: float = 0.25, keep: int = DEFAULT_KEEP) -> None:
+        if warmup < 2 or levels < 2 or order < 1 or not 0.0 < alert <= 1.0 or rest < 0 or margin < 0 or keep < 1:
+            raise ValueError("TransitionNovelty: warmup >= 2, levels >= 2, order >= 1, 0 < alert <= 1, rest >= 0, margin >= 0, "
+                             "keep >= 1")
         self.warmup, self.levels, self.order, self.alert, self.rest = int(warmup), int(levels), int(order), float(alert), int(rest)
-        self.margin = float(margin)
+        self.margin, self.keep = float(margin), int(keep)
         self.reset()
 
     def reset(self) -> None:
@@ -61,6 +72,8 @@ class TransitionNovelty:
         self.n_seen = 0
         self._range: list[float] = []
         self.low, self.step = math.nan, math.nan
+        self.seen_low, self.seen_high = math.nan, math.nan  # the range cut (before the margin)
+        self._kept: deque[float] = deque(maxlen=self.keep)  # the last finite values, to re-learn from after a re-cut
         self._next: dict[tuple[int, ...], dict[int, int]] = {}  # context (last k levels) -> {next level: count}
         self._history: tuple[int, ...] = ()  # the last `order` levels
         self._since_event = 0  # points since the last raw score >= alert (capped at rest)
@@ -70,7 +83,7 @@ class TransitionNovelty:
         return self.n_seen >= self.warmup
 
     def level(self, x: float) -> int:
-        """The level of ``x`` on the commissioned range (beyond it: up to one range's width outside)."""
+        """The level of ``x`` on the cut range (beyond it: up to one range's width outside)."""
         if not math.isfinite(x):
             return 0
         q = math.floor((x - self.low) / self.step)
@@ -112,6 +125,12 @@ class TransitionNovelty:
             self._commission(float(x))
             return 0.0
         self._since_event = 0 if raw >= self.alert else min(self._since_event + 1, self.rest)
+        if math.isfinite(x):
+            self._kept.append(x)
+            width = self.levels * self.step
+            if not self.low - width <= x <= self.low + 2 * width:
+                self._cut(min(self.seen_low, x), max(self.seen_high, x), self._kept)
+                return score
         self._learn_level(self.level(x))
         return score
 
@@ -131,13 +150,32 @@ class TransitionNovelty:
         if self.n_seen < self.warmup:
             return
         low, high = (min(self._range), max(self._range)) if self._range else (0.0, 0.0)
+        self._cut(low, high, self._range)  # the commissioning points' transitions are the first ones learned
+        self._kept.extend(self._range)
+        self._range = []
+        self._since_event = self.rest
+
+    def _cut(self, low: float, high: float, values: Iterable[float]) -> None:
+        """Cut ``[low, high]``, widened by ``margin``, into the levels and learn the transitions of ``values`` afresh."""
+        self.seen_low, self.seen_high = low, high
         pad = self.margin * (high - low)
         low, high = low - pad, high + pad
         self.low, self.step = low, (high - low) / self.levels if high > low else 1.0
-        for v in self._range:  # the commissioning points' transitions are the first ones learned
+        self._next, self._history = {}, ()
+        for v in values:
             self._learn_level(self.level(v))
-        self._range = []
-        self._since_event = self.rest
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Load a state pickled before the range could grow: its cut range is recovered, the kept values start empty."""
+        self.__dict__.update(state)
+        if "_kept" not in state:
+            self.keep = DEFAULT_KEEP
+            self._kept = deque(maxlen=self.keep)
+            self.seen_low = self.seen_high = math.nan
+            if math.isfinite(self.low):
+                span = self.levels * self.step / (1.0 + 2.0 * self.margin)
+                self.seen_low = self.low + self.margin * span
+                self.seen_high = self.seen_low + span
 
     def to_bytes(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)

@@ -1,5 +1,7 @@
 """TransitionNovelty: level-transition novelty, reported at onsets; and its part in the ConditionMonitor."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,26 @@ def test_doctests():
     from mantis_stream.models import novelty
 
     assert doctest.testmod(novelty).failed == 0
+
+
+def test_a_value_far_beyond_the_range_is_novel_and_recuts_the_levels():
+    nov = TransitionNovelty(warmup=40, rest=5, keep=60)
+    for v in _cycle(300):
+        nov.process_one(float(v))
+    low, step = nov.low, nov.step
+    assert nov.process_one(50.0) >= nov.alert  # scored on the old levels before the range grows
+    assert (nov.seen_low, nov.seen_high) == (0.0, 50.0) and nov.step > step and nov.low < low
+    later = [nov.process_one(float(v)) for v in _cycle(400)]
+    assert max(later[200:]) < nov.alert  # the cycle is learned again on the wider levels
+
+
+def test_a_state_pickled_before_the_range_could_grow_is_loaded():
+    nov = TransitionNovelty(warmup=40)
+    for v in _cycle(100):
+        nov.process_one(float(v))
+    old = {k: v for k, v in copy.deepcopy(nov.__dict__).items() if k not in ("keep", "_kept", "seen_low", "seen_high")}
+    restored = TransitionNovelty.__new__(TransitionNovelty)
+    restored.__setstate__(old)
+    assert (restored.seen_low, restored.seen_high) == pytest.approx((nov.seen_low, nov.seen_high))
+    for v in _cycle(100):
+        assert restored.process_one(float(v)) == nov.process_one(float(v))
