@@ -272,3 +272,18 @@ def write_femto_npz() -> Callable[[Path, Any], None]:
         np.savez(path, acc_milli_g=np.round(acc * 1000).astype(np.int32), time_hmsu=hmsu, files=files)
 
     return write
+
+
+@pytest.fixture
+def spans() -> Iterator[Any]:
+    """Tracing configured with every span sampled into an in-memory exporter (the fixture's value)."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    from mantis_stream import tracing
+    from mantis_stream.settings import Settings
+
+    exporter = InMemorySpanExporter()
+    tracing.configure(Settings(), exporter, sampler_override=ALWAYS_ON)
+    yield exporter
+    tracing.shutdown()

@@ -77,6 +77,7 @@ import numpy as np
 
 from .._compat import river as river_compat
 from .novelty import TransitionNovelty
+from .pickled import Pickled
 
 __all__ = ["AnomalyDetector", "AnomalyScore", "ConditionMonitor", "Departure", "HealthyReference", "MonitorResult", "detect_series"]
 
@@ -91,8 +92,12 @@ class AnomalyScore:
     warm: bool
 
 
-class AnomalyDetector:
-    """Half-Space Trees on adaptively standardised features, with conformal [0, 1] scores."""
+class AnomalyDetector(Pickled):
+    """Half-Space Trees on adaptively standardised features, with conformal [0, 1] scores.
+
+    ``to_bytes`` is compact: the trees' split points follow from ``seed`` and the
+    feature names, so only their masses are stored (see ``__getstate__``).
+    """
 
     name: str = "hst-conformal"
     version: str = "1"
@@ -177,22 +182,6 @@ class AnomalyDetector:
         """``process_one`` over ``xs`` in order (same results, one call)."""
         return [self.process_one(x) for x in xs]
 
-    # -- persistence -----------------------------------------------------------
-    def to_bytes(self) -> bytes:
-        """The whole state; ``from_bytes`` gives a detector with identical next scores.
-
-        Compact: the trees' split points follow from ``seed`` and the feature
-        names, so only their masses are stored (see ``__getstate__``).
-        """
-        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> AnomalyDetector:
-        """Inverse of :meth:`to_bytes` (only load states this process or a trusted peer wrote)."""
-        obj = pickle.loads(data)
-        if not isinstance(obj, cls):
-            raise TypeError(f"not an {cls.__name__} state: {type(obj).__name__}")
-        return obj
 
     def __getstate__(self) -> dict[str, object]:
         # Called for every touched detector after every batch: keep it cheap (no
@@ -569,7 +558,7 @@ class MonitorResult:
     departures: list[Departure]
 
 
-class ConditionMonitor:
+class ConditionMonitor(Pickled):
     """Condition monitoring for one (asset, sensor): a protected healthy reference plus a sudden-change detector.
 
     The reference (:class:`HealthyReference`) catches sustained departures,
@@ -685,9 +674,6 @@ class ConditionMonitor:
         return condition, surprise
 
     # -- persistence -----------------------------------------------------------
-    def to_bytes(self) -> bytes:
-        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
-
     @classmethod
     def from_bytes(cls, data: bytes) -> ConditionMonitor:
         """Inverse of :meth:`to_bytes`; older states are migrated.

@@ -45,9 +45,10 @@ Usage
 from __future__ import annotations
 
 import math
-import pickle
 from collections import deque
 from collections.abc import Iterable
+
+from .pickled import Pickled
 
 __all__ = ["TransitionNovelty"]
 
@@ -55,7 +56,7 @@ __all__ = ["TransitionNovelty"]
 DEFAULT_KEEP = 300
 
 
-class TransitionNovelty:
+class TransitionNovelty(Pickled):
     """Onset score in [0, 1] of level transitions never (or rarely) seen; river's protocol on a scalar."""
 
     def __init__(self, warmup: int = 300, levels: int = 3, order: int = 4, alert: float = 0.75, rest: int = 150,
@@ -176,14 +177,3 @@ class TransitionNovelty:
                 span = self.levels * self.step / (1.0 + 2.0 * self.margin)
                 self.seen_low = self.low + self.margin * span
                 self.seen_high = self.seen_low + span
-
-    def to_bytes(self) -> bytes:
-        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> TransitionNovelty:
-        """Inverse of :meth:`to_bytes` (only load states this process or a trusted peer wrote)."""
-        obj = pickle.loads(data)
-        if not isinstance(obj, cls):
-            raise TypeError(f"not a {cls.__name__} state: {type(obj).__name__}")
-        return obj

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,6 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, StatusCode
 
 import mantis_stream  # noqa: F401  (registers the agents)
@@ -29,13 +27,6 @@ PARENT = "1234567890123456"
 def traceparent(i: int, sampled: bool = True) -> str:
     return f"00-{i + 1:032x}-{PARENT}-{'01' if sampled else '00'}"
 
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    tracing.configure(Settings(), exporter, sampler_override=ALWAYS_ON)
-    yield exporter
-    tracing.shutdown()
 
 
 def feature_record(i: int) -> dict[str, Any]:

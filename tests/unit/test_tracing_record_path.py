@@ -5,16 +5,13 @@ from __future__ import annotations
 import enum
 import gc
 import weakref
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from mantis_stream import tracing
-from mantis_stream.settings import Settings
 from mantis_stream.tracing import attributes, items
 from mantis_stream.tracing.attributes import MAX_STRING
 from mantis_stream.tracing.context import EVENT_KEY, STAGE_KEY, stage_of_context
@@ -23,13 +20,6 @@ from mantis_stream.tracing.setup import reload_propagators
 UPSTREAM = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
 
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    tracing.configure(Settings(), exporter, sampler_override=ALWAYS_ON)
-    yield exporter
-    tracing.shutdown()
 
 
 def test_a_key_already_asked_follows_a_changed_denylist() -> None:

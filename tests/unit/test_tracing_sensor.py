@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import faust
-import pytest
 from faust.types import TP, RecordMetadata
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, StatusCode
 
 from mantis_stream import tracing
@@ -93,13 +91,6 @@ def passing_agent(name: str = "single", *, forward: bool = True) -> tuple[Any, F
     ready(app)
     return passing, producer
 
-
-@pytest.fixture
-def spans() -> Any:
-    exporter = InMemorySpanExporter()
-    tracing.configure(Settings(), exporter, sampler_override=ALWAYS_ON)
-    yield exporter
-    tracing.shutdown()
 
 
 def strategies_runtime(tmp_path: Path, doc: dict) -> InMemorySpanExporter:
