@@ -182,7 +182,6 @@ class AnomalyDetector(Pickled):
         """``process_one`` over ``xs`` in order (same results, one call)."""
         return [self.process_one(x) for x in xs]
 
-
     def __getstate__(self) -> dict[str, object]:
         # Called for every touched detector after every batch: keep it cheap (no
         # per-node Python tuples; the split checksum is computed once per tree set).
@@ -527,6 +526,11 @@ ALERT_SCORE = 0.5
 ONSET_HOLD = 200
 
 
+def _over_alert(value: float, alert: float) -> float:
+    """A part's score at or above its own ``alert`` level (up to 1), mapped linearly onto the published [0.5, 1]."""
+    return ALERT_SCORE + (1.0 - ALERT_SCORE) * (value - alert) / (1.0 - alert)
+
+
 class NoveltyParams(TypedDict):
     """The keyword arguments of :class:`~mantis_stream.models.novelty.TransitionNovelty`."""
 
@@ -657,18 +661,16 @@ class ConditionMonitor(Pickled):
             return surprise
         return condition
 
-    @staticmethod
-    def _novelty_part(novel: float) -> float:
+    def _novelty_part(self, novel: float) -> float:
         """A novelty onset at or above its alert level, mapped from 0.5 to 1.0; 0 otherwise."""
-        alert = NOVELTY_DEFAULTS["alert"]
-        return ALERT_SCORE + (1.0 - ALERT_SCORE) * (novel - alert) / (1.0 - alert) if novel >= alert else 0.0
+        return _over_alert(novel, self.novelty.alert) if novel >= self.novelty.alert else 0.0
 
     def _parts(self, departures: list[Departure], fast: float) -> tuple[float, float]:
         """(the reference's part, the fast part's surprise), both 0.5 at their alert level."""
         sev = departures[0].severity if departures else 0.0
         condition = min(sev / (1.0 + sev), ALERT_SCORE)
         if fast >= FAST_ALERT:
-            surprise = ALERT_SCORE + (1.0 - ALERT_SCORE) * (fast - FAST_ALERT) / (1.0 - FAST_ALERT)
+            surprise = _over_alert(fast, FAST_ALERT)
         else:
             surprise = ALERT_SCORE * fast / FAST_ALERT
         return condition, surprise
