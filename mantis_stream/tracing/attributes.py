@@ -92,9 +92,7 @@ def _scalar(value: Any) -> Any:
     kind = type(value)
     if kind is str:
         return _string(value)
-    if kind is int or kind is float or kind is bool:
-        return value
-    if isinstance(value, bool):
+    if kind is int or kind is float or kind is bool:  # bool has no subclasses: every bool ends here
         return value
     if isinstance(value, str):
         return _string(value)

@@ -51,7 +51,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from . import carriers, setup
 from .attributes import process_attributes
 from .context import CARRIED, EVENT_KEY, STAGE_KEY, EventTrace
-from .spans import start_span, unsampled_parent
+from .spans import decided_parent, start_span, unsampled_parent
 
 __all__ = [
     "open_item", "outgoing_carrier", "use_item", "carried", "carrier_of", "unsampled_headers", "w3c_context",
@@ -163,7 +163,7 @@ def open_item(
         upstream = None if own_span and sampled else current
     else:
         parent = carriers.extract(carrier)
-        upstream = unsampled_parent(parent) if own_span else _decided_parent(parent)
+        upstream = unsampled_parent(parent) if own_span else decided_parent(parent)
     if upstream is not None:  # no span: the headers go on as they came
         record = EventTrace(stage=stage, name=name, span=upstream, ctx=parent, parent=parent, batched=True,
                             lazy_attributes=partial(process_attributes, topic, partition, offset, group),
@@ -179,13 +179,6 @@ def open_item(
     ctx = trace.set_span_in_context(span, parent) if span.get_span_context().is_valid else parent
     record.ctx = Context({**ctx, STAGE_KEY: stage, EVENT_KEY: record})
     return record
-
-
-def _decided_parent(parent: Context) -> trace.Span | None:
-    """The span current in ``parent`` when it is valid and its sampling decision made (not deferred), else None."""
-    current = trace.get_current_span(parent)
-    sc = current.get_span_context()
-    return current if sc.is_valid and not carriers.is_deferred(parent, sc) else None
 
 
 @contextlib.contextmanager

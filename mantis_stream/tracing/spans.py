@@ -44,7 +44,7 @@ from .context import STAGE_KEY, EventTrace, record_of
 
 __all__ = [
     "annotate", "batch_span", "continue_span", "fail_event", "http_server_span", "keep", "mark_failed", "set_http_status",
-    "start_span", "unsampled_parent",
+    "decided_parent", "start_span", "unsampled_parent",
 ]
 
 _MAX_DESCRIPTION = 256
@@ -143,13 +143,17 @@ def fail_event(event: Any, exc: BaseException) -> None:
         mark_failed(record, exc)
 
 
-def unsampled_parent(parent: Context) -> trace.Span | None:
-    """The span current in ``parent`` when its flags already say "not sampled" (not deferred), else None."""
+def decided_parent(parent: Context) -> trace.Span | None:
+    """The span current in ``parent`` when it is valid and its sampling decision made (not deferred), else None."""
     current = trace.get_current_span(parent)
     sc = current.get_span_context()
-    if sc.is_valid and not sc.trace_flags.sampled and not carriers.is_deferred(parent, sc):
-        return current
-    return None
+    return current if sc.is_valid and not carriers.is_deferred(parent, sc) else None
+
+
+def unsampled_parent(parent: Context) -> trace.Span | None:
+    """The span current in ``parent`` when its flags already say "not sampled" (not deferred), else None."""
+    current = decided_parent(parent)
+    return current if current is not None and not current.get_span_context().trace_flags.sampled else None
 
 
 def continue_span(
