@@ -53,7 +53,7 @@ from numpy.typing import ArrayLike
 
 from ..datasets import femto
 from ..models.health import GenericHealth, GenericParams
-from ..models.rul import Bearing, History
+from ..models.rul import Bearing, History, first_ts
 from .scoring import CUT_FRACTIONS, phm2012_accuracy
 
 __all__ = [
@@ -213,7 +213,7 @@ def feature_curves(
 ) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
     """{(sensor, feature): (life fraction, values)} of one bearing."""
     channels, end = bearing
-    start = min(rows[0][0] for rows in channels.values() if rows)
+    start = first_ts(channels)
     out = {}
     for sensor, rows in channels.items():
         for key in keys:
@@ -226,7 +226,7 @@ def feature_curves(
 def bearing_cuts(name: str, bearing: Bearing, fractions: Sequence[float] = CUT_FRACTIONS) -> list[Cut]:
     """The protocol's cuts of one bearing (condition from its name, ``BearingC_N``)."""
     channels, end = bearing
-    start = min(rows[0][0] for rows in channels.values() if rows)
+    start = first_ts(channels)
     cond = int(femto.bearing_meta(name).get("condition", 0))
     life = end - start
     return [Cut(name, cond, float(f), f * life, (1.0 - f) * life) for f in fractions]

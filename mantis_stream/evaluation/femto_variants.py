@@ -44,10 +44,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike
 from scipy.stats import norm
 
-from ..models.rul import Bearing, RulEstimate, RulModel, bearing_trajectory
+from ..models.rul import Bearing, RulEstimate, RulModel, bearing_trajectory, first_ts
 from ..training.rul import fit_femto
 from .ceiling import best_scaled
-from .scoring import CUT_FRACTIONS, phm2012_accuracy
+from .scoring import CUT_FRACTIONS, phm2012_accuracies, phm2012_accuracy
 
 __all__ = [
     "INDICATORS",
@@ -80,7 +80,7 @@ def weighted_best(remaining: ArrayLike, weights: ArrayLike | None = None) -> flo
         raise ValueError("need positive remaining lives and as many weights, some positive")
     er = 100.0 * (r[None, :] - r[:, None]) / r[None, :]  # row: guess r_i; column: actual r_j
     with np.errstate(over="ignore"):
-        acc = np.where(er <= 0, np.exp(-math.log(0.5) * er / 5.0), np.exp(math.log(0.5) * er / 20.0))
+        acc = phm2012_accuracies(er)
     return float(r[int(np.argmax(acc @ w))])
 
 
@@ -107,7 +107,7 @@ def growth_curve(bearing: Bearing, *, dt: float = 10.0, baseline_n: int = 30, sm
     seconds from the first frame, each cell the median of the last ``smooth`` cells
     (causal), cells without frames carrying the previous value."""
     channels, end = bearing
-    start = min(rows[0][0] for rows in channels.values() if rows)
+    start = first_ts(channels)
     n = int((end - start) // dt) + 1
     cols = []
     for rows in channels.values():
@@ -200,7 +200,7 @@ def _after_onset(data: Mapping[str, Bearing], fractions: Sequence[float], mode: 
 
 
 def _start(bearing: Bearing) -> float:
-    return min(rows[0][0] for rows in bearing[0].values() if rows)
+    return first_ts(bearing[0])
 
 
 def _life(bearing: Bearing) -> float:

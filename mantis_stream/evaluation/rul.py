@@ -34,6 +34,7 @@ from ..models.rul import (
     RulModel,
     RulTracker,
     bearing_trajectory,
+    first_ts,
     run_tracker,
 )
 from ..training.rul import fit_cmapss, fit_femto
@@ -194,7 +195,7 @@ def femto_leave_one_out_data(
     pred: list[float] = []
     for name, (channels, end) in data.items():
         model = fit_femto([v for k, v in data.items() if k != name], fractions=fr, progress=say)
-        start = min(rows[0][0] for rows in channels.values() if rows)
+        start = first_ts(channels)
         traj = bearing_trajectory(model, channels)
         cuts = estimates_at_cuts(traj, start, end, fr)
         if on_bearing is not None:

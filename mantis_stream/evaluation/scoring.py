@@ -41,6 +41,7 @@ __all__ = [
     "best_constant",
     "estimates_at_cuts",
     "phm08_score",
+    "phm2012_accuracies",
     "phm2012_accuracy",
     "phm2012_errors",
     "rmse",
@@ -92,10 +93,15 @@ def phm2012_accuracy(actual: ArrayLike, pred: ArrayLike) -> float:
     Over-estimates (``Er <= 0``) halve the accuracy every 5 %, under-estimates
     every 20 %: predicting a bearing lives longer than it does is what hurts.
     """
-    er = phm2012_errors(actual, pred)
+    return float(np.mean(phm2012_accuracies(phm2012_errors(actual, pred))))
+
+
+def phm2012_accuracies(er: np.ndarray) -> np.ndarray:
+    """Per-cut PHM 2012 accuracy ``A_i`` of percent errors ``er`` (any shape): an over-estimate
+    (``Er <= 0``) halves it every 5 %, an under-estimate every 20 %."""
     ln_half = math.log(0.5)
-    a = np.where(er <= 0, np.exp(-ln_half * er / 5.0), np.exp(ln_half * er / 20.0))
-    return float(np.mean(a))
+    a: np.ndarray = np.where(er <= 0, np.exp(-ln_half * er / 5.0), np.exp(ln_half * er / 20.0))
+    return a
 
 
 def unit_folds(units: Sequence[U], k: int = 5, seed: int = 0) -> list[tuple[list[U], list[U]]]:

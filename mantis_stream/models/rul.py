@@ -67,6 +67,7 @@ __all__ = [
     "RulTracker",
     "bearing_trajectory",
     "femto_estimate",
+    "first_ts",
     "run_tracker",
 ]
 
@@ -420,6 +421,11 @@ History = Sequence[tuple[float, Mapping[str, float]]]
 Channels = Mapping[str, History]
 #: One run-to-failure bearing: (channels, failure ts).
 Bearing = tuple[Channels, float]
+
+
+def first_ts(channels: Channels) -> float:
+    """When a bearing's recording starts: its earliest channel's first frame."""
+    return min(rows[0][0] for rows in channels.values() if rows)
 
 
 def bearing_trajectory(model: RulModel, channels: Channels) -> list[tuple[float, RulEstimate]]:

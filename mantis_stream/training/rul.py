@@ -32,6 +32,7 @@ from ..models.rul import (
     RulModel,
     RulTracker,
     bearing_trajectory,
+    first_ts,
 )
 from .mlp import fit_mlp_ensemble
 
@@ -231,7 +232,7 @@ def fit_femto(
     lower bound before onset is the shortest time from onset to failure.
     """
     say = progress or (lambda m: None)
-    starts = [min(rows[0][0] for rows in channels.values() if rows) for channels, _ in bearings]
+    starts = [first_ts(channels) for channels, _ in bearings]
     lives = np.array([end - s for (_, end), s in zip(bearings, starts)])
     base = GenericParams()
     probe = RulModel(generic={"seconds": base})
