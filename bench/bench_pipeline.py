@@ -310,7 +310,7 @@ def rss_mib(pid: int) -> float:
 
 RELAY_SCRIPT = """
 import asyncio, sys, orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 hops = sys.argv[2].split(",")
 async def hop(src, dst, producer):
     c = AIOKafkaConsumer(src, bootstrap_servers=sys.argv[1], group_id="relay-" + src, auto_offset_reset="earliest",
